@@ -1,0 +1,27 @@
+"""Names shared by the API and the workers: queues, tasks, Redis keys."""
+
+QUEUE_GPU = "gpu"
+QUEUE_LLM = "llm"
+QUEUES = (QUEUE_GPU, QUEUE_LLM)
+
+TASK_GENERATE = "monkey.generate"
+TASK_EMBED = "monkey.embed"
+TASK_BY_KIND = {"generate": TASK_GENERATE, "embed": TASK_EMBED}
+
+# Celery message priorities on Redis: lower numbers are served first.
+PRIORITY_VALUE = {"interactive": 0, "batch": 9}
+
+REDIS_PREFIX = "monkey:"
+EVENTS_KEY = REDIS_PREFIX + "events:{job_id}"
+CANCEL_CHANNEL = REDIS_PREFIX + "cancel"
+CANCEL_KEY = REDIS_PREFIX + "cancel:{job_id}"
+WORKER_KEY = REDIS_PREFIX + "worker:{worker_id}"
+WORKERS_PATTERN = REDIS_PREFIX + "worker:*"
+RECONCILER_LOCK = REDIS_PREFIX + "reconciler"
+BROKER_EPOCH = REDIS_PREFIX + "broker-epoch"
+
+LOCAL_PREFIX = "local"
+DEBUG_ECHO = "debug/echo"
+EMBEDDING_DEFAULT = "all-MiniLM-L6-v2"
+PROVIDERS = ("openai", "anthropic", "groq", "google", "xai")
+

@@ -1,0 +1,127 @@
+"""The error tree shared by the API and the workers.
+
+MonkeyError
+├── RequestError            (the API answers with `status` and {"error": {type, message}})
+│   ├── Unauthorized        401
+│   ├── NotFound            404
+│   ├── Conflict            409
+│   ├── PayloadTooLarge     413
+│   ├── InvalidRequest      422
+│   ├── RateLimited         429 (+ Retry-After)
+│   └── Unavailable         503 (+ Retry-After)
+└── JobError                (a job ends `failed` with error {type, message})
+    ├── ProviderAuth            provider_auth
+    ├── ProviderRateLimited     provider_rate_limited
+    ├── ProviderUnavailable     provider_unavailable
+    ├── JobInvalid              invalid_request
+    ├── JobTimeout              timeout
+    ├── OutOfMemory             out_of_memory
+    └── ModelUnavailable        model_unavailable
+Retry                       an intended retry after `delay` seconds, not an error
+"""
+
+from __future__ import annotations
+
+
+class MonkeyError(Exception):
+    type = "internal_error"
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def as_dict(self) -> dict:
+        return {"type": self.type, "message": self.message}
+
+
+class RequestError(MonkeyError):
+    status = 400
+    type = "bad_request"
+    retry_after: float | None = None
+
+
+class Unauthorized(RequestError):
+    status, type = 401, "unauthorized"
+
+
+class NotFound(RequestError):
+    status, type = 404, "not_found"
+
+
+class Conflict(RequestError):
+    status, type = 409, "conflict"
+
+
+class PayloadTooLarge(RequestError):
+    status, type = 413, "payload_too_large"
+
+
+class InvalidRequest(RequestError):
+    status, type = 422, "invalid_request"
+
+
+class RateLimited(RequestError):
+    status, type = 429, "rate_limited"
+
+    def __init__(self, message: str, retry_after: float = 1.0):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Unavailable(RequestError):
+    status, type = 503, "unavailable"
+
+    def __init__(self, message: str, retry_after: float = 2.0):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class JobError(MonkeyError):
+    """Ends a job as `failed`; `type` lands in the envelope's `error.type`."""
+
+    type = "internal_error"
+
+
+class ProviderAuth(JobError):
+    type = "provider_auth"
+
+
+class ProviderRateLimited(JobError):
+    type = "provider_rate_limited"
+
+
+class ProviderUnavailable(JobError):
+    type = "provider_unavailable"
+
+
+class JobInvalid(JobError):
+    type = "invalid_request"
+
+
+class JobTimeout(JobError):
+    type = "timeout"
+
+
+class OutOfMemory(JobError):
+    type = "out_of_memory"
+
+
+class ModelUnavailable(JobError):
+    type = "model_unavailable"
+
+
+class Retry(Exception):  # noqa: N818 - a signal, not an error
+    """Raised to ask for the same work again after `delay` seconds."""
+
+    def __init__(self, delay: float = 0.0, reason: str = ""):
+        super().__init__(reason or f"retry in {delay:.2f}s")
+        self.delay = delay
+        self.reason = reason
+
+
+__all__ = [
+    "MonkeyError", "RequestError", "Unauthorized", "NotFound", "Conflict", "PayloadTooLarge",
+    "InvalidRequest", "RateLimited", "Unavailable", "JobError", "ProviderAuth",
+    "ProviderRateLimited", "ProviderUnavailable", "JobInvalid", "JobTimeout", "OutOfMemory",
+    "ModelUnavailable", "Retry",
+]

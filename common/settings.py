@@ -1,0 +1,139 @@
+"""One settings object, read from the environment (the seed's variable names)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from common.constants import EMBEDDING_DEFAULT, PROVIDERS
+
+PROVIDER_KEY_VARS = {p: f"{p.upper()}_API_KEY" for p in PROVIDERS}
+PROVIDER_URL_VARS = {p: f"{p.upper()}_BASE_URL" for p in PROVIDERS}
+
+
+def _env(name: str, default=None, **kw):
+    return Field(default, validation_alias=AliasChoices(name, name.lower()), **kw)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    environment: str = _env("PYTHON_ENV", "development")
+    data_dir: Path = _env("MONKEY_DATA_DIR", Path(".monkey"))
+    database_url: str = _env("DATABASE_URL", "")
+    redis_url: str = _env("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+    host: str = _env("MONKEY_HOST", "127.0.0.1")
+    port: int = _env("PORT", 8000)
+    cors_origins: str = _env("MONKEY_CORS_ORIGINS", "")
+    web_dir: Path | None = _env("MONKEY_WEB_DIR", None)
+
+    # Limits on what one request may carry.
+    max_body_bytes: int = _env("MONKEY_MAX_BODY_BYTES", 1_000_000)
+    max_prompt_chars: int = _env("MONKEY_MAX_PROMPT_CHARS", 200_000)
+    max_texts: int = _env("MONKEY_MAX_TEXTS", 2048)
+    max_file_bytes: int = _env("MONKEY_MAX_FILE_BYTES", 200 * 1024 * 1024)
+
+    # Reliability: leases, heartbeats, reconciler, broker.
+    lease_s: float = _env("MONKEY_LEASE_S", 10.0)
+    heartbeat_s: float = _env("MONKEY_HEARTBEAT_S", 2.0)
+    reconcile_s: float = _env("MONKEY_RECONCILE_S", 1.0)
+    visibility_timeout_s: int = _env("MONKEY_VISIBILITY_TIMEOUT_S", 3600)
+    events_maxlen: int = _env("MONKEY_EVENTS_MAXLEN", 20_000)
+    events_ttl_s: int = _env("MONKEY_EVENTS_TTL_S", 24 * 3600)
+    write_retry_s: float = _env("MONKEY_WRITE_RETRY_S", 120.0)
+
+    # Workers.
+    worker_concurrency: int = _env("MONKEY_WORKER_CONCURRENCY", 32)
+    metrics_port: int | None = _env("MONKEY_METRICS_PORT", None)
+    local_models: str = _env("MONKEY_LOCAL_MODELS", "")
+    max_batch: int = _env("MONKEY_MAX_BATCH", 32)
+    max_wait_ms: float = _env("MONKEY_MAX_WAIT_MS", 5.0)
+    device: str = _env("MONKEY_DEVICE", "auto")
+    provider_max_retries: int = _env("MONKEY_PROVIDER_MAX_RETRIES", 4)
+    provider_timeout_s: float = _env("MONKEY_PROVIDER_TIMEOUT_S", 600.0)
+
+    # Hosted providers: keys and base-URL overrides.
+    openai_api_key: str = _env("OPENAI_API_KEY", "")
+    anthropic_api_key: str = _env("ANTHROPIC_API_KEY", "")
+    groq_api_key: str = _env("GROQ_API_KEY", "")
+    google_api_key: str = _env("GOOGLE_API_KEY", "")
+    xai_api_key: str = _env("XAI_API_KEY", "")
+    openai_base_url: str = _env("OPENAI_BASE_URL", "")
+    anthropic_base_url: str = _env("ANTHROPIC_BASE_URL", "")
+    groq_base_url: str = _env("GROQ_BASE_URL", "")
+    google_base_url: str = _env("GOOGLE_BASE_URL", "")
+    xai_base_url: str = _env("XAI_BASE_URL", "")
+
+    flower_basic_auth: str = _env("FLOWER_BASIC_AUTH", "")
+
+    @field_validator("database_url")
+    @classmethod
+    def _strip(cls, v: str) -> str:
+        return v.strip()
+
+    @model_validator(mode="after")
+    def _defaults(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{(self.data_dir / 'monkey.db').resolve()}"
+        if self.max_batch < 1:
+            raise ValueError("MONKEY_MAX_BATCH must be at least 1")
+        if self.heartbeat_s >= self.lease_s:
+            raise ValueError("MONKEY_HEARTBEAT_S must be shorter than MONKEY_LEASE_S")
+        return self
+
+    # Derived views --------------------------------------------------------
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def async_database_url(self) -> str:
+        return _with_driver(self.database_url, sqlite="sqlite+aiosqlite", pg="postgresql+asyncpg")
+
+    @property
+    def sync_database_url(self) -> str:
+        return _with_driver(self.database_url, sqlite="sqlite", pg="postgresql+psycopg")
+
+    def provider_key(self, provider: str) -> str:
+        return getattr(self, f"{provider}_api_key", "") or ""
+
+    def provider_base_url(self, provider: str) -> str | None:
+        return getattr(self, f"{provider}_base_url", "") or None
+
+    def local_model_sources(self) -> dict[str, str]:
+        """`local/NAME` -> path or hub id, from MONKEY_LOCAL_MODELS plus the default embedder."""
+        models = {EMBEDDING_DEFAULT: f"sentence-transformers/{EMBEDDING_DEFAULT}"}
+        for part in self.local_models.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            name, sep, source = part.partition("=")
+            if not sep or not name.strip() or not source.strip():
+                raise ValueError(f"MONKEY_LOCAL_MODELS entry {part!r} is not NAME=PATH-OR-HUB-ID")
+            models[name.strip()] = source.strip()
+        return models
+
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+
+def _with_driver(url: str, *, sqlite: str, pg: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError(f"DATABASE_URL {url!r} has no scheme")
+    base = scheme.split("+", 1)[0]
+    if base == "sqlite":
+        return f"{sqlite}://{rest}"
+    if base in ("postgres", "postgresql"):
+        return f"{pg}://{rest}"
+    raise ValueError(f"DATABASE_URL scheme {scheme!r} is not supported (use postgresql or sqlite)")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
