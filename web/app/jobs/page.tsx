@@ -1,0 +1,216 @@
+"use client";
+
+// The jobs list: GET /v1/jobs with status and kind filters, cursor pages (newest
+// first, `after` = the last id of the page before), refreshed every two seconds.
+
+import Link from "next/link";
+import { useCallback, useEffect, useState } from "react";
+import ErrorNotice from "@/components/ErrorNotice";
+import RequireKey from "@/components/RequireKey";
+import StatusBadge from "@/components/StatusBadge";
+import { apiJson, isAbort } from "@/lib/api";
+import { formatMs, formatTime } from "@/lib/format";
+import { JOB_STATUSES, type Job, type ListPage } from "@/lib/types";
+
+const REFRESH_MS = 2000;
+const PAGE_SIZES = [10, 20, 50, 100];
+
+export default function JobsPage() {
+  return (
+    <section aria-labelledby="jobs-title">
+      <h1 id="jobs-title">Jobs</h1>
+      <RequireKey>{(key) => <JobsList apiKey={key} />}</RequireKey>
+    </section>
+  );
+}
+
+function preview(job: Job): string {
+  const input = job.input ?? {};
+  const text =
+    input.prompt ??
+    input.messages?.map((m) => m.content).join(" ") ??
+    input.texts?.join(" | ") ??
+    "";
+  return text.length > 80 ? `${text.slice(0, 80)}…` : text;
+}
+
+function JobsList({ apiKey }: { apiKey: string }) {
+  const [status, setStatus] = useState("");
+  const [kind, setKind] = useState("");
+  const [limit, setLimit] = useState(20);
+  const [live, setLive] = useState(true);
+  // cursors[i] is the `after` of page i; page 0 has none.
+  const [cursors, setCursors] = useState<string[]>([""]);
+  const [page, setPage] = useState<ListPage<Job> | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  const [updatedAt, setUpdatedAt] = useState<number | null>(null);
+  const after = cursors[cursors.length - 1];
+
+  const load = useCallback(
+    async (signal: AbortSignal) => {
+      const q = new URLSearchParams({ limit: String(limit) });
+      if (status) q.set("status", status);
+      if (kind) q.set("kind", kind);
+      if (after) q.set("after", after);
+      try {
+        const res = await apiJson<ListPage<Job>>(`/v1/jobs?${q}`, { key: apiKey, signal });
+        setPage(res);
+        setError(null);
+        setUpdatedAt(Date.now());
+      } catch (err) {
+        if (!isAbort(err)) setError(err);
+      }
+    },
+    [apiKey, status, kind, limit, after],
+  );
+
+  useEffect(() => {
+    const controller = new AbortController();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const tick = async () => {
+      await load(controller.signal);
+      if (live && !controller.signal.aborted) timer = setTimeout(tick, REFRESH_MS);
+    };
+    void tick();
+    return () => {
+      controller.abort();
+      clearTimeout(timer);
+    };
+  }, [load, live]);
+
+  function resetPages() {
+    setCursors([""]);
+  }
+
+  const rows = Array.isArray(page?.data) ? page.data : [];
+  const lastId = page?.last_id ?? rows[rows.length - 1]?.id;
+
+  return (
+    <>
+      <form className="filters" onSubmit={(e) => e.preventDefault()} aria-label="Filters">
+        <div className="field">
+          <label htmlFor="filter-status">Status</label>
+          <select
+            id="filter-status"
+            value={status}
+            onChange={(e) => {
+              setStatus(e.target.value);
+              resetPages();
+            }}
+          >
+            <option value="">all</option>
+            {JOB_STATUSES.map((s) => (
+              <option key={s} value={s}>
+                {s}
+              </option>
+            ))}
+          </select>
+        </div>
+        <div className="field">
+          <label htmlFor="filter-kind">Kind</label>
+          <select
+            id="filter-kind"
+            value={kind}
+            onChange={(e) => {
+              setKind(e.target.value);
+              resetPages();
+            }}
+          >
+            <option value="">all</option>
+            <option value="generate">generate</option>
+            <option value="embed">embed</option>
+          </select>
+        </div>
+        <div className="field">
+          <label htmlFor="page-size">Per page</label>
+          <select
+            id="page-size"
+            value={limit}
+            onChange={(e) => {
+              setLimit(Number(e.target.value));
+              resetPages();
+            }}
+          >
+            {PAGE_SIZES.map((n) => (
+              <option key={n} value={n}>
+                {n}
+              </option>
+            ))}
+          </select>
+        </div>
+        <div className="field inline">
+          <input id="live" type="checkbox" checked={live} onChange={(e) => setLive(e.target.checked)} />
+          <label htmlFor="live">Refresh every {REFRESH_MS / 1000} s</label>
+        </div>
+      </form>
+
+      <ErrorNotice error={error} title="Could not load the jobs" />
+      {updatedAt ? (
+        <p className="muted small" aria-live="off">
+          Updated {new Date(updatedAt).toLocaleTimeString()}
+        </p>
+      ) : null}
+
+      {page === null && !error ? <p aria-busy="true">Loading jobs…</p> : null}
+      {page !== null && rows.length === 0 ? (
+        <p className="notice" data-testid="no-jobs">
+          No jobs{status || kind ? " match these filters" : " yet"}. <Link href="/">Submit one</Link>.
+        </p>
+      ) : null}
+      {rows.length > 0 ? (
+        <div className="table-wrap">
+          <table className="jobs" data-testid="jobs-table">
+            <caption className="visually-hidden">Jobs, newest first</caption>
+            <thead>
+              <tr>
+                <th scope="col">Job</th>
+                <th scope="col">Status</th>
+                <th scope="col">Model</th>
+                <th scope="col">Priority</th>
+                <th scope="col">Created</th>
+                <th scope="col">Run time</th>
+                <th scope="col">Input</th>
+              </tr>
+            </thead>
+            <tbody>
+              {rows.map((job) => (
+                <tr key={job.id} data-testid="job-row" data-job-id={job.id}>
+                  <td data-label="Job">
+                    <Link href={`/job/?id=${encodeURIComponent(job.id)}`}>
+                      <code>{job.id}</code>
+                    </Link>
+                  </td>
+                  <td data-label="Status">
+                    <StatusBadge status={job.status} testId="job-row-status" />
+                  </td>
+                  <td data-label="Model">{job.model}</td>
+                  <td data-label="Priority">{job.priority ?? "-"}</td>
+                  <td data-label="Created">{formatTime(job.created_at)}</td>
+                  <td data-label="Run time">{formatMs(job.metrics?.run_ms)}</td>
+                  <td data-label="Input" className="preview">
+                    {preview(job)}
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      ) : null}
+
+      <nav className="pager" aria-label="Pages">
+        <button type="button" className="secondary" disabled={cursors.length <= 1} onClick={() => setCursors((c) => c.slice(0, -1))}>
+          Newer
+        </button>
+        <span className="muted">Page {cursors.length}</span>
+        <button
+          type="button"
+          className="secondary"
+          disabled={!page?.has_more || !lastId}
+          onClick={() => lastId && setCursors((c) => [...c, lastId])}
+        >
+          Older
+        </button>
+      </nav>
+    </>
+  );
+}

@@ -1,0 +1,122 @@
+// The job page's state, as a reducer over what arrives: the first GET, stream
+// events, polled envelopes and the cancel answer. It keeps the two rules of the
+// job model: terminal states never change, and `cancelling` only ends in one.
+
+import { isTerminal, type ApiErrorBody, type Job } from "./types";
+
+export interface StatusStep {
+  status: string;
+  at: number;
+}
+
+export interface JobState {
+  job: Job | null;
+  status: string | null;
+  history: StatusStep[];
+  text: string;
+  tokens: number;
+  restarts: number;
+  /** Client clock when the job was first seen running, for a live run time. */
+  runningSince: number | null;
+  lastErrorEvent: ApiErrorBody | null;
+  progress: Record<string, unknown> | null;
+}
+
+export const initialJobState: JobState = {
+  job: null,
+  status: null,
+  history: [],
+  text: "",
+  tokens: 0,
+  restarts: 0,
+  runningSince: null,
+  lastErrorEvent: null,
+  progress: null,
+};
+
+export type JobAction =
+  | { type: "loaded"; job: Job }
+  | { type: "event"; event: string; data: string; now: number }
+  | { type: "envelope"; job: Job; now: number };
+
+function canMove(from: string | null, to: string): boolean {
+  if (from === null || from === to) return true;
+  if (isTerminal(from)) return false;
+  if (from === "cancelling") return isTerminal(to);
+  return true;
+}
+
+function withStatus(state: JobState, status: unknown, now: number): JobState {
+  if (typeof status !== "string" || !canMove(state.status, status)) return state;
+  const last = state.history[state.history.length - 1];
+  const history = last?.status === status ? state.history : [...state.history, { status, at: now }];
+  const runningSince = status === "running" && state.runningSince === null ? now : state.runningSince;
+  return { ...state, status, history, runningSince };
+}
+
+function withEnvelope(state: JobState, job: Job, now: number): JobState {
+  if (!job || typeof job !== "object" || typeof job.id !== "string") return state;
+  // A stale envelope (an earlier status than we know) must not roll the page back.
+  if (!canMove(state.status, job.status)) return state;
+  const next = withStatus({ ...state, job }, job.status, now);
+  const text = job.output?.text;
+  return typeof text === "string" && (isTerminal(job.status) || text.length >= next.text.length)
+    ? { ...next, text }
+    : next;
+}
+
+function parse(data: string): Record<string, unknown> | null {
+  try {
+    const v: unknown = JSON.parse(data);
+    return v && typeof v === "object" ? (v as Record<string, unknown>) : null;
+  } catch {
+    return null;
+  }
+}
+
+function onEvent(state: JobState, event: string, raw: string, now: number): JobState {
+  const data = parse(raw);
+  switch (event) {
+    case "status": {
+      if (!data) return state;
+      let next = state;
+      if (data.restarted === true) {
+        // The provider call was retried: what streamed so far is void.
+        next = { ...next, text: "", tokens: 0, restarts: next.restarts + 1 };
+      }
+      return withStatus(next, data.status, now);
+    }
+    case "token": {
+      if (!data || typeof data.text !== "string") return state;
+      let tokens = state.tokens + 1;
+      if (typeof data.count === "number") tokens = state.tokens + data.count;
+      else if (typeof data.index === "number") tokens = Math.max(tokens, data.index + 1);
+      // A token means the job runs, even if its status event was missed.
+      const next = state.status === "queued" || state.status === null ? withStatus(state, "running", now) : state;
+      return { ...next, text: next.text + data.text, tokens };
+    }
+    case "progress":
+      return data ? { ...state, progress: data } : state;
+    case "error": {
+      const err = (data?.error && typeof data.error === "object" ? data.error : data) as ApiErrorBody | null;
+      return { ...state, lastErrorEvent: err ?? { message: raw } };
+    }
+    case "done":
+      return data ? withEnvelope(state, data as unknown as Job, now) : state;
+    default:
+      return state;
+  }
+}
+
+export function jobReducer(state: JobState, action: JobAction): JobState {
+  switch (action.type) {
+    case "loaded":
+      // The first GET: sets the envelope without a history step, since the stream
+      // replays the job's statuses from the start.
+      return { ...state, job: action.job, status: action.job.status, text: action.job.output?.text ?? state.text };
+    case "envelope":
+      return withEnvelope(state, action.job, action.now);
+    case "event":
+      return onEvent(state, action.event, action.data, action.now);
+  }
+}

@@ -1,0 +1,225 @@
+// Server-sent events over fetch. EventSource cannot send an Authorization header,
+// so this reads the response body itself, parses the text/event-stream format,
+// reconnects with Last-Event-ID after a drop (the server replays from there), and
+// falls back to polling GET /v1/jobs/{id} once a second if the stream keeps failing.
+
+import { ApiError, apiJson, apiUrl, authHeaders, errorFromResponse, isAbort, unreachable } from "./api";
+import { isTerminal, type Job } from "./types";
+
+export interface SseEvent {
+  /** The id this event carried in its own `id:` line, if any. */
+  id?: string;
+  event: string;
+  data: string;
+  retry?: number;
+}
+
+/** An incremental text/event-stream parser (the WHATWG algorithm, minus EventSource). */
+export class SseParser {
+  private buffer = "";
+  private data: string[] = [];
+  private eventType = "";
+  private id: string | undefined;
+  private retry: number | undefined;
+
+  feed(chunk: string): SseEvent[] {
+    this.buffer += chunk;
+    const out: SseEvent[] = [];
+    for (;;) {
+      const m = /\r\n|\r|\n/.exec(this.buffer);
+      if (!m) break;
+      // A lone \r at the end may be the first half of \r\n: wait for more text.
+      if (m[0] === "\r" && m.index === this.buffer.length - 1) break;
+      const line = this.buffer.slice(0, m.index);
+      this.buffer = this.buffer.slice(m.index + m[0].length);
+      const ev = this.line(line);
+      if (ev) out.push(ev);
+    }
+    return out;
+  }
+
+  private line(line: string): SseEvent | null {
+    if (line === "") return this.dispatch();
+    if (line.startsWith(":")) return null; // a comment, e.g. a keep-alive
+    const colon = line.indexOf(":");
+    const field = colon === -1 ? line : line.slice(0, colon);
+    let value = colon === -1 ? "" : line.slice(colon + 1);
+    if (value.startsWith(" ")) value = value.slice(1);
+    switch (field) {
+      case "data":
+        this.data.push(value);
+        break;
+      case "event":
+        this.eventType = value;
+        break;
+      case "id":
+        if (!value.includes("\0")) this.id = value;
+        break;
+      case "retry":
+        if (/^\d+$/.test(value)) this.retry = Number(value);
+        break;
+      default:
+        break; // unknown fields are ignored, as the spec says
+    }
+    return null;
+  }
+
+  private dispatch(): SseEvent | null {
+    const type = this.eventType || "message";
+    const hasData = this.data.length > 0;
+    const ev: SseEvent = { event: type, data: this.data.join("\n"), id: this.id, retry: this.retry };
+    this.data = [];
+    this.eventType = "";
+    this.id = undefined;
+    this.retry = undefined;
+    return hasData ? ev : null;
+  }
+}
+
+export type StreamMode = "connecting" | "live" | "reconnecting" | "polling" | "closed";
+
+export interface FollowHandlers {
+  /** Every event from the stream, in order, without duplicates across reconnects. */
+  onEvent(ev: SseEvent): void;
+  /** The envelope, when polling instead of streaming. */
+  onPoll(job: Job): void;
+  onMode(mode: StreamMode, detail?: ApiError): void;
+  /** A failure that retrying will not fix (401, 404): following stops. */
+  onFatal(err: ApiError): void;
+}
+
+export interface FollowOptions {
+  key: string | null;
+  /** Consecutive connections without a single event before polling instead. */
+  maxFailures?: number;
+  pollMs?: number;
+  /** While polling, try the stream again after this many polls. */
+  pollsBeforeRetry?: number;
+}
+
+const sleep = (ms: number, signal: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    const t = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => {
+      clearTimeout(t);
+      resolve();
+    });
+  });
+
+// Redis stream ids ("<ms>-<seq>") are ordered; anything else is compared as unknown.
+function streamIdAfter(id: string, last: string): boolean | null {
+  const a = /^(\d+)-(\d+)$/.exec(id);
+  const b = /^(\d+)-(\d+)$/.exec(last);
+  if (!a || !b) return null;
+  const [am, as, bm, bs] = [a[1], a[2], b[1], b[2]].map(BigInt);
+  return am > bm || (am === bm && as > bs);
+}
+
+function isFatal(err: ApiError): boolean {
+  return err.status === 401 || err.status === 403 || err.status === 404;
+}
+
+/** Follows a job's events until `done`; returns a function that stops following. */
+export function followJob(jobId: string, handlers: FollowHandlers, opts: FollowOptions): () => void {
+  const controller = new AbortController();
+  const { signal } = controller;
+  const maxFailures = opts.maxFailures ?? 3;
+  const pollMs = opts.pollMs ?? 1000;
+  const pollsBeforeRetry = opts.pollsBeforeRetry ?? 15;
+  const path = `/v1/jobs/${encodeURIComponent(jobId)}`;
+  let lastId: string | undefined;
+  let retryMs = 1000;
+
+  // Returns true when the job is over (done received), false when the stream dropped.
+  async function streamOnce(): Promise<{ finished: boolean; gotEvents: boolean }> {
+    const headers: Record<string, string> = { ...authHeaders(opts.key), Accept: "text/event-stream" };
+    if (lastId !== undefined) headers["Last-Event-ID"] = lastId;
+    let res: Response;
+    try {
+      res = await fetch(apiUrl(`${path}/events`), { headers, signal, cache: "no-store" });
+    } catch (err) {
+      if (isAbort(err)) throw err;
+      throw unreachable(err);
+    }
+    if (!res.ok) throw await errorFromResponse(res);
+    if (!res.body) throw new ApiError(res.status, "no_stream", "The server sent no event stream.");
+    handlers.onMode("live");
+    const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+    const parser = new SseParser();
+    let gotEvents = false;
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) return { finished: false, gotEvents };
+        for (const ev of parser.feed(value)) {
+          if (ev.id !== undefined && lastId !== undefined && streamIdAfter(ev.id, lastId) === false) {
+            continue; // already seen before a reconnect
+          }
+          if (ev.id !== undefined) lastId = ev.id;
+          if (ev.retry !== undefined) retryMs = ev.retry;
+          gotEvents = true;
+          handlers.onEvent(ev);
+          if (ev.event === "done") return { finished: true, gotEvents };
+        }
+      }
+    } finally {
+      reader.cancel().catch(() => undefined);
+    }
+  }
+
+  async function pollUntil(polls: number): Promise<boolean> {
+    handlers.onMode("polling");
+    for (let i = 0; i < polls && !signal.aborted; i++) {
+      try {
+        const job = await apiJson<Job>(path, { key: opts.key, signal });
+        handlers.onPoll(job);
+        if (isTerminal(job.status)) return true;
+      } catch (err) {
+        if (isAbort(err)) return true;
+        if (err instanceof ApiError && isFatal(err)) {
+          handlers.onFatal(err);
+          return true;
+        }
+        handlers.onMode("polling", err instanceof ApiError ? err : undefined);
+      }
+      await sleep(pollMs, signal);
+    }
+    return false;
+  }
+
+  async function run(): Promise<void> {
+    let failures = 0;
+    handlers.onMode("connecting");
+    while (!signal.aborted) {
+      let lastError: ApiError | undefined;
+      try {
+        const { finished, gotEvents } = await streamOnce();
+        if (finished) {
+          handlers.onMode("closed");
+          return;
+        }
+        failures = gotEvents ? 1 : failures + 1;
+      } catch (err) {
+        if (isAbort(err) || signal.aborted) return;
+        lastError = err instanceof ApiError ? err : unreachable(err);
+        if (isFatal(lastError)) {
+          handlers.onFatal(lastError);
+          return;
+        }
+        failures += 1;
+      }
+      if (failures >= maxFailures) {
+        if (await pollUntil(pollsBeforeRetry)) {
+          if (!signal.aborted) handlers.onMode("closed");
+          return;
+        }
+        failures = maxFailures - 1; // one more try at the stream, then back to polling
+      }
+      handlers.onMode("reconnecting", lastError);
+      await sleep(Math.min(retryMs * 2 ** Math.max(0, failures - 1), 5000), signal);
+    }
+  }
+
+  void run();
+  return () => controller.abort();
+}
