@@ -92,7 +92,7 @@ class EmbedResult:
 class Runtime(ABC):  # noqa: B024 - every method has a default
     """One per model family and worker process; `load()` runs once before the first job."""
 
-    def load(self) -> None:
+    def load(self) -> None:  # noqa: B027 - optional hook
         """Load weights, open clients. Runs once per process, never at import."""
 
     def generate(self, job: JobSpec, ctx: RunContext) -> GenerateResult:

@@ -1,0 +1,42 @@
+"""Every error leaves the API as {"error": {"type", "message"}} with its status."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from common.errors import RequestError
+
+
+def error_response(status: int, type_: str, message: str, retry_after: float | None = None):
+    headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after else None
+    return JSONResponse(
+        {"error": {"type": type_, "message": message}}, status_code=status, headers=headers
+    )
+
+
+def _describe(errors: list[dict]) -> str:
+    parts = []
+    for e in errors[:5]:
+        loc = ".".join(str(p) for p in e.get("loc", ()) if p not in ("body",))
+        parts.append(f"{loc}: {e.get('msg')}" if loc else str(e.get("msg")))
+    return "; ".join(parts) or "invalid request"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(RequestError)
+    async def _request_error(_req: Request, exc: RequestError):
+        return error_response(exc.status, exc.type, exc.message, exc.retry_after)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_req: Request, exc: RequestValidationError):
+        return error_response(422, "invalid_request", _describe(exc.errors()))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_req: Request, exc: StarletteHTTPException):
+        types = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
+                 413: "payload_too_large"}
+        return error_response(exc.status_code, types.get(exc.status_code, "http_error"),
+                              str(exc.detail))

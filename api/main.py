@@ -1,0 +1,74 @@
+"""The FastAPI app: `create_app(settings)`; uvicorn runs it as a factory."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
+
+from api import errors
+from api.limits import BodyLimit
+from api.publisher import Publisher
+from api.reconciler import Reconciler
+from api.routes import jobs, system
+from api.state import AppState
+from common.celery_app import make_celery
+from common.db import async_sessions, make_async_engine
+from common.settings import Settings, get_settings
+
+log = logging.getLogger("monkey.api")
+
+DEFAULT_WEB_DIR = Path(__file__).resolve().parent.parent / "web" / "out"
+
+
+def _open_state(settings: Settings) -> AppState:
+    engine = make_async_engine(settings)
+    client = aioredis.Redis.from_url(
+        settings.redis_url, socket_connect_timeout=2, socket_timeout=10,
+        health_check_interval=10, max_connections=4096,
+    )
+    celery = make_celery(settings)
+    return AppState(settings=settings, engine=engine, sessions=async_sessions(engine),
+                    redis=client, celery=celery, publisher=Publisher(celery))
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        state = _open_state(settings)
+        app.state.monkey = state
+        reconciler = Reconciler(state)
+        app.state.reconciler = reconciler
+        reconciler.start()
+        try:
+            yield
+        finally:
+            await reconciler.stop()
+            state.publisher.close()
+            await state.redis.aclose()
+            await state.engine.dispose()
+
+    app = FastAPI(title="Monkey Coder", version="0.1.0", lifespan=lifespan)
+    errors.install(app)
+    app.include_router(jobs.router)
+    app.include_router(system.router)
+    origins = settings.cors_origin_list()
+    if origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "Idempotency-Key"],
+            expose_headers=["Retry-After", "Location"], max_age=600,
+        )
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes,
+                       overrides={"/v1/files": settings.max_file_bytes + 1_000_000})
+    web_dir = settings.web_dir or DEFAULT_WEB_DIR
+    if (web_dir / "index.html").exists():
+        app.mount("/", StaticFiles(directory=web_dir, html=True), name="web")
+    return app

@@ -1,0 +1,182 @@
+"""The reconciler: makes the database and the broker agree, every second or so.
+
+- publishes queued jobs whose task never reached the broker (Redis was down at submit);
+- publishes every queued job again when Redis lost its data (a restart without
+  persistence), noticed by a marker key that disappears with it;
+- requeues running jobs whose lease lapsed (their worker died): in seconds, not after
+  Redis's visibility timeout; after MONKEY_MAX_ATTEMPTS the job fails instead;
+- expires queued jobs whose start_by deadline passed.
+
+It runs inside every API process; a Redis lock makes exactly one of them active.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+
+from redis.exceptions import RedisError
+from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from api.services.jobs import emit_event, publish
+from api.state import AppState
+from common.constants import BROKER_EPOCH, RECONCILER_LOCK
+from common.db import Job, utcnow
+from common.jobs import JobStatus, envelope, transition
+
+log = logging.getLogger("monkey.reconciler")
+S = JobStatus
+
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_UNPUBLISHED_GRACE_S = 2.0
+MAX_ATTEMPTS = 3
+
+
+class Reconciler:
+    def __init__(self, state: AppState):
+        self.state = state
+        self.token = secrets.token_hex(8)
+        self.leader = False
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="reconciler")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        if self.leader:
+            try:
+                await self.state.redis.eval(
+                    "if redis.call('get',KEYS[1])==ARGV[1] then return redis.call('del',KEYS[1]) "
+                    "end return 0", 1, RECONCILER_LOCK, self.token)
+            except (RedisError, OSError):
+                pass
+
+    async def _loop(self) -> None:
+        interval = self.state.settings.reconcile_s
+        while True:
+            try:
+                if await self._lead(interval):
+                    await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError, SQLAlchemyError) as exc:
+                log.warning("reconciler pass failed: %s", exc)
+            except Exception:
+                log.exception("reconciler pass failed")
+            await asyncio.sleep(interval)
+
+    async def _lead(self, interval: float) -> bool:
+        ttl_ms = int(max(interval * 5, 5) * 1000)
+        r = self.state.redis
+        if self.leader and await r.eval(_RENEW, 1, RECONCILER_LOCK, self.token, ttl_ms):
+            return True
+        self.leader = bool(await r.set(RECONCILER_LOCK, self.token, nx=True, px=ttl_ms))
+        return self.leader
+
+    async def tick(self) -> dict:
+        counts = {
+            "epoch": await self._check_epoch(),
+            "expired": await self._expire(),
+            "requeued": await self._requeue_lapsed(),
+        }
+        counts["published"] = await self._publish_pending()
+        if any(counts.values()):
+            log.info("reconciled %s", counts)
+        return counts
+
+    async def _check_epoch(self) -> int:
+        """Redis lost its data if the marker is gone: every queued job goes out again."""
+        if await self.state.redis.get(BROKER_EPOCH):
+            return 0
+        async with self.state.sessions() as s:
+            res = await s.execute(
+                update(Job).where(Job.status == S.QUEUED, Job.published_at.is_not(None))
+                .values(published_at=None)
+            )
+            await s.commit()
+        await self.state.redis.set(BROKER_EPOCH, self.token)
+        return res.rowcount or 0
+
+    async def _publish_pending(self) -> int:
+        cutoff = utcnow().timestamp() - _UNPUBLISHED_GRACE_S
+        n = 0
+        async with self.state.sessions() as s:
+            rows = (await s.execute(
+                select(Job).where(Job.status == S.QUEUED, Job.published_at.is_(None))
+                .order_by(Job.priority.desc(), Job.id).limit(1000)
+            )).scalars().all()
+            for job in rows:
+                if job.created_at.timestamp() > cutoff and job.attempts == 0:
+                    continue  # the submit that wrote it may still be publishing
+                if not await publish(state=self.state, session=s, job=job, force=n == 0):
+                    break
+                n += 1
+        return n
+
+    async def _requeue_lapsed(self) -> int:
+        now = utcnow()
+        n = 0
+        async with self.state.sessions() as s:
+            rows = (await s.execute(
+                select(Job).where(Job.status.in_([S.RUNNING, S.CANCELLING]),
+                                  Job.lease_expires_at < now).limit(1000)
+            )).scalars().all()
+            for job in rows:
+                n += await self._recover(s, job)
+        return n
+
+    async def _recover(self, s, job: Job) -> int:
+        now = utcnow()
+        fence = {"expect": {S(job.status)}, "attempt": job.attempts}
+        if job.status == S.CANCELLING:
+            to, values = S.CANCELLED, {"finished_at": now, "lease_expires_at": None}
+        elif job.attempts >= MAX_ATTEMPTS:
+            err = {"type": "worker_lost",
+                   "message": f"the worker died during each of {job.attempts} attempts"}
+            to, values = S.FAILED, {"finished_at": now, "error": err, "lease_expires_at": None}
+        else:
+            to = S.QUEUED
+            values = {"lease_expires_at": None, "worker_id": None, "published_at": None}
+        res = await s.execute(transition(job.id, to, **fence, **values))
+        await s.commit()
+        if not res.rowcount:
+            return 0
+        log.warning("lease lapsed", extra={"job_id": job.id, "attempt": job.attempts,
+                                           "to": str(to)})
+        await emit_event(self.state, job.id, "status",
+                         {"status": to, "requeued": to == S.QUEUED, "reason": "lease lapsed"})
+        if to != S.QUEUED:
+            await s.refresh(job)
+            await emit_event(self.state, job.id, "done", envelope(job), final=True)
+        return 1
+
+    async def _expire(self) -> int:
+        now = utcnow()
+        n = 0
+        async with self.state.sessions() as s:
+            ids = (await s.execute(
+                select(Job.id).where(Job.status == S.QUEUED, Job.start_by < now).limit(1000)
+            )).scalars().all()
+            err = {"type": "expired", "message": "start_by passed before a worker took it"}
+            for job_id in ids:
+                res = await s.execute(transition(job_id, S.EXPIRED, finished_at=now, error=err))
+                await s.commit()
+                if res.rowcount:
+                    job = await s.get(Job, job_id, populate_existing=True)
+                    await emit_event(self.state, job_id, "status", {"status": S.EXPIRED})
+                    await emit_event(self.state, job_id, "done", envelope(job), final=True)
+                    n += 1
+        return n

@@ -1,0 +1,69 @@
+"""Native job routes: /v1/jobs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from api.deps import PrincipalDep, SessionDep, StateDep
+from api.metrics import JOBS_SUBMITTED
+from api.services import jobs as svc
+from api.sse import job_events
+from common.jobs import envelope
+from common.schemas import JobCreate
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+@router.post("", status_code=202)
+async def submit_job(
+    job_in: JobCreate, state: StateDep, session: SessionDep, principal: PrincipalDep,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> JSONResponse:
+    job, created = await svc.create_job(
+        state=state, session=session, principal=principal, job_in=job_in,
+        idempotency_key=idempotency_key,
+    )
+    if created:
+        JOBS_SUBMITTED.labels(job.kind, job.model, job.priority).inc()
+    return JSONResponse(envelope(job), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
+
+
+@router.get("")
+async def list_jobs(
+    session: SessionDep, principal: PrincipalDep,
+    status: Annotated[str | None, Query(pattern=r"^[a-z,]+$")] = None,
+    kind: Literal["generate", "embed"] | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    after: Annotated[str | None, Query(max_length=64)] = None,
+) -> dict:
+    return await svc.list_jobs(session=session, principal=principal, status=status, kind=kind,
+                               limit=limit, after=after)
+
+
+@router.get("/{job_id}")
+async def get_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> dict:
+    return envelope(await svc.get_job(session=session, principal=principal, job_id=job_id))
+
+
+@router.post("/{job_id}/cancel", status_code=202)
+async def cancel_job(job_id: str, state: StateDep, session: SessionDep,
+                     principal: PrincipalDep) -> JSONResponse:
+    job = await svc.cancel_job(state=state, session=session, principal=principal, job_id=job_id)
+    return JSONResponse(envelope(job), status_code=202)
+
+
+@router.get("/{job_id}/events")
+async def job_events_route(
+    job_id: str, request: Request, state: StateDep, session: SessionDep, principal: PrincipalDep,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> StreamingResponse:
+    await svc.get_job(session=session, principal=principal, job_id=job_id)
+    await session.close()  # the stream may last long: give the connection back now
+    resume = last_event_id or request.query_params.get("last_event_id")
+    return StreamingResponse(
+        job_events(state, job_id, resume), media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,120 @@
+"""Models, queues, health and metrics."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+from redis.exceptions import RedisError
+from sqlalchemy import func, select, text
+
+from api import metrics
+from api.deps import PrincipalDep, StateDep
+from common.catalog import list_models
+from common.constants import QUEUES, WORKERS_PATTERN
+from common.db import Job, utcnow
+from common.jobs import JobStatus
+
+router = APIRouter()
+
+
+async def workers(state) -> list[dict]:
+    """Workers that published themselves in Redis within their heartbeat window."""
+    found = []
+    try:
+        async for key in state.redis.scan_iter(match=WORKERS_PATTERN, count=200):
+            info = await state.redis.hgetall(key)
+            if info:
+                d = {k.decode(): v.decode() for k, v in info.items()}
+                d["queues"] = json.loads(d.get("queues", "[]"))
+                d["models"] = json.loads(d.get("models", "[]"))
+                found.append(d)
+    except (RedisError, OSError):
+        pass
+    return found
+
+
+@router.get("/v1/models", tags=["models"])
+async def models(state: StateDep, _p: PrincipalDep) -> dict:
+    live = await workers(state)
+    data = []
+    for m in list_models(state.settings):
+        entry = m.as_dict()
+        entry["loaded_on"] = [w["worker_id"] for w in live if m.id in w["models"]]
+        data.append(entry)
+    return {"object": "list", "data": data}
+
+
+async def queue_stats(state) -> list[dict]:
+    now = utcnow()
+    async with state.sessions() as s:
+        queued = (await s.execute(
+            select(Job.queue, Job.priority, func.count(), func.min(Job.created_at))
+            .where(Job.status == JobStatus.QUEUED).group_by(Job.queue, Job.priority)
+        )).all()
+        running = dict((await s.execute(
+            select(Job.queue, func.count())
+            .where(Job.status.in_([JobStatus.RUNNING, JobStatus.CANCELLING]))
+            .group_by(Job.queue)
+        )).all())
+    live = await workers(state)
+    out = []
+    for q in QUEUES:
+        prios = {p: {"depth": 0, "oldest_age_s": None} for p in ("interactive", "batch")}
+        for queue, prio, count, oldest in queued:
+            if queue == q:
+                age = (now - _aware(oldest)).total_seconds() if oldest else None
+                prios[prio] = {"depth": count, "oldest_age_s": round(age, 3)}
+        out.append({
+            "queue": q, "running": running.get(q, 0), "priorities": prios,
+            "workers": sum(1 for w in live if q in w["queues"]),
+        })
+    return out
+
+
+def _aware(dt):
+    from datetime import UTC
+
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+@router.get("/v1/queues", tags=["queues"])
+async def queues(state: StateDep, _p: PrincipalDep) -> dict:
+    return {"object": "list", "data": await queue_stats(state)}
+
+
+@router.get("/healthz", tags=["health"])
+async def healthz() -> dict:
+    return {"status": "alive"}
+
+
+@router.get("/readyz", tags=["health"])
+async def readyz(state: StateDep) -> JSONResponse:
+    checks = {}
+    try:
+        async with state.sessions() as s:
+            await s.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:  # noqa: BLE001 - reported, not raised
+        checks["database"] = f"unreachable: {type(exc).__name__}"
+    try:
+        await state.redis.ping()
+        checks["redis"] = "ok"
+    except (RedisError, OSError) as exc:
+        checks["redis"] = f"unreachable: {type(exc).__name__}"
+    ok = all(v == "ok" for v in checks.values())
+    body = {"status": "ready" if ok else "not_ready", **checks, "time": time.time()}
+    return JSONResponse(body, status_code=200 if ok else 503,
+                        headers=None if ok else {"Retry-After": "2"})
+
+
+@router.get("/metrics", tags=["health"])
+async def prometheus(state: StateDep) -> Response:
+    try:
+        metrics.observe_queues(await queue_stats(state))
+    except Exception:  # noqa: BLE001 - a scrape still returns the counters
+        pass
+    body, content_type = metrics.render()
+    return Response(body, media_type=content_type)

@@ -1,0 +1,185 @@
+"""Job operations behind the routes: submit, read, list, cancel. Keyword-only."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from datetime import timedelta
+
+from redis.exceptions import RedisError
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.deps import Principal
+from api.state import AppState
+from common.catalog import resolve
+from common.constants import CANCEL_CHANNEL, CANCEL_KEY
+from common.db import Job, utcnow
+from common.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
+from common.events import emit_async
+from common.ids import new_id
+from common.jobs import TERMINAL, JobStatus, envelope, transition
+from common.schemas import JobCreate
+
+S = JobStatus
+log = logging.getLogger("monkey.api")
+
+
+def request_hash(body: dict) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def check_limits(state: AppState, job_in: JobCreate) -> None:
+    s = state.settings
+    if job_in.prompt_chars() > s.max_prompt_chars:
+        raise PayloadTooLarge(
+            f"input has {job_in.prompt_chars()} characters; the limit is {s.max_prompt_chars} "
+            "(MONKEY_MAX_PROMPT_CHARS)"
+        )
+    if job_in.kind == "embed" and len(job_in.input["texts"]) > s.max_texts:
+        raise PayloadTooLarge(f"at most {s.max_texts} texts per embed job (MONKEY_MAX_TEXTS)")
+
+
+def new_job_row(state: AppState, *, principal: Principal, job_in: JobCreate,
+                idempotency_key: str | None = None, batch_id: str | None = None,
+                custom_id: str | None = None) -> Job:
+    """Validate a job request against the catalog and limits; the row to insert."""
+    info = resolve(state.settings, job_in.model, job_in.kind)
+    check_limits(state, job_in)
+    now = utcnow()
+    params = job_in.params.model_dump(exclude_none=True) if job_in.kind == "generate" else {}
+    if job_in.model != "debug/echo":
+        params.pop("delay_ms", None)
+    return Job(
+        id=new_id("job"), owner_id=principal.key_id, kind=job_in.kind, model=job_in.model,
+        queue=info.queue, status=S.QUEUED.value, priority=job_in.priority, input=job_in.input,
+        params=params, metadata_=job_in.metadata, metrics={}, attempts=0,
+        timeout_s=job_in.timeout_s, created_at=now,
+        start_by=now + timedelta(seconds=job_in.start_by_s) if job_in.start_by_s else None,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash(job_in.model_dump(mode="json")) if idempotency_key else None,
+        batch_id=batch_id, custom_id=custom_id,
+    )
+
+
+async def create_job(*, state: AppState, session: AsyncSession, principal: Principal,
+                     job_in: JobCreate, idempotency_key: str | None = None) -> tuple[Job, bool]:
+    """Write the job, then publish it. Returns (job, created); an idempotent replay
+    returns the earlier job with created False."""
+    if idempotency_key is not None and not 0 < len(idempotency_key) <= 255:
+        raise InvalidRequest("Idempotency-Key must be 1 to 255 characters")
+    job = new_job_row(state, principal=principal, job_in=job_in, idempotency_key=idempotency_key)
+    if idempotency_key:
+        existing = await _by_idempotency_key(session, principal, idempotency_key)
+        if existing is not None:
+            return _replay(existing, job), False
+    session.add(job)
+    try:
+        await session.commit()
+    except IntegrityError:
+        await session.rollback()
+        existing = await _by_idempotency_key(session, principal, idempotency_key or "")
+        if existing is None:
+            raise
+        return _replay(existing, job), False
+    await publish(state=state, session=session, job=job)
+    return job, True
+
+
+def _replay(existing: Job, new: Job) -> Job:
+    if existing.request_hash != new.request_hash:
+        raise Conflict("this Idempotency-Key was used with a different request body")
+    return existing
+
+
+async def _by_idempotency_key(session: AsyncSession, principal: Principal, key: str):
+    stmt = select(Job).where(Job.owner_id == principal.key_id, Job.idempotency_key == key)
+    return (await session.execute(stmt)).scalar()
+
+
+async def publish(*, state: AppState, session: AsyncSession, job: Job, force: bool = False) -> bool:
+    ok = await state.publisher.publish(
+        job_id=job.id, kind=job.kind, model=job.model, queue=job.queue, priority=job.priority,
+        attempt_hint=job.attempts, force=force,
+    )
+    if ok:
+        now = utcnow()
+        await session.execute(update(Job).where(Job.id == job.id).values(published_at=now))
+        await session.commit()
+        job.published_at = now
+    return ok
+
+
+async def get_job(*, session: AsyncSession, principal: Principal, job_id: str) -> Job:
+    job = await session.get(Job, job_id, populate_existing=True)
+    if job is None or job.owner_id != principal.key_id:
+        raise NotFound(f"no job {job_id!r}")
+    return job
+
+
+async def list_jobs(*, session: AsyncSession, principal: Principal, status: str | None,
+                    kind: str | None, limit: int, after: str | None) -> dict:
+    stmt = select(Job).where(Job.owner_id == principal.key_id)
+    if status:
+        stmt = stmt.where(Job.status.in_(status.split(",")))
+    if kind:
+        stmt = stmt.where(Job.kind == kind)
+    if after:
+        stmt = stmt.where(Job.id < after)
+    rows = list((await session.execute(stmt.order_by(Job.id.desc()).limit(limit + 1))).scalars())
+    data = [envelope(j) for j in rows[:limit]]
+    return {
+        "object": "list", "data": data, "has_more": len(rows) > limit,
+        "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None,
+    }
+
+
+async def cancel_job(*, state: AppState, session: AsyncSession, principal: Principal,
+                     job_id: str) -> Job:
+    """queued -> cancelled at once; running -> cancelling, and the worker is told."""
+    for _ in range(5):  # the job may move under us (queued -> running): look again
+        job = await get_job(session=session, principal=principal, job_id=job_id)
+        status = S(job.status)
+        if status in TERMINAL:
+            if status == S.CANCELLED:
+                return job
+            raise Conflict(f"job {job_id} already ended as {status}; nothing to cancel")
+        if status == S.CANCELLING:
+            await _signal_cancel(state, job_id)
+            return job
+        to = S.CANCELLED if status == S.QUEUED else S.CANCELLING
+        extra = {"finished_at": utcnow()} if to == S.CANCELLED else {}
+        res = await session.execute(transition(job_id, to, expect={status}, **extra))
+        await session.commit()
+        if not res.rowcount:
+            continue
+        job = await get_job(session=session, principal=principal, job_id=job_id)
+        await emit_event(state, job_id, "status", {"status": to})
+        if to == S.CANCELLED:
+            await emit_event(state, job_id, "done", envelope(job), final=True)
+        else:
+            await _signal_cancel(state, job_id)
+        return job
+    raise Conflict(f"job {job_id} keeps changing state; try cancelling again")
+
+
+async def emit_event(state: AppState, job_id: str, type_: str, data: dict,
+                     final: bool = False) -> None:
+    s = state.settings
+    await emit_async(state.redis, job_id, type_, data, maxlen=s.events_maxlen,
+                     ttl_s=s.events_ttl_s, final=final)
+
+
+async def _signal_cancel(state: AppState, job_id: str) -> None:
+    # The key covers a worker that picks the job up later; the message reaches a
+    # running one at once. If Redis is away, the worker's heartbeat reads the
+    # `cancelling` status from the database instead.
+    try:
+        pipe = state.redis.pipeline(transaction=False)
+        pipe.set(CANCEL_KEY.format(job_id=job_id), "1", ex=24 * 3600)
+        pipe.publish(CANCEL_CHANNEL, job_id)
+        await pipe.execute()
+    except (RedisError, OSError) as exc:  # best effort: the database says cancelling
+        log.warning("cancel signal for job %s not sent: %s", job_id, exc)

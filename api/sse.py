@@ -1,0 +1,72 @@
+"""GET /v1/jobs/{id}/events: replay the job's Redis stream from Last-Event-ID, then
+follow it live until `done`. A finished job whose stream is gone (expired, or never
+written because Redis was down) still gets its `done`, built from the database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+
+from redis.exceptions import RedisError
+
+from api.state import AppState
+from common.db import Job
+from common.events import decode, events_key
+from common.jobs import TERMINAL, envelope
+
+log = logging.getLogger("monkey.api")
+
+_BLOCK_MS = 5000
+
+
+def sse(data: dict, event: str, id_: str | None = None) -> bytes:
+    head = f"id: {id_}\n" if id_ else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+def _normalise(last_id: str | None) -> str:
+    if not last_id:
+        return "0-0"
+    ms, _, seq = last_id.strip().partition("-")
+    if ms.isdigit() and (seq.isdigit() or not seq):
+        return f"{ms}-{seq or 0}"
+    return "0-0"
+
+
+async def _final_envelope(state: AppState, job_id: str) -> dict | None:
+    async with state.sessions() as session:
+        job = await session.get(Job, job_id, populate_existing=True)
+        return envelope(job) if job is not None and job.status in TERMINAL else None
+
+
+async def job_events(state: AppState, job_id: str, last_id: str | None) -> AsyncIterator[bytes]:
+    key = events_key(job_id)
+    cursor = _normalise(last_id)
+    yield b"retry: 1000\n\n"
+    while True:
+        # A job already over: drain what is left of its stream and end with `done`.
+        final = await _final_envelope(state, job_id)
+        block = None if final is not None else _BLOCK_MS
+        try:
+            entries = await state.redis.xread({key: cursor}, count=1000, block=block)
+        except (RedisError, OSError) as exc:
+            log.warning("event stream of job %s interrupted: %s", job_id, exc)
+            if final is not None:
+                yield sse(final, "done")
+                return
+            yield b": waiting for redis\n\n"
+            await asyncio.sleep(1.0)
+            continue
+        for entry_id, fields in entries[0][1] if entries else ():
+            cursor = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+            type_, data = decode(fields)
+            yield sse(data, type_, cursor)
+            if type_ == "done":
+                return
+        if final is not None and not entries:
+            yield sse(final, "done")
+            return
+        if not entries:
+            yield b": keep-alive\n\n"

@@ -1,0 +1,24 @@
+"""What the API holds open for its lifetime, built in the lifespan (api/main.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+from celery import Celery
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+from api.publisher import Publisher
+from common.settings import Settings
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker
+    redis: aioredis.Redis
+    celery: Celery
+    publisher: Publisher
+    # key hash -> (principal, expires at); saves a database read per request
+    key_cache: dict = field(default_factory=dict)

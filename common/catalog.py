@@ -1,0 +1,100 @@
+"""Which models exist, which kinds they serve, which queue runs them, and whether
+they are configured. Read by the API (validation, GET /v1/models) without torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from common.constants import DEBUG_ECHO, LOCAL_PREFIX, PROVIDERS, QUEUE_GPU, QUEUE_LLM
+from common.errors import InvalidRequest
+from common.settings import PROVIDER_KEY_VARS, Settings
+
+# Providers whose runtime also embeds (their SDK has an embeddings endpoint).
+_PROVIDER_KINDS = {"openai": ("generate", "embed")}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    id: str
+    kinds: tuple[str, ...]
+    queue: str
+    configured: bool
+    source: str | None = None
+    hint: str | None = None
+
+    def as_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "object": "model",
+            "owned_by": self.id.split("/", 1)[0],
+            "kinds": list(self.kinds),
+            "queue": self.queue,
+            "configured": self.configured,
+            **({"hint": self.hint} if self.hint else {}),
+        }
+
+
+def _local_kind(source: str) -> tuple[str, ...]:
+    # A sentence-transformers model folder has modules.json; hub ids of that
+    # family start with its organisation name.
+    path = Path(source)
+    if source.startswith("sentence-transformers/") or (path / "modules.json").exists():
+        return ("embed",)
+    return ("generate",)
+
+
+def local_models(settings: Settings) -> list[ModelInfo]:
+    return [
+        ModelInfo(f"{LOCAL_PREFIX}/{name}", _local_kind(src), QUEUE_GPU, True, source=src)
+        for name, src in settings.local_model_sources().items()
+    ]
+
+
+def provider_entry(settings: Settings, provider: str, name: str = "*") -> ModelInfo:
+    var = PROVIDER_KEY_VARS[provider]
+    configured = bool(settings.provider_key(provider))
+    return ModelInfo(
+        f"{provider}/{name}",
+        _PROVIDER_KINDS.get(provider, ("generate",)),
+        QUEUE_LLM,
+        configured,
+        hint=None if configured else f"set {var} to use {provider} models",
+    )
+
+
+def list_models(settings: Settings) -> list[ModelInfo]:
+    echo = ModelInfo(DEBUG_ECHO, ("generate",), QUEUE_LLM, True)
+    providers = [provider_entry(settings, p) for p in PROVIDERS]
+    return [echo, *local_models(settings), *providers]
+
+
+def resolve(settings: Settings, model: str, kind: str) -> ModelInfo:
+    """The model a job asks for, or InvalidRequest saying what to do instead."""
+    prefix, sep, name = model.partition("/")
+    if not sep or not name:
+        raise InvalidRequest(f"model {model!r} must be PROVIDER/NAME, e.g. debug/echo")
+    if model == DEBUG_ECHO:
+        info = ModelInfo(DEBUG_ECHO, ("generate",), QUEUE_LLM, True)
+    elif prefix == LOCAL_PREFIX:
+        found = {m.id: m for m in local_models(settings)}.get(model)
+        if found is None:
+            names = ", ".join(sorted(m.id for m in local_models(settings)))
+            raise InvalidRequest(
+                f"unknown local model {model!r}; configured: {names}. "
+                "Add it to MONKEY_LOCAL_MODELS as NAME=PATH-OR-HUB-ID."
+            )
+        info = found
+    elif prefix in PROVIDERS:
+        info = provider_entry(settings, prefix, name)
+        if not info.configured:
+            raise InvalidRequest(
+                f"provider {prefix} is not configured: set {PROVIDER_KEY_VARS[prefix]} "
+                "on the API and the llm workers"
+            )
+    else:
+        known = ", ".join(["debug", LOCAL_PREFIX, *PROVIDERS])
+        raise InvalidRequest(f"unknown model provider {prefix!r} in {model!r}; known: {known}")
+    if kind not in info.kinds:
+        raise InvalidRequest(f"model {model} does not serve {kind!r} jobs (it serves {info.kinds})")
+    return info

@@ -1,0 +1,69 @@
+"""The Celery app, producer side: queues, routing and task names. The API sends tasks
+by name through it; workers add the task bodies (workers/tasks.py) to the same config."""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from common.constants import PRIORITY_VALUE, QUEUES, TASK_BY_KIND
+from common.settings import Settings
+
+
+def celery_config(settings: Settings) -> dict:
+    return {
+        "broker_url": settings.redis_url,
+        "task_queues": [Queue(q, routing_key=q) for q in QUEUES],
+        "task_default_queue": QUEUES[1],
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_ignore_result": True,
+        # A message stays on the broker until the task body returned; a worker that dies
+        # leaves it unacked (the lease and reconciler requeue the job long before kombu does).
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        # Flower: task events and the sent event (queue-wait times).
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "worker_hijack_root_logger": False,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_timeout": 2,
+        "broker_transport_options": {
+            # Must be the same in every process on this Redis database.
+            "visibility_timeout": settings.visibility_timeout_s,
+            # Per-queue priority lists: interactive (0) is served before batch (9).
+            "queue_order_strategy": "priority",
+            "priority_steps": sorted(set(PRIORITY_VALUE.values())),
+            "sep": ":",
+            "socket_connect_timeout": 2,
+            "socket_timeout": 10,
+            "socket_keepalive": True,
+            "health_check_interval": 10,
+        },
+    }
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("monkey", set_as_current=False)
+    app.conf.update(celery_config(settings))
+    return app
+
+
+def publish_job(app: Celery, *, job_id: str, kind: str, model: str, queue: str, priority: str,
+                attempt_hint: int = 0) -> None:
+    """Send the job's task. The message carries the id and model, never the input.
+
+    Blocks for about a millisecond (more when Redis is slow): never call it on an
+    event loop thread. Raises kombu's OperationalError when Redis is unreachable.
+    """
+    app.send_task(
+        TASK_BY_KIND[kind],
+        args=[job_id],
+        kwargs={"model": model},
+        queue=queue,
+        routing_key=queue,
+        priority=PRIORITY_VALUE[priority],
+        task_id=f"{job_id}.{attempt_hint}",
+        retry=False,
+    )

@@ -1,0 +1,83 @@
+"""Request bodies of the native API, validated before anything is written."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Message(_Strict):
+    role: Literal["system", "user", "assistant", "developer"]
+    content: str
+
+
+class GenerateParams(_Strict):
+    max_tokens: int = Field(256, ge=1, le=32768)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    # Only for debug/echo: a wait before each word, to drive slow jobs in tests.
+    delay_ms: float = Field(0, ge=0, le=60_000)
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, v):
+        if isinstance(v, list) and (len(v) > 4 or any(not s for s in v)):
+            raise ValueError("stop takes at most 4 non-empty strings")
+        return v
+
+
+class JobCreate(_Strict):
+    kind: Literal["generate", "embed"] = "generate"
+    model: str = Field(min_length=3, max_length=200)
+    input: dict
+    params: GenerateParams = Field(default_factory=GenerateParams)
+    priority: Literal["interactive", "batch"] = "interactive"
+    metadata: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float | None = Field(None, gt=0, le=7 * 24 * 3600)
+    start_by_s: float | None = Field(None, gt=0, le=7 * 24 * 3600)
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, v: dict[str, str]) -> dict[str, str]:
+        if len(v) > 16 or any(len(k) > 64 or len(s) > 512 for k, s in v.items()):
+            raise ValueError("metadata takes at most 16 pairs, keys up to 64 and values 512 chars")
+        return v
+
+    @model_validator(mode="after")
+    def _input_shape(self) -> JobCreate:
+        if self.kind == "embed":
+            self.input = EmbedInput.model_validate(self.input).model_dump()
+        else:
+            self.input = GenerateInput.model_validate(self.input).model_dump(exclude_none=True)
+        return self
+
+    def prompt_chars(self) -> int:
+        if self.kind == "embed":
+            return sum(len(t) for t in self.input["texts"])
+        if "messages" in self.input:
+            return sum(len(m["content"]) for m in self.input["messages"])
+        return len(self.input["prompt"])
+
+
+class GenerateInput(_Strict):
+    prompt: str | None = None
+    messages: list[Message] | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> GenerateInput:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("generate input takes exactly one of 'prompt' or 'messages'")
+        if self.messages is not None and not self.messages:
+            raise ValueError("messages must not be empty")
+        return self
+
+
+class EmbedInput(_Strict):
+    texts: list[str] = Field(min_length=1)

@@ -1,0 +1,116 @@
+"""The `monkey` command: each service alone, or the whole stack with `monkey up`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+import click
+
+from common.constants import QUEUE_GPU, QUEUES
+from common.settings import get_settings
+
+
+def _logging(level: str) -> None:
+    from monkey.logs import configure
+
+    configure(level)
+
+
+@click.group()
+@click.option("--log-level", default="INFO", show_default=True, help="Log level.")
+@click.pass_context
+def main(ctx: click.Context, log_level: str) -> None:
+    """Monkey Coder: run long AI generation jobs."""
+    ctx.obj = {"log_level": log_level.upper()}
+    _logging(log_level.upper())
+
+
+@main.command()
+@click.option("--host", default=None, help="Address to bind (default MONKEY_HOST or 127.0.0.1;"
+              " '::' binds IPv4 and IPv6).")
+@click.option("--port", type=int, default=None, help="Port (default PORT or 8000).")
+@click.option("--workers", "processes", type=int, default=1, show_default=True,
+              help="API processes.")
+def api(host: str | None, port: int | None, processes: int) -> None:
+    """Run the HTTP API."""
+    import uvicorn
+
+    settings = get_settings()
+    uvicorn.run(
+        "api.main:create_app", factory=True, host=host or settings.host,
+        port=port or settings.port, workers=processes, log_config=None,
+        proxy_headers=True, forwarded_allow_ips="*", timeout_graceful_shutdown=5,
+    )
+
+
+@main.command()
+@click.option("--queues", "-Q", required=True, help="Comma-separated: gpu, llm.")
+@click.option("--concurrency", "-c", type=int, default=None,
+              help="Task threads (default MONKEY_WORKER_CONCURRENCY, 32).")
+@click.pass_context
+def worker(ctx: click.Context, queues: str, concurrency: int | None) -> None:
+    """Run a Celery worker for QUEUES (threads pool)."""
+    from workers.app import run_worker
+
+    names = [q.strip() for q in queues.split(",") if q.strip()]
+    unknown = [q for q in names if q not in QUEUES]
+    if not names or unknown:
+        raise click.BadParameter(f"unknown queue(s) {unknown}; choose from {', '.join(QUEUES)}")
+    settings = get_settings()
+    if QUEUE_GPU in names:
+        logging.getLogger("monkey").info("gpu worker: loading local models before consuming")
+    run_worker(settings, queues=names, concurrency=concurrency or settings.worker_concurrency,
+               loglevel=ctx.obj["log_level"])
+
+
+@main.command()
+def migrate() -> None:
+    """Bring the database schema up to date."""
+    from common.migrate import upgrade
+
+    upgrade(get_settings())
+    click.echo("database is up to date")
+
+
+@main.group()
+def keys() -> None:
+    """Manage API keys."""
+
+
+@keys.command("create")
+@click.option("--name", required=True, help="Who or what the key is for.")
+def keys_create(name: str) -> None:
+    """Create an API key; the key itself is printed alone on the last line."""
+    from common.keys import create_api_key
+
+    key = asyncio.run(create_api_key(get_settings(), name))
+    click.echo(f"Created API key {name!r}. Keep it safe: it is shown only once.", err=True)
+    click.echo(key)
+
+
+@main.command()
+@click.option("--port", type=int, default=5555, show_default=True)
+@click.option("--address", default="127.0.0.1", show_default=True)
+@click.option("--url-prefix", default="", help="Serve under this path, e.g. flower.")
+def flower(port: int, address: str, url_prefix: str) -> None:
+    """Run Flower on the Monkey Coder Celery app."""
+    from monkey.flower import run_flower
+
+    run_flower(get_settings(), port=port, address=address, url_prefix=url_prefix)
+
+
+@main.command()
+@click.option("--port", type=int, default=None, help="API port (default PORT or 8000).")
+@click.option("--flower-port", type=int, default=5555, show_default=True)
+@click.option("--no-gpu-worker", is_flag=True, help="Do not start the local-model worker.")
+def up(port: int | None, flower_port: int, no_gpu_worker: bool) -> None:
+    """Start the whole stack on this machine (Ctrl-C stops it)."""
+    from monkey.up import run_up
+
+    sys.exit(run_up(port=port, flower_port=flower_port, gpu_worker=not no_gpu_worker))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""`monkey up`: the whole stack on one machine, on embedded defaults.
+
+SQLite under .monkey/, a private Redis server (unless REDIS_URL is set), migrations,
+an API key on first run, then the API (serving the built web UI), a worker for each
+queue and Flower, as child processes. Ctrl-C stops all of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from common.settings import Settings
+from monkey.embedded import EmbeddedRedis
+
+
+def _wait_http(url: str, timeout: float) -> bool:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1.0).status_code < 500:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def _first_key(settings: Settings) -> str | None:
+    """Create a key on the first run and keep it in .monkey/api-key (mode 600)."""
+    from common.keys import create_api_key
+
+    path = settings.data_dir / "api-key"
+    if path.exists():
+        return None
+    key = asyncio.run(create_api_key(settings, "local"))
+    path.write_text(key + "\n")
+    path.chmod(0o600)
+    return key
+
+
+def run_up(*, port: int | None, flower_port: int, gpu_worker: bool) -> int:
+    env = dict(os.environ)
+    settings = Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    redis_server = None
+    if "REDIS_URL" not in env:
+        redis_server = EmbeddedRedis(settings.data_dir / "redis").start()
+        env["REDIS_URL"] = redis_server.url
+    env.setdefault("DATABASE_URL", settings.database_url)
+    settings = Settings(REDIS_URL=env["REDIS_URL"], DATABASE_URL=env["DATABASE_URL"])
+    port = port or settings.port
+
+    from common.migrate import upgrade
+
+    upgrade(settings)
+    new_key = _first_key(settings)
+
+    monkey = [sys.executable, "-m", "monkey.cli"]
+    commands = {
+        "api": [*monkey, "api", "--port", str(port)],
+        "llm-worker": [*monkey, "worker", "--queues", "llm"],
+        "flower": [*monkey, "flower", "--port", str(flower_port)],
+    }
+    if gpu_worker and importlib.util.find_spec("torch") is not None:
+        commands["gpu-worker"] = [*monkey, "worker", "--queues", "gpu", "--concurrency", "64"]
+    elif gpu_worker:
+        click.echo("torch is not installed: no gpu worker (pip install '.[ml]' to add one)",
+                   err=True)
+
+    procs: dict[str, subprocess.Popen] = {}
+    try:
+        for name, cmd in commands.items():
+            procs[name] = subprocess.Popen(cmd, env=env)
+        if not _wait_http(f"http://127.0.0.1:{port}/readyz", 60):
+            click.echo("the API did not become ready; see the logs above", err=True)
+            return 1
+        _banner(port, flower_port, settings, new_key)
+        while True:
+            for name, proc in procs.items():
+                if proc.poll() is not None:
+                    click.echo(f"{name} exited with code {proc.returncode}; stopping", err=True)
+                    return proc.returncode or 1
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        click.echo("\nstopping...", err=True)
+        return 0
+    finally:
+        _stop_all(procs)
+        if redis_server:
+            redis_server.stop()
+
+
+def _banner(port: int, flower_port: int, settings: Settings, new_key: str | None) -> None:
+    key_file = Path(settings.data_dir) / "api-key"
+    lines = [
+        "",
+        f"  Monkey Coder is up: http://127.0.0.1:{port}",
+        f"  Flower:             http://127.0.0.1:{flower_port}",
+        f"  Database:           {settings.database_url}",
+    ]
+    if new_key:
+        lines.append(f"  Your API key:       {new_key}   (also in {key_file})")
+    else:
+        lines.append(f"  API key:            in {key_file} (or: monkey keys create --name NAME)")
+    lines += ["  Ctrl-C stops everything.", ""]
+    click.echo("\n".join(lines), err=True)
+
+
+def _stop_all(procs: dict[str, subprocess.Popen]) -> None:
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    for proc in procs.values():
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,281 @@
+"""A job's life on a worker: claim, run, finish. Owns every worker-side transition.
+
+claim:  queued -> running (attempts + 1, lease taken) or queued -> expired (start_by)
+finish: running|cancelling -> succeeded | failed | cancelled, fenced by the attempt
+Each transition is a conditional UPDATE from common.jobs and publishes its event here.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from common.db import Job, utcnow
+from common.errors import JobError, JobTimeout
+from common.jobs import JobStatus, envelope, transition
+from workers.runtimes.base import EmbedResult, GenerateResult, JobSpec
+from workers.state import WorkerState, retry_writes
+
+log = logging.getLogger("monkey.worker")
+S = JobStatus
+
+
+@dataclass
+class Claim:
+    spec: JobSpec
+    queue_ms: float
+    claimed_at: float = field(default_factory=time.monotonic)
+
+
+def claim(state: WorkerState, job_id: str) -> Claim | None:
+    """Take a queued job for this worker, or None if it is not ours to run."""
+
+    def attempt() -> tuple[Claim | None, dict | None]:
+        with state.sessions() as s:
+            job = s.get(Job, job_id)
+            if job is None or job.status != S.QUEUED:
+                return None, None  # a duplicate or late delivery: someone else has it
+            now = utcnow()
+            if job.start_by is not None and now > job.start_by:
+                err = {"type": "expired", "message": "start_by passed before a worker took it"}
+                res = s.execute(transition(job_id, S.EXPIRED, finished_at=now, error=err))
+                s.commit()
+                return None, (_reload(s, job_id) if res.rowcount else None)
+            queue_ms = (now - job.created_at).total_seconds() * 1000
+            lease = now + timedelta(seconds=state.settings.lease_s)
+            res = s.execute(
+                transition(
+                    job_id, S.RUNNING, attempt=job.attempts, attempts=job.attempts + 1,
+                    started_at=now, lease_expires_at=lease, worker_id=state.worker_id,
+                )
+            )
+            s.commit()
+            if not res.rowcount:
+                return None, None
+            spec = JobSpec(
+                id=job.id, kind=job.kind, model=job.model, input=job.input, params=job.params,
+                attempt=job.attempts + 1, timeout_s=job.timeout_s,
+            )
+            return Claim(spec, queue_ms), None
+
+    got, expired = retry_writes(state, attempt)
+    if expired is not None:
+        state.events.emit(job_id, "status", {"status": S.EXPIRED})
+        state.events.emit(job_id, "done", envelope(expired), final=True)
+    if got is not None:
+        state.events.emit(job_id, "status", {"status": S.RUNNING, "attempt": got.spec.attempt})
+        log.info("job started", extra={"job_id": job_id, "attempt": got.spec.attempt,
+                                       "model": got.spec.model, "queue_ms": round(got.queue_ms)})
+    return got
+
+
+def _reload(session, job_id: str) -> dict:
+    job = session.execute(
+        select(Job).where(Job.id == job_id).execution_options(populate_existing=True)
+    ).scalar_one()
+    return envelope(job)
+
+
+class JobRun:
+    """The RunContext of one claimed job (see workers.runtimes.base.RunContext)."""
+
+    def __init__(self, state: WorkerState, claim_: Claim):
+        self.state = state
+        self.claim = claim_
+        self.spec = claim_.spec
+        self.stop_event = threading.Event()
+        self._reason: str | None = None
+        self._callbacks: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
+        self.started = time.monotonic()
+        self.first_token_at: float | None = None
+        self.tokens = 0
+        self.retries = 0
+        self._timer: threading.Timer | None = None
+        if self.spec.timeout_s:
+            self._timer = threading.Timer(self.spec.timeout_s, self.stop, args=("timeout",))
+            self._timer.daemon = True
+            self._timer.start()
+
+    # RunContext ---------------------------------------------------------------
+    def should_stop(self) -> bool:
+        return self.stop_event.is_set()
+
+    def stop_reason(self) -> str | None:
+        return self._reason
+
+    def on_stop(self, callback: Callable[[], None]) -> Callable[[], None]:
+        with self._lock:
+            registered = not self.stop_event.is_set()
+            if registered:
+                self._callbacks.append(callback)
+        if not registered:
+            callback()
+
+        def unregister() -> None:
+            with self._lock:
+                if callback in self._callbacks:
+                    self._callbacks.remove(callback)
+
+        return unregister
+
+    def token(self, text: str) -> None:
+        if self.first_token_at is None:
+            self.first_token_at = time.monotonic()
+        self.state.events.token(self.spec.id, text, self.tokens)
+        self.tokens += 1
+
+    def restart(self, reason: str) -> None:
+        self.tokens = 0
+        self.state.events.emit(
+            self.spec.id, "status", {"status": S.RUNNING, "restarted": True, "reason": reason}
+        )
+
+    def progress(self, **data) -> None:
+        self.state.events.emit(self.spec.id, "progress", data)
+
+    def wait(self, seconds: float) -> bool:
+        return self.stop_event.wait(seconds)
+
+    def count_retry(self, error_type: str) -> None:
+        self.retries += 1
+        self.state.hooks.retried(self.spec, error_type)
+
+    # Lifecycle side -------------------------------------------------------------
+    def stop(self, reason: str) -> None:
+        with self._lock:
+            if self.stop_event.is_set():
+                return
+            self._reason = reason
+            self.stop_event.set()
+            callbacks, self._callbacks = self._callbacks, []
+        for cb in callbacks:
+            try:
+                cb()
+            except Exception:  # a failing close must not keep the others from running
+                log.exception("stop callback of job %s failed", self.spec.id)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def metrics(self, result: GenerateResult | EmbedResult | None) -> dict:
+        run_s = time.monotonic() - self.started
+        m = {"queue_ms": round(self.claim.queue_ms, 1), "run_ms": round(run_s * 1000, 1)}
+        if self.retries:
+            m["retries"] = self.retries
+        if self.spec.kind == "generate":
+            completion = result.completion_tokens if isinstance(result, GenerateResult) else 0
+            ttft = (self.first_token_at - self.started) * 1000 if self.first_token_at else None
+            m.update(
+                ttft_ms=round(ttft, 1) if ttft is not None else None,
+                prompt_tokens=result.prompt_tokens if result else 0,
+                completion_tokens=completion,
+                tokens_per_s=round(completion / run_s, 2) if run_s > 0 and completion else 0.0,
+            )
+        elif isinstance(result, EmbedResult):
+            m["prompt_tokens"] = result.prompt_tokens
+        return m
+
+
+def output_of(result: GenerateResult | EmbedResult, finish_reason: str | None = None) -> dict:
+    if isinstance(result, EmbedResult):
+        return {"embeddings": result.embeddings, "dim": result.dim}
+    return {
+        "text": result.text,
+        "finish_reason": finish_reason or result.finish_reason,
+        "usage": {
+            "prompt_tokens": result.prompt_tokens,
+            "completion_tokens": result.completion_tokens,
+            "total_tokens": result.prompt_tokens + result.completion_tokens,
+        },
+    }
+
+
+def finish(run: JobRun, to: JobStatus, *, output: dict | None = None, error: dict | None = None,
+           result=None) -> bool:
+    """Write the attempt's end, fenced by its attempt number; publish status and done."""
+    spec = run.spec
+    metrics = run.metrics(result)
+
+    def write() -> dict | None:
+        with run.state.sessions() as s:
+            res = s.execute(
+                transition(
+                    spec.id, to, attempt=spec.attempt, output=output, error=error,
+                    metrics=metrics, finished_at=utcnow(), lease_expires_at=None,
+                )
+            )
+            s.commit()
+            return _reload(s, spec.id) if res.rowcount else None
+
+    env = retry_writes(run.state, write)
+    if env is None:
+        log.warning("result discarded: attempt no longer holds the job",
+                    extra={"job_id": spec.id, "attempt": spec.attempt})
+        return False
+    run.state.events.emit(spec.id, "status", {"status": to})
+    run.state.events.emit(spec.id, "done", env, final=True)
+    run.state.hooks.finished(spec, env)
+    log.info("job finished", extra={"job_id": spec.id, "attempt": spec.attempt,
+                                    "model": spec.model, "status": str(to), **metrics})
+    return True
+
+
+def execute(state: WorkerState, job_id: str) -> None:
+    """Run one delivered task: claim the job, run it on its runtime, write the end."""
+    got = claim(state, job_id)
+    if got is None:
+        return
+    run = JobRun(state, got)
+    state.supervisor.register(run)
+    try:
+        _run_claimed(state, run)
+    finally:
+        state.supervisor.unregister(run)
+        run.close()
+
+
+def _run_claimed(state: WorkerState, run: JobRun) -> None:
+    spec = run.spec
+    try:
+        runtime = state.runtime_for(spec.model)
+        result = runtime.embed(spec, run) if spec.kind == "embed" else runtime.generate(spec, run)
+    except Exception as exc:  # every failure ends the job; its cause goes to the log
+        reason = run.stop_reason()
+        if reason == "lease_lost":
+            return
+        if reason == "cancelled":
+            finish(run, S.CANCELLED, output=None)
+            return
+        if reason == "timeout" and not isinstance(exc, JobError):
+            exc = JobTimeout(f"job exceeded its timeout of {spec.timeout_s:g}s")
+        if not isinstance(exc, JobError):
+            log.exception("job failed", extra={"job_id": spec.id, "attempt": spec.attempt})
+            err = {"type": "internal_error", "message": f"{type(exc).__name__}: {exc}"}
+        else:
+            err = exc.as_dict()
+        state.events.emit(spec.id, "error", err)
+        finish(run, S.FAILED, error=err)
+        return
+    _settle(run, result)
+
+
+def _settle(run: JobRun, result: GenerateResult | EmbedResult) -> None:
+    reason = run.stop_reason()
+    if reason == "lease_lost":
+        return  # another attempt owns the job now; our write would be refused anyway
+    if reason == "timeout":
+        err = JobTimeout(f"job exceeded its timeout of {run.spec.timeout_s:g}s").as_dict()
+        run.state.events.emit(run.spec.id, "error", err)
+        finish(run, S.FAILED, error=err, output=output_of(result, "cancelled"), result=result)
+    elif reason == "cancelled":
+        finish(run, S.CANCELLED, output=output_of(result, "cancelled"), result=result)
+    else:
+        finish(run, S.SUCCEEDED, output=output_of(result), result=result)

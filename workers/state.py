@@ -1,0 +1,102 @@
+"""Per-process state of a worker: database, Redis, event writer, runtimes, supervisor.
+
+Built once when the worker starts (workers/app.py), never at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
+
+import redis
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from common.db import make_sync_engine, sync_sessions
+from common.events import EventWriter
+from common.settings import Settings
+
+if TYPE_CHECKING:
+    from workers.runtimes.base import JobSpec, Runtime
+    from workers.supervisor import Supervisor
+
+log = logging.getLogger("monkey.worker")
+T = TypeVar("T")
+
+
+class Hooks:
+    """Cross-cutting observers of job events (metrics); the default does nothing."""
+
+    def finished(self, spec: JobSpec, envelope: dict) -> None: ...
+
+    def retried(self, spec: JobSpec, error_type: str) -> None: ...
+
+
+class WorkerState:
+    def __init__(self, settings: Settings, *, queues: list[str], hooks: Hooks | None = None):
+        self.settings = settings
+        self.queues = queues
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{'+'.join(queues)}"
+        self.engine = make_sync_engine(settings)
+        self.sessions = sync_sessions(self.engine)
+        self.redis = redis.Redis.from_url(
+            settings.redis_url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=10
+        )
+        self.events = EventWriter(
+            self.redis, maxlen=settings.events_maxlen, ttl_s=settings.events_ttl_s
+        )
+        self.hooks = hooks or Hooks()
+        self._runtimes: dict[str, Runtime] = {}
+        self._runtimes_lock = threading.Lock()
+        self.supervisor: Supervisor
+        from workers.supervisor import Supervisor
+
+        self.supervisor = Supervisor(self)
+
+    def runtime_for(self, model: str) -> Runtime:
+        """The runtime serving `model`, created and loaded once per process."""
+        from workers.runtimes import make_runtime, runtime_key
+
+        key = runtime_key(model)
+        with self._runtimes_lock:
+            runtime = self._runtimes.get(key)
+            if runtime is None:
+                runtime = make_runtime(key, self.settings)
+                runtime.load()
+                self._runtimes[key] = runtime
+        return runtime
+
+    def loaded_models(self) -> list[str]:
+        with self._runtimes_lock:
+            runtimes = list(self._runtimes.values())
+        return sorted({m for r in runtimes for m in r.loaded_models()})
+
+    def close(self) -> None:
+        self.supervisor.stop()
+        self.events.close()
+        self.engine.dispose()
+
+
+def retry_writes(state: WorkerState, fn: Callable[[], T]) -> T:
+    """Run a database write, retrying while the database is unreachable (a restart),
+    for up to settings.write_retry_s, with capped exponential backoff and jitter."""
+    deadline = time.monotonic() + state.settings.write_retry_s
+    delay = 0.1
+    while True:
+        try:
+            return fn()
+        except (OperationalError, DBAPIError) as exc:
+            if not getattr(exc, "connection_invalidated", False) and not isinstance(
+                exc, OperationalError
+            ):
+                raise
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("database write failed, retrying in %.1fs: %s", delay, exc.orig)
+            time.sleep(delay * (0.5 + random.random() / 2))
+            delay = min(delay * 2, 5.0)

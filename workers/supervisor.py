@@ -1,0 +1,154 @@
+"""Background duties of a worker process, one thread each:
+
+- heartbeat: renews the lease of every running job (a job whose lease cannot be
+  renewed was taken from us: its run is stopped with `lease_lost`), notices jobs
+  marked `cancelling` in the database, and publishes this worker in Redis
+  (queues, loaded models) for GET /v1/queues and /v1/models;
+- cancel listener: a Redis pub/sub subscription that stops a cancelled job's run
+  within a millisecond or so, so generation halts within a token.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import redis
+from sqlalchemy import select, update
+
+from common.constants import CANCEL_CHANNEL, CANCEL_KEY, WORKER_KEY
+from common.db import Job, utcnow
+from common.jobs import ACTIVE, JobStatus
+
+if TYPE_CHECKING:
+    from workers.lifecycle import JobRun
+    from workers.state import WorkerState
+
+log = logging.getLogger("monkey.worker")
+
+
+class Supervisor:
+    def __init__(self, state: WorkerState):
+        self.state = state
+        self._runs: dict[str, JobRun] = {}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self.ready = False
+        self._threads = [
+            threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True),
+            threading.Thread(target=self._cancel_loop, name="cancel-listener", daemon=True),
+        ]
+
+    def start(self) -> None:
+        for t in self._threads:
+            t.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        try:
+            self.state.redis.delete(WORKER_KEY.format(worker_id=self.state.worker_id))
+        except redis.RedisError:
+            pass
+
+    def register(self, run: JobRun) -> None:
+        with self._lock:
+            self._runs[run.spec.id] = run
+        # A cancel that came before we subscribed (or while Redis was away) left a key.
+        try:
+            if self.state.redis.exists(CANCEL_KEY.format(job_id=run.spec.id)):
+                run.stop("cancelled")
+        except redis.RedisError:
+            pass
+
+    def unregister(self, run: JobRun) -> None:
+        with self._lock:
+            self._runs.pop(run.spec.id, None)
+
+    def active(self) -> list[JobRun]:
+        with self._lock:
+            return list(self._runs.values())
+
+    # Heartbeat -----------------------------------------------------------------
+    def _heartbeat_loop(self) -> None:
+        interval = self.state.settings.heartbeat_s
+        while not self._stopping.wait(interval):
+            try:
+                self.beat()
+            except Exception:  # keep beating: a database blip must not kill the thread
+                log.exception("heartbeat failed")
+
+    def beat(self) -> None:
+        runs = self.active()
+        self._publish_presence(len(runs))
+        if not runs:
+            return
+        lease = timedelta(seconds=self.state.settings.lease_s)
+        active = [s.value for s in ACTIVE]
+        with self.state.sessions() as s:
+            for run in runs:
+                res = s.execute(
+                    update(Job)
+                    .where(Job.id == run.spec.id, Job.attempts == run.spec.attempt,
+                           Job.status.in_(active))
+                    .values(lease_expires_at=utcnow() + lease)
+                    .execution_options(synchronize_session=False)
+                )
+                if not res.rowcount and not run.should_stop():
+                    log.warning("lease lost", extra={"job_id": run.spec.id,
+                                                     "attempt": run.spec.attempt})
+                    run.stop("lease_lost")
+            ids = [r.spec.id for r in runs]
+            cancelling = set(
+                s.scalars(
+                    select(Job.id).where(Job.id.in_(ids), Job.status == JobStatus.CANCELLING)
+                )
+            )
+            s.commit()
+        for run in runs:
+            if run.spec.id in cancelling:
+                run.stop("cancelled")
+
+    def _publish_presence(self, running: int) -> None:
+        st = self.state
+        key = WORKER_KEY.format(worker_id=st.worker_id)
+        info = {
+            "worker_id": st.worker_id,
+            "queues": json.dumps(st.queues),
+            "models": json.dumps(st.loaded_models()),
+            "pid": os.getpid(),
+            "running": running,
+            "ready": int(self.ready),
+            "seen": time.time(),
+        }
+        try:
+            pipe = st.redis.pipeline(transaction=False)
+            pipe.hset(key, mapping=info)
+            pipe.expire(key, max(int(st.settings.heartbeat_s * 3), 5))
+            pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("worker presence not published: %s", exc)
+
+    # Cancel listener ---------------------------------------------------------------
+    def _cancel_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                pubsub = self.state.redis.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(CANCEL_CHANNEL)
+                while not self._stopping.is_set():
+                    msg = pubsub.get_message(timeout=1.0)
+                    if msg and msg["type"] == "message":
+                        self._on_cancel(msg["data"].decode())
+            except (redis.RedisError, OSError) as exc:
+                log.warning("cancel listener reconnecting: %s", exc)
+                self._stopping.wait(1.0)
+
+    def _on_cancel(self, job_id: str) -> None:
+        with self._lock:
+            run = self._runs.get(job_id)
+        if run is not None:
+            run.stop("cancelled")
