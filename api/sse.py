@@ -19,6 +19,7 @@ from common.jobs import TERMINAL, envelope
 log = logging.getLogger("monkey.api")
 
 _BLOCK_MS = 5000
+_DONE_GRACE_MS = 1000
 
 
 def sse(data: dict, event: str, id_: str | None = None) -> bytes:
@@ -48,8 +49,8 @@ async def job_events(state: AppState, job_id: str, last_id: str | None) -> Async
     while True:
         # A job already over: drain what is left of its stream and end with `done`.
         final = await _final_envelope(state, job_id)
-        block = None if final is not None else _BLOCK_MS
         try:
+            block = _BLOCK_MS if final is None else await _grace_ms(state, key)
             entries = await state.redis.xread({key: cursor}, count=1000, block=block)
         except (RedisError, OSError) as exc:
             log.warning("event stream of job %s interrupted: %s", job_id, exc)
@@ -70,3 +71,9 @@ async def job_events(state: AppState, job_id: str, last_id: str | None) -> Async
             return
         if not entries:
             yield b": keep-alive\n\n"
+
+
+async def _grace_ms(state: AppState, key: str) -> int | None:
+    """How long to wait for a finished job's own `done`: the worker writes the database
+    first and the event a moment later. No wait when the stream is gone altogether."""
+    return _DONE_GRACE_MS if await state.redis.exists(key) else None

@@ -1,0 +1,46 @@
+# Monkey Coder: `make run` starts the whole stack, `make test` runs every test.
+# Both work on a fresh machine with Python 3.11+: they create .venv and install first.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+WEB_SOURCES := $(shell find web -type f \( -name '*.ts' -o -name '*.tsx' -o -name '*.css' -o -name '*.json' -o -name '*.mjs' -o -name '*.js' \) -not -path 'web/node_modules/*' -not -path 'web/out/*' -not -path 'web/.next/*' 2>/dev/null)
+
+.PHONY: run test bench install web lint clean
+
+run: install web
+	$(VENV)/bin/monkey up
+
+test: install web
+	$(VENV)/bin/pytest
+
+bench: install
+	$(PY) bench/overhead.py
+	@for b in batching batch load; do \
+	  if [ -f bench/$$b.py ]; then $(PY) bench/$$b.py || exit 1; fi; \
+	done
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "Python 3.11 or newer is needed (found $$($(PYTHON) --version))"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[all]'
+	touch $(STAMP)
+
+# The web UI (a static export); skipped with a note where Node.js is missing.
+web: web/out/index.html
+
+web/out/index.html: $(WEB_SOURCES)
+	@if [ ! -f web/package.json ]; then echo "no web UI sources"; \
+	elif ! command -v npm >/dev/null; then echo "npm not found: the web UI is not built (install Node.js 20)"; \
+	else cd web && { [ -d node_modules ] || npm ci --no-audit --no-fund; } && NEXT_TELEMETRY_DISABLED=1 npm run build; fi
+
+lint: install
+	$(VENV)/bin/ruff check common api workers monkey tests bench
+
+clean:
+	rm -rf .monkey web/out web/.next .pytest_cache

@@ -1,0 +1,117 @@
+"""The lifecycle's rules, driven directly (no Celery): the attempt fence, duplicate
+deliveries, lease loss and the event stream."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis
+from sqlalchemy import select
+
+from common.db import Job, utcnow
+from common.events import decode, events_key
+from common.ids import new_id
+from common.jobs import JobStatus, transition
+from common.keys import create_api_key
+from common.migrate import upgrade
+from common.settings import Settings
+from tests.conftest import fresh_redis_url
+from workers import lifecycle
+from workers.runtimes.base import GenerateResult
+from workers.state import WorkerState
+
+
+@pytest.fixture
+def state(tmp_path, redis_base):
+    settings = Settings(DATABASE_URL=f"sqlite:///{tmp_path / 'w.db'}",
+                        REDIS_URL=fresh_redis_url(redis_base), MONKEY_DATA_DIR=str(tmp_path))
+    upgrade(settings)
+    asyncio.run(create_api_key(settings, "owner"))
+    st = WorkerState(settings, queues=["llm"])
+    yield st
+    st.close()
+
+
+def add_job(state: WorkerState, prompt: str = "a b c") -> str:
+    job_id = new_id("job")
+    with state.sessions() as s:
+        s.add(Job(id=job_id, owner_id="key_x", kind="generate", model="debug/echo", queue="llm",
+                  status="queued", priority="interactive", input={"prompt": prompt},
+                  params={}, metadata_={}, metrics={}, attempts=0, created_at=utcnow()))
+        s.commit()
+    return job_id
+
+
+def row(state: WorkerState, job_id: str) -> Job:
+    with state.sessions() as s:
+        return s.execute(select(Job).where(Job.id == job_id)).scalar_one()
+
+
+def requeue(state: WorkerState, job_id: str, attempt: int) -> None:
+    """What the reconciler does when a lease lapses."""
+    with state.sessions() as s:
+        res = s.execute(transition(job_id, JobStatus.QUEUED, attempt=attempt,
+                                   lease_expires_at=None))
+        s.commit()
+        assert res.rowcount == 1
+
+
+def test_a_late_write_of_an_old_attempt_is_refused(state):
+    job_id = add_job(state)
+    old = lifecycle.JobRun(state, lifecycle.claim(state, job_id))
+    assert old.spec.attempt == 1
+    requeue(state, job_id, attempt=1)
+    new = lifecycle.JobRun(state, lifecycle.claim(state, job_id))
+    assert new.spec.attempt == 2
+
+    result = GenerateResult("late", "stop", 1, 1)
+    assert not lifecycle.finish(old, JobStatus.SUCCEEDED,
+                                output=lifecycle.output_of(result), result=result)
+    assert row(state, job_id).status == "running"
+
+    good = GenerateResult("a b c", "stop", 3, 3)
+    assert lifecycle.finish(new, JobStatus.SUCCEEDED, output=lifecycle.output_of(good),
+                            result=good)
+    # And the old attempt cannot overwrite a finished job either.
+    assert not lifecycle.finish(old, JobStatus.FAILED, error={"type": "x", "message": "y"})
+    final = row(state, job_id)
+    assert final.status == "succeeded" and final.attempts == 2
+    assert final.output["text"] == "a b c"
+
+
+def test_a_duplicate_delivery_does_not_run_the_job_twice(state):
+    job_id = add_job(state)
+    assert lifecycle.claim(state, job_id) is not None
+    assert lifecycle.claim(state, job_id) is None  # already running
+    assert row(state, job_id).attempts == 1
+
+
+def test_execute_streams_events_and_writes_one_result(state):
+    job_id = add_job(state, "one two three")
+    lifecycle.execute(state, job_id)
+    state.events.close()
+    r = redis.Redis.from_url(state.settings.redis_url)
+    events = [decode(f) for _, f in r.xrange(events_key(job_id))]
+    types = [t for t, _ in events]
+    assert types[0] == "status" and types[-2:] == ["status", "done"]
+    tokens = [d for t, d in events if t == "token"]
+    assert set(types[1:-2]) == {"token"} and 1 <= len(tokens) <= 3  # coalesced when fast
+    assert "".join(d["text"] for d in tokens) == "one two three"
+    assert tokens[0]["index"] == 0
+    assert events[-1][1]["output"]["text"] == "one two three"
+    assert r.ttl(events_key(job_id)) > 0  # the stream expires after the job ends
+    lifecycle.execute(state, job_id)  # a late redelivery: nothing happens
+    assert r.xlen(events_key(job_id)) == len(events)
+
+
+def test_a_run_that_loses_its_lease_stops_and_writes_nothing(state):
+    job_id = add_job(state, " ".join(["w"] * 50))
+    got = lifecycle.claim(state, job_id)
+    requeue(state, job_id, attempt=1)  # the reconciler took the job away
+    run = lifecycle.JobRun(state, got)
+    state.supervisor.register(run)
+    state.supervisor.beat()
+    assert run.stop_reason() == "lease_lost"
+    state.supervisor.unregister(run)
+    assert row(state, job_id).status == "queued"
