@@ -38,11 +38,18 @@ def api(host: str | None, port: int | None, processes: int) -> None:
     import uvicorn
 
     settings = get_settings()
-    uvicorn.run(
+    config = uvicorn.Config(
         "api.main:create_app", factory=True, host=host or settings.host,
         port=port or settings.port, workers=processes, log_config=None,
         proxy_headers=True, forwarded_allow_ips="*", timeout_graceful_shutdown=5,
     )
+    if processes > 1:
+        uvicorn.run(config.app, **{k: getattr(config, k) for k in ("host", "port", "workers")},
+                    factory=True, log_config=None, proxy_headers=True, forwarded_allow_ips="*")
+        return
+    # Bind the socket ourselves: for '::' it then accepts IPv4 too (uvicorn's own
+    # bind would make it IPv6-only).
+    uvicorn.Server(config).run(sockets=[config.bind_socket()])
 
 
 @main.command()
@@ -102,14 +109,16 @@ def flower(port: int, address: str, url_prefix: str) -> None:
 
 
 @main.command()
+@click.option("--host", default=None, help="API address (default MONKEY_HOST or 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="API port (default PORT or 8000).")
 @click.option("--flower-port", type=int, default=5555, show_default=True)
 @click.option("--no-gpu-worker", is_flag=True, help="Do not start the local-model worker.")
-def up(port: int | None, flower_port: int, no_gpu_worker: bool) -> None:
+def up(host: str | None, port: int | None, flower_port: int, no_gpu_worker: bool) -> None:
     """Start the whole stack on this machine (Ctrl-C stops it)."""
     from monkey.up import run_up
 
-    sys.exit(run_up(port=port, flower_port=flower_port, gpu_worker=not no_gpu_worker))
+    sys.exit(run_up(host=host, port=port, flower_port=flower_port,
+                    gpu_worker=not no_gpu_worker))
 
 
 if __name__ == "__main__":

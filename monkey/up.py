@@ -49,7 +49,7 @@ def _first_key(settings: Settings) -> str | None:
     return key
 
 
-def run_up(*, port: int | None, flower_port: int, gpu_worker: bool) -> int:
+def run_up(*, host: str | None, port: int | None, flower_port: int, gpu_worker: bool) -> int:
     env = dict(os.environ)
     settings = Settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -68,7 +68,7 @@ def run_up(*, port: int | None, flower_port: int, gpu_worker: bool) -> int:
 
     monkey = [sys.executable, "-m", "monkey.cli"]
     commands = {
-        "api": [*monkey, "api", "--port", str(port)],
+        "api": [*monkey, "api", "--port", str(port), *(["--host", host] if host else [])],
         "llm-worker": [*monkey, "worker", "--queues", "llm"],
         "flower": [*monkey, "flower", "--port", str(flower_port)],
     }
