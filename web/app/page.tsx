@@ -31,6 +31,8 @@ function NewJobForm({ apiKey }: { apiKey: string }) {
   const [models, setModels] = useState<Model[] | null>(null);
   const [modelsError, setModelsError] = useState<unknown>(null);
   const [model, setModel] = useState("");
+  // For a provider entry such as "openai/*": the model name after the prefix.
+  const [modelName, setModelName] = useState("");
   const [kind, setKind] = useState("generate");
   const [prompt, setPrompt] = useState("");
   const [maxTokens, setMaxTokens] = useState("256");
@@ -60,6 +62,9 @@ function NewJobForm({ apiKey }: { apiKey: string }) {
 
   const selected = useMemo(() => models?.find((m) => m.id === model), [models, model]);
   const kinds = kindsOf(selected);
+  const wildcard = model.endsWith("/*");
+  const prefix = wildcard ? model.slice(0, -1) : "";
+  const unconfigured = (models ?? []).filter((m) => m.configured === false);
 
   function chooseModel(id: string) {
     setModel(id);
@@ -84,7 +89,7 @@ function NewJobForm({ apiKey }: { apiKey: string }) {
     try {
       const job = await apiJson<Job>("/v1/jobs", {
         key: apiKey,
-        json: { kind, model, input, params, priority },
+        json: { kind, model: wildcard ? prefix + modelName.trim() : model, input, params, priority },
       });
       router.push(`/job/?id=${encodeURIComponent(job.id)}`);
     } catch (err) {
@@ -116,6 +121,21 @@ function NewJobForm({ apiKey }: { apiKey: string }) {
             ))}
           </select>
         </div>
+        {wildcard ? (
+          <div className="field">
+            <label htmlFor="model-name">Model name ({prefix}…)</label>
+            <input
+              id="model-name"
+              type="text"
+              autoComplete="off"
+              spellCheck={false}
+              value={modelName}
+              onChange={(e) => setModelName(e.target.value)}
+              placeholder="the provider's model name"
+              required
+            />
+          </div>
+        ) : null}
         {kinds.length > 1 ? (
           <div className="field">
             <label htmlFor="kind">Kind</label>
@@ -136,6 +156,18 @@ function NewJobForm({ apiKey }: { apiKey: string }) {
           </select>
         </div>
       </div>
+      {unconfigured.length > 0 ? (
+        <details>
+          <summary>Why are some models unavailable?</summary>
+          <ul>
+            {unconfigured.map((m) => (
+              <li key={m.id}>
+                <code>{m.id}</code>: {m.hint ?? "not configured on this server"}
+              </li>
+            ))}
+          </ul>
+        </details>
+      ) : null}
       <div className="field">
         <label htmlFor="prompt">{kind === "embed" ? "Texts to embed (one per line)" : "Prompt"}</label>
         <textarea id="prompt" rows={6} value={prompt} onChange={(e) => setPrompt(e.target.value)} required />

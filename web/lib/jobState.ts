@@ -35,8 +35,8 @@ export const initialJobState: JobState = {
 };
 
 export type JobAction =
-  | { type: "loaded"; job: Job }
-  | { type: "event"; event: string; data: string; now: number }
+  | { type: "loaded"; job: Job; now: number }
+  | { type: "event"; event: string; data: string; id?: string; now: number }
   | { type: "envelope"; job: Job; now: number };
 
 function canMove(from: string | null, to: string): boolean {
@@ -108,15 +108,19 @@ function onEvent(state: JobState, event: string, raw: string, now: number): JobS
   }
 }
 
+// Redis stream ids start with the server's clock in ms: the true time of a replayed event.
+function eventTime(id: string | undefined): number | null {
+  const m = id ? /^(\d{12,})-\d+$/.exec(id) : null;
+  return m ? Number(m[1]) : null;
+}
+
 export function jobReducer(state: JobState, action: JobAction): JobState {
   switch (action.type) {
     case "loaded":
-      // The first GET: sets the envelope without a history step, since the stream
-      // replays the job's statuses from the start.
-      return { ...state, job: action.job, status: action.job.status, text: action.job.output?.text ?? state.text };
+      return withEnvelope(state, action.job, action.now);
     case "envelope":
       return withEnvelope(state, action.job, action.now);
     case "event":
-      return onEvent(state, action.event, action.data, action.now);
+      return onEvent(state, action.event, action.data, eventTime(action.id) ?? action.now);
   }
 }

@@ -11,7 +11,6 @@ export interface SseEvent {
   id?: string;
   event: string;
   data: string;
-  retry?: number;
 }
 
 /** An incremental text/event-stream parser (the WHATWG algorithm, minus EventSource). */
@@ -20,7 +19,8 @@ export class SseParser {
   private data: string[] = [];
   private eventType = "";
   private id: string | undefined;
-  private retry: number | undefined;
+  /** The latest `retry:` value, in ms: it applies at once, even in a block without data. */
+  retry: number | undefined;
 
   feed(chunk: string): SseEvent[] {
     this.buffer += chunk;
@@ -67,11 +67,10 @@ export class SseParser {
   private dispatch(): SseEvent | null {
     const type = this.eventType || "message";
     const hasData = this.data.length > 0;
-    const ev: SseEvent = { event: type, data: this.data.join("\n"), id: this.id, retry: this.retry };
+    const ev: SseEvent = { event: type, data: this.data.join("\n"), id: this.id };
     this.data = [];
     this.eventType = "";
     this.id = undefined;
-    this.retry = undefined;
     return hasData ? ev : null;
   }
 }
@@ -125,13 +124,16 @@ export function followJob(jobId: string, handlers: FollowHandlers, opts: FollowO
   const { signal } = controller;
   const maxFailures = opts.maxFailures ?? 3;
   const pollMs = opts.pollMs ?? 1000;
-  const pollsBeforeRetry = opts.pollsBeforeRetry ?? 15;
+  const pollsBeforeRetry = opts.pollsBeforeRetry ?? 10;
   const path = `/v1/jobs/${encodeURIComponent(jobId)}`;
   let lastId: string | undefined;
   let retryMs = 1000;
 
-  // Returns true when the job is over (done received), false when the stream dropped.
-  async function streamOnce(): Promise<{ finished: boolean; gotEvents: boolean }> {
+  let eventsThisConnection = 0;
+
+  // Resolves true when `done` arrived, false when the stream ended without it.
+  async function streamOnce(): Promise<boolean> {
+    eventsThisConnection = 0;
     const headers: Record<string, string> = { ...authHeaders(opts.key), Accept: "text/event-stream" };
     if (lastId !== undefined) headers["Last-Event-ID"] = lastId;
     let res: Response;
@@ -146,45 +148,56 @@ export function followJob(jobId: string, handlers: FollowHandlers, opts: FollowO
     handlers.onMode("live");
     const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
     const parser = new SseParser();
-    let gotEvents = false;
     try {
       for (;;) {
         const { value, done } = await reader.read();
-        if (done) return { finished: false, gotEvents };
-        for (const ev of parser.feed(value)) {
+        if (done) return false;
+        const events = parser.feed(value);
+        if (parser.retry !== undefined) retryMs = parser.retry;
+        for (const ev of events) {
           if (ev.id !== undefined && lastId !== undefined && streamIdAfter(ev.id, lastId) === false) {
             continue; // already seen before a reconnect
           }
           if (ev.id !== undefined) lastId = ev.id;
-          if (ev.retry !== undefined) retryMs = ev.retry;
-          gotEvents = true;
+          eventsThisConnection += 1;
           handlers.onEvent(ev);
-          if (ev.event === "done") return { finished: true, gotEvents };
+          if (ev.event === "done") return true;
         }
       }
+    } catch (err) {
+      if (isAbort(err) || err instanceof ApiError) throw err;
+      throw unreachable(err); // the connection broke mid-stream
     } finally {
       reader.cancel().catch(() => undefined);
     }
   }
 
-  async function pollUntil(polls: number): Promise<boolean> {
+  // Polls until the job is over ("over"), or until it is time to try the stream
+  // again ("retry"): after `pollsBeforeRetry` polls, or as soon as the API answers
+  // again after being unreachable (it restarted: its stream is likely back too).
+  async function poll(): Promise<"over" | "retry"> {
     handlers.onMode("polling");
-    for (let i = 0; i < polls && !signal.aborted; i++) {
+    let wasDown = false;
+    for (let i = 0; i < pollsBeforeRetry && !signal.aborted; i++) {
       try {
         const job = await apiJson<Job>(path, { key: opts.key, signal });
         handlers.onPoll(job);
-        if (isTerminal(job.status)) return true;
+        if (isTerminal(job.status)) return "over";
+        if (wasDown) return "retry";
+        handlers.onMode("polling");
       } catch (err) {
-        if (isAbort(err)) return true;
-        if (err instanceof ApiError && isFatal(err)) {
-          handlers.onFatal(err);
-          return true;
+        if (isAbort(err)) return "over";
+        const apiErr = err instanceof ApiError ? err : unreachable(err);
+        if (isFatal(apiErr)) {
+          handlers.onFatal(apiErr);
+          return "over";
         }
-        handlers.onMode("polling", err instanceof ApiError ? err : undefined);
+        wasDown ||= apiErr.status === 0;
+        handlers.onMode("polling", apiErr);
       }
       await sleep(pollMs, signal);
     }
-    return false;
+    return "retry";
   }
 
   async function run(): Promise<void> {
@@ -193,12 +206,10 @@ export function followJob(jobId: string, handlers: FollowHandlers, opts: FollowO
     while (!signal.aborted) {
       let lastError: ApiError | undefined;
       try {
-        const { finished, gotEvents } = await streamOnce();
-        if (finished) {
+        if (await streamOnce()) {
           handlers.onMode("closed");
           return;
         }
-        failures = gotEvents ? 1 : failures + 1;
       } catch (err) {
         if (isAbort(err) || signal.aborted) return;
         lastError = err instanceof ApiError ? err : unreachable(err);
@@ -206,17 +217,19 @@ export function followJob(jobId: string, handlers: FollowHandlers, opts: FollowO
           handlers.onFatal(lastError);
           return;
         }
-        failures += 1;
       }
+      // A connection that delivered events was working: count from one again.
+      failures = eventsThisConnection > 0 ? 1 : failures + 1;
       if (failures >= maxFailures) {
-        if (await pollUntil(pollsBeforeRetry)) {
+        if ((await poll()) === "over") {
           if (!signal.aborted) handlers.onMode("closed");
           return;
         }
         failures = maxFailures - 1; // one more try at the stream, then back to polling
+        continue;
       }
       handlers.onMode("reconnecting", lastError);
-      await sleep(Math.min(retryMs * 2 ** Math.max(0, failures - 1), 5000), signal);
+      await sleep(Math.min(retryMs * 2 ** (failures - 1), 5000), signal);
     }
   }
 

@@ -83,6 +83,8 @@ export interface Model {
   object?: string;
   kinds?: string[];
   configured?: boolean;
+  /** Why a model is not configured, and how to configure it. */
+  hint?: string;
 }
 
 export interface FileObject {

@@ -65,7 +65,7 @@ function JobView({ id, apiKey }: { id: string; apiKey: string }) {
     const controller = new AbortController();
     apiJson<Job>(`/v1/jobs/${encodeURIComponent(id)}`, { key: apiKey, signal: controller.signal })
       .then((job) => {
-        dispatch({ type: "loaded", job });
+        dispatch({ type: "loaded", job, now: Date.now() });
         setFollow(!isTerminal(job.status));
       })
       .catch((err) => {
@@ -79,7 +79,7 @@ function JobView({ id, apiKey }: { id: string; apiKey: string }) {
     return followJob(
       id,
       {
-        onEvent: (ev) => dispatch({ type: "event", event: ev.event, data: ev.data, now: Date.now() }),
+        onEvent: (ev) => dispatch({ type: "event", event: ev.event, data: ev.data, id: ev.id, now: Date.now() }),
         onPoll: (job) => dispatch({ type: "envelope", job, now: Date.now() }),
         onMode: (m, detail) => {
           setMode(m);
@@ -201,7 +201,9 @@ function Timings({ state, now }: { state: JobState; now: number }) {
   const created = toMillis(job.created_at);
   const started = toMillis(job.started_at) ?? state.runningSince;
   // Live figures from the clock until the server's metrics arrive with the final envelope.
-  const queueMs = m.queue_ms ?? (status === "queued" && created !== null ? now - created : null);
+  const queueMs =
+    m.queue_ms ??
+    (created === null ? null : status === "queued" ? now - created : started !== null ? started - created : null);
   const running = status === "running" || status === "cancelling";
   const runMs = m.run_ms ?? (running && started !== null ? now - started : null);
   const completion = m.completion_tokens ?? job.output?.usage?.completion_tokens ?? null;
@@ -253,10 +255,12 @@ function JobOutputView({ state }: { state: JobState }) {
   }
   const streaming = status === "running" || status === "cancelling";
   return (
-    <pre className="output" data-testid="job-output" aria-busy={streaming} aria-label="Generated text">
-      {state.text}
+    <pre className="output" aria-busy={streaming} aria-label="Generated text">
+      <span data-testid="job-output">{state.text}</span>
       {streaming ? <span className="cursor" aria-hidden="true" /> : null}
-      {!state.text && !streaming ? <span className="muted">{isTerminal(status) ? "(no text)" : "Waiting for the first token…"}</span> : null}
+      {!state.text && !streaming ? (
+        <span className="muted">{isTerminal(status) ? "(no text)" : "Waiting for the first token…"}</span>
+      ) : null}
     </pre>
   );
 }
