@@ -33,8 +33,9 @@ def _open_state(settings: Settings) -> AppState:
         health_check_interval=10, max_connections=4096,
     )
     celery = make_celery(settings)
-    return AppState(settings=settings, engine=engine, sessions=async_sessions(engine),
-                    redis=client, celery=celery, publisher=Publisher(celery))
+    sessions = async_sessions(engine)
+    return AppState(settings=settings, engine=engine, sessions=sessions,
+                    redis=client, celery=celery, publisher=Publisher(celery, sessions))
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         state = _open_state(settings)
         app.state.monkey = state
+        state.publisher.start()
         reconciler = Reconciler(state)
         app.state.reconciler = reconciler
         reconciler.start()
@@ -51,7 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await reconciler.stop()
-            state.publisher.close()
+            await state.publisher.close()
             await state.redis.aclose()
             await state.engine.dispose()
 

@@ -3,7 +3,9 @@
 Celery's send_task blocks (about a millisecond, seconds when Redis is away), so it
 runs in a small thread pool. After a failure the publisher stays quiet for a moment
 and leaves the job to the reconciler, so submits keep answering 202 fast while
-Redis is down.
+Redis is down. Published jobs are marked (`published_at`) in one UPDATE per
+flush interval rather than one per request; until marked, the reconciler leaves
+a young job alone (and a republished duplicate would be harmless anyway).
 """
 
 from __future__ import annotations
@@ -17,8 +19,12 @@ from functools import partial
 from celery import Celery
 from kombu.exceptions import KombuError, OperationalError
 from redis.exceptions import RedisError
+from sqlalchemy import update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from common.celery_app import publish_job
+from common.db import Job, utcnow
 
 log = logging.getLogger("monkey.api")
 
@@ -26,11 +32,19 @@ _BROKER_ERRORS = (OperationalError, KombuError, RedisError, OSError)
 
 
 class Publisher:
-    def __init__(self, celery: Celery, *, quiet_s: float = 1.0, threads: int = 8):
+    def __init__(self, celery: Celery, sessions: async_sessionmaker, *, quiet_s: float = 1.0,
+                 threads: int = 8, flush_s: float = 0.1):
         self.celery = celery
+        self.sessions = sessions
         self.quiet_s = quiet_s
+        self.flush_s = flush_s
         self._down_until = 0.0
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="publish")
+        self._published: set[str] = set()
+        self._flusher: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._flusher = asyncio.create_task(self._flush_loop(), name="publish-marker")
 
     @property
     def broker_down(self) -> bool:
@@ -50,7 +64,30 @@ class Publisher:
             log.warning("broker unavailable, job %s left for the reconciler: %s", job_id, exc)
             return False
         self._down_until = 0.0
+        self._published.add(job_id)
         return True
 
-    def close(self) -> None:
+    async def flush(self) -> int:
+        ids, self._published = self._published, set()
+        if not ids:
+            return 0
+        try:
+            async with self.sessions() as s:
+                await s.execute(update(Job).where(Job.id.in_(ids), Job.published_at.is_(None))
+                                .values(published_at=utcnow()))
+                await s.commit()
+        except SQLAlchemyError as exc:
+            self._published |= ids
+            log.warning("could not mark %d jobs published: %s", len(ids), exc)
+        return len(ids)
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_s)
+            await self.flush()
+
+    async def close(self) -> None:
+        if self._flusher:
+            self._flusher.cancel()
+        await self.flush()
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -121,9 +121,10 @@ class Reconciler:
             for job in rows:
                 if job.created_at.timestamp() > cutoff and job.attempts == 0:
                     continue  # the submit that wrote it may still be publishing
-                if not await publish(state=self.state, session=s, job=job, force=n == 0):
+                if not await publish(state=self.state, job=job, force=n == 0):
                     break
                 n += 1
+        await self.state.publisher.flush()
         return n
 
     async def _requeue_lapsed(self) -> int:

@@ -8,7 +8,7 @@ import logging
 from datetime import timedelta
 
 from redis.exceptions import RedisError
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -84,7 +84,7 @@ async def create_job(*, state: AppState, session: AsyncSession, principal: Princ
         if existing is None:
             raise
         return _replay(existing, job), False
-    await publish(state=state, session=session, job=job)
+    await publish(state=state, job=job)
     return job, True
 
 
@@ -99,17 +99,11 @@ async def _by_idempotency_key(session: AsyncSession, principal: Principal, key: 
     return (await session.execute(stmt)).scalar()
 
 
-async def publish(*, state: AppState, session: AsyncSession, job: Job, force: bool = False) -> bool:
-    ok = await state.publisher.publish(
+async def publish(*, state: AppState, job: Job, force: bool = False) -> bool:
+    return await state.publisher.publish(
         job_id=job.id, kind=job.kind, model=job.model, queue=job.queue, priority=job.priority,
         attempt_hint=job.attempts, force=force,
     )
-    if ok:
-        now = utcnow()
-        await session.execute(update(Job).where(Job.id == job.id).values(published_at=now))
-        await session.commit()
-        job.published_at = now
-    return ok
 
 
 async def get_job(*, session: AsyncSession, principal: Principal, job_id: str) -> Job:
