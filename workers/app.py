@@ -45,10 +45,14 @@ def make_worker_app(settings: Settings) -> Celery:
 def setup_process(settings: Settings, queues: list[str], hooks: Hooks | None = None) -> WorkerState:
     """Open connections, load the models this worker serves, start the supervisor."""
     global _state
+    from workers import metrics
+
+    hooks = hooks or metrics.MetricsHooks(queues[0] if len(queues) == 1 else "+".join(queues))
     state = WorkerState(settings, queues=queues, hooks=hooks)
     if QUEUE_GPU in queues:
         # Load every local model before taking a task: readiness waits for it.
         state.runtime_for(f"{LOCAL_PREFIX}/*")
+    metrics.serve(settings.metrics_port)
     state.supervisor.start()
     state.supervisor.ready = True
     state.supervisor.beat()
