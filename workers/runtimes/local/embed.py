@@ -1,0 +1,130 @@
+"""The embedding executor: texts from many jobs share one forward pass.
+
+Batches are made of texts, not jobs: a job with many texts spans several batches, and many
+one-text jobs fill one. A batch starts when `max_batch` texts wait or `max_wait_ms` after the
+first of them arrived, whichever comes first.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+import torch
+
+from common.errors import OutOfMemory
+from workers.runtimes.base import EmbedResult
+from workers.runtimes.local.executor import BatchExecutor, Request
+from workers.runtimes.local.loading import LoadedEmbedder
+
+
+class EmbedRequest(Request):
+    def __init__(self, texts: list[str], ctx):
+        super().__init__(ctx)
+        self.texts = texts
+        self.vectors: list[list[float] | None] = [None] * len(texts)
+        self.tokens = 0
+        self.taken = 0  # texts handed to a batch so far
+        self.finished = 0  # texts whose vectors are in
+        self.started = False
+
+
+class EmbedExecutor(BatchExecutor):
+    kind = "embed"
+
+    def __init__(self, loaded: LoadedEmbedder, *, max_batch: int, max_wait_ms: float):
+        super().__init__(loaded.name, loaded.device, max_batch=max_batch, max_wait_ms=max_wait_ms)
+        self.model = loaded.model
+        self._waiting: deque[EmbedRequest] = deque()
+        self._pending_texts = 0
+
+    def embed(self, texts: list[str], ctx) -> EmbedResult:
+        """Called from a task thread: blocks until every text has its vector."""
+        request = EmbedRequest(texts, ctx)
+        self.submit(request)
+        self.wait(request)
+        done = [v for v in request.vectors if v is not None]
+        return EmbedResult(embeddings=done, prompt_tokens=request.tokens)
+
+    # Executor thread ---------------------------------------------------------------------
+    def run(self) -> None:
+        while not self._closing:
+            self._collect()
+            batch = self._take()
+            if batch:
+                self._run_batch(batch)
+
+    def _add(self, request) -> None:
+        if request is not None:
+            self._waiting.append(request)
+            self._pending_texts += len(request.texts)
+
+    def _collect(self) -> None:
+        if not self._waiting:
+            self._add(self._next(timeout=None))
+        deadline = self._waiting[0].submitted + self.max_wait_s if self._waiting else 0.0
+        while not self._closing and self._pending_texts < self.max_batch:
+            # Texts that queued during the last forward pass go at once: only a short batch
+            # waits, and never past max_wait_ms after its oldest text arrived.
+            request = self._next(timeout=deadline - time.monotonic())
+            if request is None:
+                break
+            self._add(request)
+
+    def _take(self) -> list[tuple[EmbedRequest, int]]:
+        batch: list[tuple[EmbedRequest, int]] = []
+        while self._waiting and len(batch) < self.max_batch:
+            request = self._waiting[0]
+            if request.done.is_set() or (request.ctx is not None and request.ctx.should_stop()):
+                # A failed or stopped job's remaining texts are not worth a forward pass.
+                self._waiting.popleft()
+                self._pending_texts -= len(request.texts) - request.taken
+                if request.finished == request.taken:
+                    request.done.set()
+                continue
+            if not request.started:
+                request.started = True
+                self._observe_wait(request)
+            n = min(self.max_batch - len(batch), len(request.texts) - request.taken)
+            batch.extend((request, i) for i in range(request.taken, request.taken + n))
+            request.taken += n
+            self._pending_texts -= n
+            if request.taken == len(request.texts):
+                self._waiting.popleft()
+        return batch
+
+    def _run_batch(self, batch: list[tuple[EmbedRequest, int]]) -> None:
+        try:
+            vectors, tokens = self._forward(len(batch), lambda: self._encode(batch))
+        except torch.OutOfMemoryError as exc:
+            self._after_oom()
+            if len(batch) == 1:
+                request = batch[0][0]
+                request.fail(OutOfMemory(f"local/{self.name}: out of memory on one text: {exc}"))
+                return
+            half = len(batch) // 2
+            self._run_batch(batch[:half])
+            self._run_batch(batch[half:])
+            return
+        for (request, index), vector, count in zip(batch, vectors, tokens, strict=True):
+            if request.error is not None:
+                continue
+            request.vectors[index] = vector
+            request.tokens += count
+            request.finished += 1
+            stopped = request.ctx is not None and request.ctx.stop_event.is_set()
+            if request.finished == len(request.texts) or (
+                stopped and request.finished == request.taken
+            ):
+                request.done.set()
+
+    def _encode(self, batch) -> tuple[list[list[float]], list[int]]:
+        from sentence_transformers.util import batch_to_device
+
+        # The same steps as SentenceTransformer.encode, for exactly these texts in one pass.
+        features = self.model.preprocess([request.texts[i] for request, i in batch])
+        counts = features["attention_mask"].sum(dim=1).tolist()
+        features = batch_to_device(features, self.model.device)
+        embeddings = self.model(features)["sentence_embedding"]
+        embeddings = torch.nn.functional.normalize(embeddings.float(), p=2, dim=1)
+        return embeddings.cpu().tolist(), counts

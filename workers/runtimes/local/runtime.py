@@ -1,0 +1,101 @@
+"""LocalRuntime: every `local/...` model of one worker process, each behind its own executor.
+
+Importing this module is cheap: torch, transformers and sentence-transformers are imported in
+`load()`, which the worker calls once before it takes tasks (DESIGN.md section 1).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from common.errors import JobInvalid, JobTimeout, ModelUnavailable
+from common.settings import Settings
+from workers.runtimes.base import EmbedResult, GenerateResult, JobSpec, Runtime
+
+log = logging.getLogger(__name__)
+
+
+class LocalRuntime(Runtime):
+    def __init__(self, settings: Settings):
+        self._settings = settings
+        self._lock = threading.Lock()
+        self._loaded = False
+        self.device: str | None = None
+        self.executors: dict[str, object] = {}  # NAME -> EmbedExecutor | GenerateExecutor
+        self._failed: dict[str, str] = {}
+
+    def load(self) -> None:
+        """Load every configured model and start its executor thread (once per process).
+
+        A model that fails to load is logged and its jobs fail with model_unavailable; the
+        others still serve, and `loaded_models()` lists only what is in memory."""
+        with self._lock:
+            if self._loaded:
+                return
+            from workers.runtimes.local import loading
+
+            self.device = loading.pick_device(self._settings.device)
+            for name, source in self._settings.local_model_sources().items():
+                try:
+                    executor = self._start(loading, name, source)
+                except ModelUnavailable as exc:
+                    log.error("local/%s is unavailable: %s", name, exc.message)
+                    self._failed[name] = exc.message
+                    continue
+                self.executors[name] = executor
+                log.info("local/%s loaded on %s (%s)", name, self.device, executor.kind)
+            self._loaded = True
+
+    def _start(self, loading, name: str, source: str):
+        source = loading.resolve_source(name, source)
+        limits = {"max_batch": self._settings.max_batch, "max_wait_ms": self._settings.max_wait_ms}
+        if loading.model_kind(name, source) == "embed":
+            from workers.runtimes.local.embed import EmbedExecutor
+
+            executor = EmbedExecutor(loading.load_embedder(name, source, self.device), **limits)
+        else:
+            from workers.runtimes.local.generate import GenerateExecutor
+
+            executor = GenerateExecutor(loading.load_lm(name, source, self.device), **limits)
+        executor.start()
+        return executor
+
+    def close(self) -> None:
+        """Stop the executor threads (jobs still inside them fail with model_unavailable)."""
+        for executor in self.executors.values():
+            executor.close()
+
+    def loaded_models(self) -> list[str]:
+        return [f"local/{name}" for name in self.executors]
+
+    def executor(self, job: JobSpec, kind: str):
+        self.load()  # a no-op after the worker's start-up call
+        name = job.model_name
+        if name in self._failed:
+            raise ModelUnavailable(self._failed[name])
+        executor = self.executors.get(name)
+        if executor is None:
+            raise ModelUnavailable(f"{job.model} is not configured on this worker")
+        if executor.kind != kind:
+            what = "an embedding model" if executor.kind == "embed" else "a text generation model"
+            raise JobInvalid(f"{job.model} is {what}; it cannot {kind}")
+        return executor
+
+    def generate(self, job: JobSpec, ctx) -> GenerateResult:
+        return self.executor(job, "generate").generate(job, ctx)
+
+    def embed(self, job: JobSpec, ctx) -> EmbedResult:
+        texts = job.input.get("texts")
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+            raise JobInvalid("embed input needs texts: a non-empty list of strings")
+        result = self.executor(job, "embed").embed(texts, ctx)
+        if ctx.stop_reason() == "timeout" and len(result.embeddings) < len(texts):
+            raise JobTimeout(f"job {job.id} ran past its timeout")
+        return result
+
+
+def make_local_runtime(settings: Settings) -> Runtime:
+    """The factory `workers.runtimes.get_runtime` calls for `local/...` models: one instance per
+    worker process serves all of them."""
+    return LocalRuntime(settings)
