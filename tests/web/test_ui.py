@@ -28,8 +28,9 @@ def running_growth(samples: list[tuple[str, str]]) -> list[int]:
 
 def test_wrong_key_is_refused_with_a_clear_message(page: Page, web_stack):
     page.goto("/key/")
-    page.get_by_role("textbox", name="API key").fill("mk-this-key-does-not-exist")
-    page.get_by_role("button", name="Save key").click()
+    page.get_by_role("textbox", name="API key").focus()  # keyboard only: type, then Enter
+    page.keyboard.type("mk-this-key-does-not-exist")
+    page.keyboard.press("Enter")
     error = page.get_by_test_id("error")
     expect(error).to_contain_text("The API refused this key")
     expect(error).to_contain_text("invalid API key")
@@ -98,6 +99,24 @@ def test_stream_cancel_and_list(page: Page, web_stack):
     assert not page.page_errors, page.page_errors
 
 
+def test_queued_job_shows_its_queue_and_cancels_at_once(page: Page, web_stack):
+    # This stack runs no gpu worker: a local model's job waits, and the page says why.
+    enter_key(page, web_stack.key)
+    page.goto("/")
+    page.get_by_label("Model", exact=True).select_option("local/all-MiniLM-L6-v2")
+    page.get_by_label("Texts to embed (one per line)").fill("first text\nsecond text")
+    page.get_by_role("button", name="Submit job").click()
+    page.wait_for_url("**/job/?id=*")
+    expect(page.get_by_test_id("job-status")).to_have_text("queued")
+    expect(page.get_by_test_id("no-workers")).to_contain_text("monkey worker --queues gpu")
+    expect(page.get_by_test_id("queue-ms")).not_to_have_text("-")
+    page.get_by_role("button", name="Cancel job").click()
+    expect(page.get_by_test_id("job-status")).to_have_text("cancelled")
+    expect(page.get_by_test_id("queue-info")).to_have_count(0)
+    steps = [li.get_attribute("data-status") for li in page.locator("ol.history li").all()]
+    assert steps == ["queued", "cancelled"], steps
+
+
 def test_jobs_list_refreshes_live(page: Page, web_stack):
     enter_key(page, web_stack.key)
     job = web_stack.submit(kind="generate", input={"prompt": words(25)}, params={"delay_ms": 100})
@@ -107,7 +126,9 @@ def test_jobs_list_refreshes_live(page: Page, web_stack):
     # No reload: the list asks the API again every two seconds.
     expect(badge).to_have_text("succeeded", timeout=20_000)
     page.get_by_label("Kind").select_option("embed")
-    expect(page.get_by_test_id("no-jobs")).to_be_visible()
+    expect(page.locator(f'[data-job-id="{job["id"]}"]')).to_have_count(0)
+    page.get_by_label("Kind").select_option("generate")
+    expect(badge).to_have_text("succeeded")
 
 
 def test_reconnects_with_last_event_id_after_the_api_restarts(page: Page, web_stack):
@@ -174,3 +195,23 @@ def test_batches_page(page: Page, web_stack, tmp_path):
         page.get_by_role("button", name="Download results").click()
     results = download.value.path().read_text().splitlines()
     assert sorted(json.loads(r)["custom_id"] for r in results) == ["r0", "r1", "r2"]
+
+
+UNLABELLED_CONTROLS = """() => [...document.querySelectorAll('input, select, textarea, button')]
+    .filter(el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
+                  && !(el.tagName === 'BUTTON' && el.innerText.trim()))
+    .map(el => el.outerHTML)"""
+
+
+def test_phone_width_and_labelled_controls(page: Page, web_stack):
+    page.set_viewport_size({"width": 360, "height": 780})
+    enter_key(page, web_stack.key)
+    job = web_stack.submit(kind="generate", input={"prompt": words(12)})
+    web_stack.wait(job["id"])
+    for path in ["/", "/key/", "/jobs/", "/batches/", f"/job/?id={job['id']}"]:
+        page.goto(path)
+        page.wait_for_load_state("networkidle")
+        assert page.evaluate(UNLABELLED_CONTROLS) == [], path
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"{path} scrolls sideways by {overflow}px at 360px wide"
+    expect(page.get_by_test_id("job-status")).to_have_text("succeeded")

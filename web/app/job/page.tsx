@@ -7,6 +7,7 @@ import Link from "next/link";
 import { useSearchParams } from "next/navigation";
 import { Suspense, useEffect, useReducer, useState } from "react";
 import ErrorNotice from "@/components/ErrorNotice";
+import QueueInfo from "@/components/QueueInfo";
 import RequireKey from "@/components/RequireKey";
 import StatusBadge from "@/components/StatusBadge";
 import { ApiError, apiJson } from "@/lib/api";
@@ -156,6 +157,9 @@ function JobDetails({ state, apiKey, mode, modeError, fatal, onEnvelope }: Detai
         </div>
       ) : null}
 
+      {status === "queued" ? (
+        <QueueInfo apiKey={apiKey} model={job.model} priority={job.priority ?? "interactive"} />
+      ) : null}
       <Timings state={state} now={now} />
 
       <h2>Output</h2>
@@ -201,9 +205,11 @@ function Timings({ state, now }: { state: JobState; now: number }) {
   const created = toMillis(job.created_at);
   const started = toMillis(job.started_at) ?? state.runningSince;
   // Live figures from the clock until the server's metrics arrive with the final envelope.
-  const queueMs =
-    m.queue_ms ??
-    (created === null ? null : status === "queued" ? now - created : started !== null ? started - created : null);
+  const finished = toMillis(job.finished_at);
+  // Without the server's figure: the wait so far, or until it started (or ended unstarted).
+  const queueEnd = status === "queued" ? now : (started ?? finished);
+  const queueMs = m.queue_ms ?? (created !== null && queueEnd !== null ? queueEnd - created : null);
+  const generate = job.kind !== "embed";
   const running = status === "running" || status === "cancelling";
   const runMs = m.run_ms ?? (running && started !== null ? now - started : null);
   const completion = m.completion_tokens ?? job.output?.usage?.completion_tokens ?? null;
@@ -214,14 +220,23 @@ function Timings({ state, now }: { state: JobState; now: number }) {
       <dd data-testid="queue-ms">{formatMs(queueMs)}</dd>
       <dt>Run time</dt>
       <dd data-testid="run-ms">{formatMs(runMs)}</dd>
-      <dt>Time to first token</dt>
-      <dd data-testid="ttft-ms">{formatMs(m.ttft_ms)}</dd>
-      <dt>Tokens per second</dt>
-      <dd data-testid="tokens-per-s">{formatNumber(m.tokens_per_s, 1)}</dd>
-      <dt>Prompt tokens</dt>
-      <dd data-testid="prompt-tokens">{prompt ?? "-"}</dd>
-      <dt>{completion !== null ? "Completion tokens" : "Tokens streamed"}</dt>
-      <dd data-testid="completion-tokens">{completion ?? state.tokens}</dd>
+      {generate ? (
+        <>
+          <dt>Time to first token</dt>
+          <dd data-testid="ttft-ms">{formatMs(m.ttft_ms)}</dd>
+          <dt>Tokens per second</dt>
+          <dd data-testid="tokens-per-s">{formatNumber(m.tokens_per_s, 1)}</dd>
+          <dt>Prompt tokens</dt>
+          <dd data-testid="prompt-tokens">{prompt ?? "-"}</dd>
+          <dt>{completion !== null ? "Completion tokens" : "Tokens streamed"}</dt>
+          <dd data-testid="completion-tokens">{completion ?? state.tokens}</dd>
+        </>
+      ) : (
+        <>
+          <dt>Texts</dt>
+          <dd>{job.input?.texts?.length ?? "-"}</dd>
+        </>
+      )}
       {job.output?.finish_reason ? (
         <>
           <dt>Finish reason</dt>
@@ -237,7 +252,9 @@ function JobOutputView({ state }: { state: JobState }) {
   const status = state.status ?? job.status;
   const out = job.output;
   if (job.kind === "embed") {
-    if (!out?.embeddings) return <p className="muted">No embeddings yet.</p>;
+    if (!out?.embeddings) {
+      return <p className="muted">{isTerminal(status) ? "(no embeddings)" : "No embeddings yet."}</p>;
+    }
     return (
       <div data-testid="embeddings">
         <p>
