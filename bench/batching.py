@@ -22,15 +22,11 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
-from sqlalchemy import create_engine, func, select
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.stack import BenchStack  # noqa: E402
-from common.db import Job  # noqa: E402
+# Only what the in-process part needs is imported here, so that `--in-process-only` runs on a
+# GPU machine that has torch but not the API's and the queue's dependencies.
 from common.settings import Settings  # noqa: E402
-from monkey.embedded import free_port  # noqa: E402
 from workers.runtimes.base import JobSpec  # noqa: E402
 from workers.runtimes.local.tiny import build_tiny_lm  # noqa: E402
 from workers.runtimes.testing import RecordingContext  # noqa: E402
@@ -41,10 +37,13 @@ PROMPTS = ["the monkey writes code", "a batch of jobs waits", "red green blue", 
            "tokens stream back", "cancel the job", "embeddings are vectors", "the worker"]
 
 
-def texts(n: int) -> list[str]:
-    # Varied lengths, like real traffic; distinct so no cache could help.
-    words = "the monkey writes code while a batch of jobs waits in the queue for a worker".split()
-    return [f"{i}: " + " ".join(words[: 4 + i % 12]) for i in range(n)]
+def texts(n: int, max_words: int) -> list[str]:
+    # Varied lengths (4 to max_words words), like real traffic; distinct, so nothing is cached.
+    words = ("the monkey writes code while a batch of jobs waits in the queue for a worker that "
+             "holds the model on its device and streams every token back to the client").split()
+    span = max(1, max_words - 3)
+    return [f"{i}: " + " ".join(words[j % len(words)] for j in range(i, i + 4 + i % span))
+            for i in range(n)]
 
 
 def encode_baseline(items: list[str], device: str) -> dict:
@@ -61,8 +60,9 @@ def encode_baseline(items: list[str], device: str) -> dict:
         t0 = time.perf_counter()
         model.encode(items, batch_size=64, normalize_embeddings=True)
         elapsed = min(elapsed, time.perf_counter() - t0)
-    return {"texts": len(items), "seconds": round(elapsed, 3),
-            "texts_per_s": round(len(items) / elapsed, 1)}
+    lengths = [len(ids) for ids in model.tokenizer(items)["input_ids"]]
+    return {"texts": len(items), "mean_tokens": round(sum(lengths) / len(lengths), 1),
+            "seconds": round(elapsed, 3), "texts_per_s": round(len(items) / elapsed, 1)}
 
 
 def in_process(items: list[str], settings: Settings, threads: int) -> dict:
@@ -84,6 +84,7 @@ def in_process(items: list[str], settings: Settings, threads: int) -> dict:
             elapsed = time.perf_counter() - t0
         sizes = embedder.stats.snapshot()["batch_sizes"][len(before["batch_sizes"]):]
         return {
+            "models": {name: _placement(ex) for name, ex in runtime.executors.items()},
             "embed": {"jobs": len(items), "threads": threads, "seconds": round(elapsed, 3),
                       "jobs_per_s": round(len(items) / elapsed, 1), "forward_passes": len(sizes),
                       "mean_batch": round(sum(sizes) / max(1, len(sizes)), 1)},
@@ -91,6 +92,12 @@ def in_process(items: list[str], settings: Settings, threads: int) -> dict:
         }
     finally:
         runtime.close()
+
+
+def _placement(executor) -> dict:
+    model = executor.lm.model if executor.kind == "generate" else executor.model
+    param = next(model.parameters())
+    return {"kind": executor.kind, "device": str(param.device), "dtype": str(param.dtype)}
 
 
 def generation_in_process(runtime) -> dict:
@@ -120,7 +127,9 @@ def _gen_figures(tokens: int, concurrent: float, sequential: float) -> dict:
 
 # Through the API -----------------------------------------------------------------------------
 
-async def _submit(stack: BenchStack, bodies: list[dict]) -> list[str]:
+async def _submit(stack, bodies: list[dict]) -> list[str]:
+    import httpx
+
     headers = {"Authorization": f"Bearer {stack.key}"}
     limits = httpx.Limits(max_connections=32)
     async with httpx.AsyncClient(base_url=stack.url, headers=headers, timeout=60,
@@ -133,6 +142,10 @@ async def _submit(stack: BenchStack, bodies: list[dict]) -> list[str]:
 
 
 def _wait_all(engine, ids: list[str], timeout: float = 900) -> dict:
+    from sqlalchemy import func, select
+
+    from common.db import Job
+
     deadline = time.monotonic() + timeout
     with engine.connect() as conn:
         while True:
@@ -146,7 +159,8 @@ def _wait_all(engine, ids: list[str], timeout: float = 900) -> dict:
             time.sleep(0.02)
 
 
-def _batches(stack: BenchStack) -> tuple[float, float]:
+def _batches(stack) -> tuple[float, float]:
+    import httpx
     from prometheus_client.parser import text_string_to_metric_families
 
     try:
@@ -162,6 +176,11 @@ def _batches(stack: BenchStack) -> tuple[float, float]:
 
 
 def through_api(items: list[str], env: dict, concurrency: int, postgres: str | None) -> dict:
+    from sqlalchemy import create_engine
+
+    from bench.stack import BenchStack
+    from monkey.embedded import free_port
+
     stack = BenchStack(postgres_url=postgres, env=env)
     stack.metrics_port = free_port()
     engine = create_engine(stack.settings.sync_database_url)
@@ -194,7 +213,7 @@ def through_api(items: list[str], env: dict, concurrency: int, postgres: str | N
         stack.close()
 
 
-def generation_api(stack: BenchStack, engine) -> dict:
+def generation_api(stack, engine) -> dict:
     def body(i: int) -> dict:
         return {"model": "local/tiny", "input": {"prompt": PROMPTS[i % len(PROMPTS)]},
                 "params": {"max_tokens": GEN_TOKENS}}
@@ -213,6 +232,7 @@ def generation_api(stack: BenchStack, engine) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--jobs", type=int, default=256)
+    ap.add_argument("--words", type=int, default=16, help="longest text, in words")
     ap.add_argument("--device", default=os.environ.get("MONKEY_DEVICE", "auto"))
     ap.add_argument("--concurrency", type=int, default=32, help="task threads of the worker")
     ap.add_argument("--max-batch", type=int, default=64)
@@ -229,7 +249,7 @@ def main() -> None:
     from workers.runtimes.local.loading import pick_device
 
     device = pick_device(args.device)
-    items = texts(args.jobs)
+    items = texts(args.jobs, args.words)
     lm_dir = build_tiny_lm(tempfile.mkdtemp(prefix="monkey-tiny-lm-"))
     env = {"MONKEY_LOCAL_MODELS": f"tiny={lm_dir}", "MONKEY_DEVICE": device,
            "MONKEY_MAX_BATCH": str(args.max_batch), "MONKEY_MAX_WAIT_MS": str(args.max_wait_ms)}
@@ -253,6 +273,8 @@ def main() -> None:
         api["embed"]["ratio_to_encode"] = round(
             api["embed"]["jobs_per_s"] / out["encode_batch64"]["texts_per_s"], 2)
         out["through_api"] = api
+    if device == "cuda":
+        out["gpu_max_memory_allocated_bytes"] = torch.cuda.max_memory_allocated()
     out["load_avg_1m_end"] = os.getloadavg()[0]
     print(json.dumps(out, indent=2))
 

@@ -88,22 +88,31 @@ def test_batched_rows_generate_what_they_generate_alone(executor, make_job, solo
 
 def test_newcomers_join_a_running_batch(executor, make_job, solo):
     ex = executor(max_batch=4, max_wait_ms=0)
-    joined = threading.Event()
-    late = []
+    submitted = threading.Event()
+    submit = ex.submit
+
+    def submit_and_tell(request):
+        submit(request)
+        submitted.set()
+
+    late, rows_at = [], {}
 
     def start_late(ctx):
-        # The second job arrives while the first is mid-generation.
-        if len(ctx.tokens) == 5 and not late:
-            late.append(threading.Thread(target=lambda: late.append(ex.generate(
-                make_job(input={"prompt": PROMPTS[1]}, max_tokens=24), RecordingContext()))))
+        # Runs on the executor thread, between steps: the second job arrives while the first
+        # is mid-generation, and is in the inbox before the next step.
+        rows_at[len(ctx.tokens)] = len(ex.rows)
+        if len(ctx.tokens) == 5:
+            ex.submit = submit_and_tell
+            job = make_job(input={"prompt": PROMPTS[1]}, max_tokens=24)
+            late.append(threading.Thread(
+                target=lambda: late.append(ex.generate(job, RecordingContext()))))
             late[0].start()
-        if len(ctx.tokens) == 20 and len(ex.rows) == 2:
-            joined.set()
+            assert submitted.wait(10)
 
     first = ex.generate(make_job(input={"prompt": PROMPTS[0]}, max_tokens=24),
                         HookContext(start_late))
     late[0].join(30)
-    assert joined.is_set()  # both rows were in one batch before the first one ended
+    assert rows_at[5] == 1 and rows_at[6] == 2  # joined at the next step boundary
     assert first.text == solo[PROMPTS[0]] and late[1].text == solo[PROMPTS[1]]
 
 

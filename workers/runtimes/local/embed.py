@@ -94,6 +94,9 @@ class EmbedExecutor(BatchExecutor):
         return batch
 
     def _run_batch(self, batch: list[tuple[EmbedRequest, int]]) -> None:
+        batch = [(request, i) for request, i in batch if request.error is None]
+        if not batch:
+            return
         try:
             vectors, tokens = self._forward(len(batch), lambda: self._encode(batch))
         except torch.OutOfMemoryError as exc:
@@ -107,8 +110,6 @@ class EmbedExecutor(BatchExecutor):
             self._run_batch(batch[half:])
             return
         for (request, index), vector, count in zip(batch, vectors, tokens, strict=True):
-            if request.error is not None:
-                continue
             request.vectors[index] = vector
             request.tokens += count
             request.finished += 1
