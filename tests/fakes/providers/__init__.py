@@ -9,9 +9,11 @@ from tests.fakes.providers.server import (
     error,
     ok,
     slow_start,
+    stream_error,
 )
 
 __all__ = [
     "PROTOCOLS", "Behaviour", "FakeProviderServer", "RecordedRequest", "count_words", "cut",
-    "error", "expected_text", "ok", "slow_start", "token_text",
+    "error", "expected_text", "ok", "slow_start", "stream_error",
+    "token_text",
 ]

@@ -61,6 +61,10 @@ class Protocol:
         return {"error": {"message": message, "type": _openai_error_type(status),
                           "param": None, "code": None}}
 
+    def error_event(self, status: int, message: str) -> bytes:
+        """An error reported inside a stream that began with 200."""
+        return sse(self.error_body(status, message))
+
     def prompt_tokens(self, body: dict) -> int:
         return count_words(*(m.get("content") or "" for m in body.get("messages", [])))
 
@@ -175,6 +179,9 @@ class AnthropicProtocol(Protocol):
         return {"type": "error",
                 "error": {"type": self._types.get(status, "api_error"), "message": message}}
 
+    def error_event(self, status: int, message: str) -> bytes:
+        return sse(self.error_body(status, message), "error")
+
     def prompt_tokens(self, body: dict) -> int:
         system = body.get("system") or ""
         return count_words(system, *(m.get("content") or "" for m in body.get("messages", [])))
@@ -223,6 +230,9 @@ class GeminiProtocol(Protocol):
     def error_body(self, status: int, message: str) -> dict:
         return {"error": {"code": status, "message": message,
                           "status": self._status.get(status, "UNKNOWN")}}
+
+    def error_event(self, status: int, message: str) -> bytes:
+        return sse(self.error_body(status, message), sep=b"\r\n\r\n")
 
     def prompt_tokens(self, body: dict) -> int:
         texts = [p.get("text", "") for c in body.get("contents", []) for p in c.get("parts", [])]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import threading
 import time
 from collections import deque
@@ -37,6 +38,10 @@ class Behaviour:
     start_delay: float = 0.0
     #: close the connection after this many deltas, without ending the stream
     cut_after: int | None = None
+    #: after this many deltas, send the provider's in-stream error event and end there
+    error_after: int | None = None
+    #: the status that in-stream error stands for
+    error_status: int = 500
     finish: str = "stop"
     #: whether the stream reports usage
     usage: bool = True
@@ -61,6 +66,11 @@ def error(status: int, *, retry_after: str | float | None = None,
 
 def cut(after: int, tokens: int = 5, delay: float = 0.0) -> Behaviour:
     return Behaviour(tokens=tokens, delay=delay, cut_after=after)
+
+
+def stream_error(after: int, status: int = 500, tokens: int = 5) -> Behaviour:
+    """A stream that starts well (200) and then reports an error inside itself."""
+    return Behaviour(tokens=tokens, error_after=after, error_status=status)
 
 
 def slow_start(seconds: float, tokens: int = 5, delay: float = 0.0) -> Behaviour:
@@ -91,9 +101,11 @@ class _ClientGone(Exception):
 
 
 class FakeProviderServer:
-    def __init__(self, protocol: str | Protocol, *, default: Behaviour | None = None):
+    def __init__(self, protocol: str | Protocol, *, default: Behaviour | None = None,
+                 tls: ssl.SSLContext | None = None):
         self.protocol = PROTOCOLS[protocol]() if isinstance(protocol, str) else protocol
         self.default = default or ok()
+        self.tls = tls
         self.requests: list[RecordedRequest] = []
         self._script: deque[Behaviour] = deque()
         self._lock = threading.Lock()
@@ -110,7 +122,8 @@ class FakeProviderServer:
     def start(self) -> FakeProviderServer:
         self._thread.start()
         self._server = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self._handle, "127.0.0.1", 0, backlog=1024), self._loop
+            asyncio.start_server(self._handle, "127.0.0.1", 0, backlog=1024, ssl=self.tls),
+            self._loop,
         ).result(timeout=10)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -137,7 +150,8 @@ class FakeProviderServer:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}{self.protocol.base_path}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.port}{self.protocol.base_path}"
 
     def script(self, *behaviours: Behaviour) -> None:
         """Queue replies for the next requests; once used up, `default` answers."""
@@ -262,6 +276,12 @@ class FakeProviderServer:
                 # A connection lost mid-stream: no closing frames, no last chunk.
                 writer.transport.abort()
                 return False
+            if b.error_after is not None and i >= b.error_after:
+                status = b.error_status
+                _write_chunk(writer, self.protocol.error_event(status, reason_phrase(status)))
+                writer.write(b"0\r\n\r\n")
+                await _drain(writer, watch)
+                return True
             if b.delay:
                 await _pause(watch, b.delay)
             _write_chunk(writer, frame)

@@ -13,8 +13,9 @@ from tests.workers.providers.conftest import WatchedContext, make_job
 
 pytestmark = pytest.mark.timeout(30)
 
-#: how soon the server must see the connection closed, and the worker thread be free
-PROMPT = 1.0
+#: how long the test waits for the close and the freed thread (generous on a busy machine;
+#: the latency itself is asserted separately and is well under a millisecond here)
+PROMPT = 2.0
 
 
 @pytest.fixture
@@ -70,7 +71,9 @@ def test_cancel_during_a_backoff_wait_ends_it(provider, fake, make_runtime, pool
 
 def test_a_job_past_its_timeout_raises_timeout(provider, fake, make_runtime):
     fake.script(ok(tokens=200, delay=0.1))
-    ctx = WatchedContext(timeout_s=0.5)
+    runtime = make_runtime()
+    ctx = WatchedContext(timeout_s=2.0)  # the stream would take 20 s
     with pytest.raises(JobTimeout):
-        make_runtime().generate(make_job(provider), ctx)
-    assert fake.requests[0].client_closed.wait(PROMPT)
+        runtime.generate(make_job(provider), ctx)
+    (request,) = fake.wait_requests(1)
+    assert request.client_closed.wait(PROMPT)

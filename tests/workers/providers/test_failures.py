@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from common.errors import JobInvalid, ProviderAuth, ProviderRateLimited, ProviderUnavailable
-from tests.fakes.providers import cut, error, expected_text, ok, slow_start, token_text
+from tests.fakes.providers import (
+    cut,
+    error,
+    expected_text,
+    ok,
+    slow_start,
+    stream_error,
+    token_text,
+)
 from tests.workers.providers.conftest import WatchedContext, make_job
 
 pytestmark = pytest.mark.timeout(30)
@@ -103,6 +111,25 @@ def test_a_stream_cut_midway_restarts_and_the_text_is_whole(provider, fake, make
     assert ctx.retries == ["connection_error"]
     assert result.completion_tokens == 6
     assert fake.requests[0].sent_tokens == 3
+
+
+@pytest.mark.parametrize("status", [500, 529])
+def test_an_error_inside_the_stream_is_retried(provider, fake, make_runtime, status):
+    # Anthropic's `overloaded_error` event, OpenAI's and Gemini's `{"error": ...}` chunks.
+    fake.script(stream_error(after=2, status=status, tokens=4), ok(tokens=4))
+    ctx = WatchedContext()
+    result = make_runtime().generate(make_job(provider), ctx)
+    assert result.text == expected_text(4)
+    assert ctx.retries == ["server_error"]
+    assert len(ctx.restarts) == 1
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "google"])
+def test_a_rate_limit_inside_the_stream_is_rate_limited(provider, fake, make_runtime):
+    fake.default = stream_error(after=1, status=429)
+    with pytest.raises(ProviderRateLimited):
+        make_runtime(provider_max_retries=1).generate(make_job(provider), WatchedContext())
+    assert len(fake.requests) == 2
 
 
 def test_a_read_timeout_is_retried_then_unavailable(provider, fake, make_runtime):
