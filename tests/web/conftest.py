@@ -61,11 +61,23 @@ def web_build_is_current() -> bool:
     return index.exists() and index.stat().st_mtime >= _newest_source_mtime()
 
 
-def _run(cmd: list[str]) -> subprocess.CompletedProcess:
+def run_in_web(cmd: list[str]) -> subprocess.CompletedProcess:
     # Same origin: the test API serves the UI, so the build must not name another URL.
     env = {**os.environ, "NEXT_TELEMETRY_DISABLED": "1", "NEXT_PUBLIC_API_URL": ""}
     return subprocess.run(cmd, cwd=WEB, env=env, capture_output=True, text=True,
                           timeout=BUILD_TIMEOUT_S, check=False)
+
+
+def install_web() -> str | None:
+    """`npm ci` in web/ unless node_modules is there. Returns why it could not, or None."""
+    npm = shutil.which("npm")
+    if npm is None:
+        return "npm is not installed (Node.js >= 20.9 is needed to build web/)"
+    if not (WEB / "node_modules").is_dir():
+        done = run_in_web([npm, "ci", "--no-audit", "--no-fund"])
+        if done.returncode != 0:
+            return f"npm ci failed in web/:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+    return None
 
 
 def build_web() -> str | None:
@@ -73,14 +85,10 @@ def build_web() -> str | None:
     not (no npm, install failed); a failing `next build` raises, since that is a bug."""
     if web_build_is_current():
         return None
-    npm = shutil.which("npm")
-    if npm is None:
-        return "web/out is missing or stale and npm is not installed to build it"
-    if not (WEB / "node_modules").is_dir():
-        done = _run([npm, "ci", "--no-audit", "--no-fund"])
-        if done.returncode != 0:
-            return f"npm ci failed in web/:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
-    done = _run([npm, "run", "build"])
+    problem = install_web()
+    if problem:
+        return f"web/out is missing or stale and cannot be built: {problem}"
+    done = run_in_web([shutil.which("npm") or "npm", "run", "build"])
     if done.returncode != 0:
         raise RuntimeError(f"npm run build failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
     os.utime(WEB_OUT / "index.html")  # mark it newer than the sources it was built from
@@ -140,8 +148,10 @@ def web_stack(web_out, chromium, tmp_path_factory, redis_base) -> Iterator[Stack
 def browser(web_stack, chromium):
     """One Chromium per module. Created after the stack: Playwright's sync API keeps an
     event loop marked running on this thread, so asyncio.run (keys) must come first."""
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    # Generous waits: this runs beside other work on a small shared machine.
+    expect.set_options(timeout=15_000)
     pw = sync_playwright().start()
     try:
         browser = pw.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)

@@ -53,15 +53,15 @@ def test_stream_cancel_and_list(page: Page, web_stack):
 
     def grown(samples):
         growth = running_growth(samples)
-        if len(growth) >= 6 and "taken" not in shot:
+        if len(growth) >= 4 and "taken" not in shot:
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "job-streaming.png"), full_page=True)
             shot["taken"] = status(page)
-        return len(growth) >= 8
+        return len(growth) >= 5
 
     samples = observe(page, grown, timeout=30, every=0.1)
     growth = running_growth(samples)
-    assert len(growth) >= 8 and growth == sorted(growth), samples
+    assert len(growth) >= 5 and growth == sorted(growth), samples
     assert shot.get("taken") == "running"
     for st, text in samples:
         assert prompt.startswith(text), (st, text)  # a prefix: in order, no repeats
@@ -210,7 +210,8 @@ def test_phone_width_and_labelled_controls(page: Page, web_stack):
     web_stack.wait(job["id"])
     for path in ["/", "/key/", "/jobs/", "/batches/", f"/job/?id={job['id']}"]:
         page.goto(path)
-        page.wait_for_load_state("networkidle")
+        expect(page.locator("h1")).to_be_visible()
+        expect(page.locator('[aria-busy="true"]')).to_have_count(0)
         assert page.evaluate(UNLABELLED_CONTROLS) == [], path
         overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, f"{path} scrolls sideways by {overflow}px at 360px wide"

@@ -37,12 +37,18 @@ def output(page: Page) -> str:
     return page.get_by_test_id("job-output").inner_text()
 
 
+# One round trip, so that status and text are seen at the same instant.
+SAMPLE = """() => [
+    document.querySelector('[data-testid="job-status"]')?.innerText.trim() ?? '',
+    document.querySelector('[data-testid="job-output"]')?.innerText ?? '']"""
+
+
 def observe(page: Page, until, timeout: float = 30, every: float = 0.1) -> list[tuple[str, str]]:
     """(status, visible text) samples until `until(samples)` is true or the job ends."""
     samples: list[tuple[str, str]] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        samples.append((status(page), output(page)))
+        samples.append(tuple(page.evaluate(SAMPLE)))
         if until(samples) or samples[-1][0] in TERMINAL:
             return samples
         page.wait_for_timeout(every * 1000)

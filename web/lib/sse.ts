@@ -94,6 +94,8 @@ export interface FollowOptions {
   pollMs?: number;
   /** While polling, try the stream again after this many polls. */
   pollsBeforeRetry?: number;
+  /** Wait before the first reconnect, doubled for each further failure; the server's `retry:` replaces it. */
+  retryMs?: number;
 }
 
 const sleep = (ms: number, signal: AbortSignal) =>
@@ -127,7 +129,7 @@ export function followJob(jobId: string, handlers: FollowHandlers, opts: FollowO
   const pollsBeforeRetry = opts.pollsBeforeRetry ?? 10;
   const path = `/v1/jobs/${encodeURIComponent(jobId)}`;
   let lastId: string | undefined;
-  let retryMs = 1000;
+  let retryMs = opts.retryMs ?? 1000;
 
   let eventsThisConnection = 0;
 
