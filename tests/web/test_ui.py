@@ -171,23 +171,29 @@ def test_polls_when_the_stream_is_unavailable(page: Page, web_stack):
     assert output(page) == prompt
 
 
+def chat_line(custom_id: str, model: str, content: str) -> str:
+    body = {"model": model, "messages": [{"role": "user", "content": content}]}
+    return json.dumps({"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions",
+                       "body": body}) + "\n"
+
+
+def start_batch(page: Page, path) -> None:
+    page.goto("/batches/")
+    page.get_by_label("JSONL file").set_input_files(str(path))
+    page.get_by_role("button", name="Upload and start").click()
+
+
 def test_batches_page(page: Page, web_stack, tmp_path):
     enter_key(page, web_stack.key)
-    available = web_stack.default_client.get("/v1/batches").status_code != 404
-    page.goto("/batches/")
-    if not available:
+    if web_stack.default_client.get("/v1/batches").status_code == 404:
+        page.goto("/batches/")
         expect(page.get_by_test_id("batches-unavailable").first).to_contain_text(
             "Batches are not available on this server")
         return
-    lines = [
-        {"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions",
-         "body": {"model": "debug/echo", "messages": [{"role": "user", "content": f"hello {i}"}]}}
-        for i in range(3)
-    ]
-    path = tmp_path / "batch.jsonl"
-    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    page.get_by_label("JSONL file").set_input_files(str(path))
-    page.get_by_role("button", name="Upload and start").click()
+
+    good = tmp_path / "good.jsonl"
+    good.write_text("".join(chat_line(f"r{i}", "debug/echo", f"hello {i}") for i in range(3)))
+    start_batch(page, good)
     page.wait_for_url("**/batch/?id=*")
     expect(page.get_by_test_id("batch-status")).to_have_text("completed", timeout=60_000)
     expect(page.locator("#batch-progress")).to_have_attribute("value", "3")
@@ -195,6 +201,23 @@ def test_batches_page(page: Page, web_stack, tmp_path):
         page.get_by_role("button", name="Download results").click()
     results = download.value.path().read_text().splitlines()
     assert sorted(json.loads(r)["custom_id"] for r in results) == ["r0", "r1", "r2"]
+
+    # A line the server refuses: the batch fails, and the page says which line and why.
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(chat_line("ok", "debug/echo", "fine") + chat_line("no", "debug/nope", "x"))
+    start_batch(page, bad)
+    page.wait_for_url("**/batch/?id=*")
+    expect(page.get_by_test_id("batch-status")).to_have_text("failed", timeout=60_000)
+    expect(page.get_by_test_id("batch-errors")).to_contain_text("line 2")
+    expect(page.get_by_test_id("batch-errors")).to_contain_text("debug/nope")
+
+    # Not JSON: refused in the browser before anything is uploaded.
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(chat_line("ok", "debug/echo", "fine") + "{not json\n")
+    start_batch(page, broken)
+    expect(page.get_by_role("alert").filter(has_text="Not JSON objects: line 2")).to_be_visible()
+    page.get_by_role("link", name="Batches").first.click()
+    expect(page.get_by_role("table").locator("tbody tr")).to_have_count(2)
 
 
 UNLABELLED_CONTROLS = """() => [...document.querySelectorAll('input, select, textarea, button')]

@@ -5,9 +5,13 @@ import { ApiError, apiFetch } from "./api";
 
 export const BATCHES_UNAVAILABLE = "Batches are not available on this server.";
 
-/** A 404 from a collection endpoint (/v1/files, /v1/batches) means the feature is missing. */
+/**
+ * A 404 from a collection endpoint (/v1/files, /v1/batches) means the feature is
+ * missing; so does a 405, which is what a POST gets when the API serves this UI at
+ * "/" and has no such route (the static files answer it).
+ */
 export function unavailable(err: unknown): boolean {
-  return err instanceof ApiError && err.status === 404;
+  return err instanceof ApiError && (err.status === 404 || err.status === 405);
 }
 
 export const BATCH_ENDPOINTS = ["/v1/chat/completions", "/v1/embeddings"] as const;

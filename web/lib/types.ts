@@ -104,8 +104,11 @@ export interface Batch {
   error_file_id?: string | null;
   created_at?: Timestamp;
   completed_at?: Timestamp;
+  failed_at?: Timestamp;
+  cancelled_at?: Timestamp;
+  expired_at?: Timestamp;
   request_counts?: { total?: number; completed?: number; failed?: number } | null;
-  errors?: { data?: { message?: string; line?: number | null }[] } | null;
+  errors?: { data?: { code?: string; message?: string; line?: number | null }[] } | null;
 }
 
 // OpenAI's batch statuses after which nothing changes.

@@ -98,20 +98,23 @@ function BatchView({ id, apiKey }: { id: string; apiKey: string }) {
         </dd>
         <dt>Created</dt>
         <dd>{formatTime(batch.created_at)}</dd>
-        <dt>Completed</dt>
-        <dd>{formatTime(batch.completed_at)}</dd>
+        <dt>Finished</dt>
+        <dd>{formatTime(batch.completed_at ?? batch.failed_at ?? batch.cancelled_at ?? batch.expired_at)}</dd>
       </dl>
       {batch.errors?.data?.length ? (
-        <div className="notice error" role="alert">
+        <div className="notice error" role="alert" data-testid="batch-errors">
           <strong>The batch reported errors:</strong>
           <ul>
             {batch.errors.data.slice(0, 20).map((e, i) => (
               <li key={i}>
-                {e.line != null ? `line ${e.line}: ` : ""}
+                {e.line != null && !/^line \d/.test(e.message ?? "") ? `line ${e.line}: ` : ""}
                 {e.message}
               </li>
             ))}
           </ul>
+          <p className="next-step">
+            Fix the file and <Link href="/batches/">start a new batch</Link> with it.
+          </p>
         </div>
       ) : null}
       <div className="actions">
