@@ -17,6 +17,10 @@ CANCEL_CHANNEL = REDIS_PREFIX + "cancel"
 CANCEL_KEY = REDIS_PREFIX + "cancel:{job_id}"
 WORKER_KEY = REDIS_PREFIX + "worker:{worker_id}"
 WORKERS_PATTERN = REDIS_PREFIX + "worker:*"
+# Jobs whose task message a worker received but has not finished: if the worker dies
+# before claiming them, the reconciler publishes them again.
+HELD_KEY = REDIS_PREFIX + "held:{worker_id}"
+HELD_PATTERN = REDIS_PREFIX + "held:*"
 RECONCILER_LOCK = REDIS_PREFIX + "reconciler"
 BROKER_EPOCH = REDIS_PREFIX + "broker-epoch"
 

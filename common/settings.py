@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     events_maxlen: int = _env("MONKEY_EVENTS_MAXLEN", 20_000)
     events_ttl_s: int = _env("MONKEY_EVENTS_TTL_S", 24 * 3600)
     write_retry_s: float = _env("MONKEY_WRITE_RETRY_S", 120.0)
+    # A job whose worker died this many times fails (`worker_lost`) instead of looping.
+    max_attempts: int = _env("MONKEY_MAX_ATTEMPTS", 10)
 
     # Workers.
     worker_concurrency: int = _env("MONKEY_WORKER_CONCURRENCY", 32)

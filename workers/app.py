@@ -68,6 +68,11 @@ def run_worker(settings: Settings, *, queues: list[str], concurrency: int,
     def _init(**_kw) -> None:
         setup_process(settings, queues, hooks)
 
+    @signals.task_received.connect(weak=False)
+    def _received(request=None, **_kw) -> None:
+        if _state is not None and request is not None and request.args:
+            _state.supervisor.hold(request.args[0])
+
     @signals.worker_shutdown.connect(weak=False)
     def _shutdown(**_kw) -> None:
         if _state is not None:

@@ -69,7 +69,10 @@ def claim(state: WorkerState, job_id: str) -> Claim | None:
         state.events.emit(job_id, "status", {"status": S.EXPIRED})
         state.events.emit(job_id, "done", envelope(expired), final=True)
     if got is not None:
-        state.events.emit(job_id, "status", {"status": S.RUNNING, "attempt": got.spec.attempt})
+        started = {"status": S.RUNNING, "attempt": got.spec.attempt}
+        if got.spec.attempt > 1:
+            started["restarted"] = True  # clients drop the text of the lost attempt
+        state.events.emit(job_id, "status", started)
         log.info("job started", extra={"job_id": job_id, "attempt": got.spec.attempt,
                                        "model": got.spec.model, "queue_ms": round(got.queue_ms)})
     return got
@@ -230,6 +233,13 @@ def finish(run: JobRun, to: JobStatus, *, output: dict | None = None, error: dic
 
 def execute(state: WorkerState, job_id: str) -> None:
     """Run one delivered task: claim the job, run it on its runtime, write the end."""
+    try:
+        _execute(state, job_id)
+    finally:
+        state.supervisor.release(job_id)
+
+
+def _execute(state: WorkerState, job_id: str) -> None:
     got = claim(state, job_id)
     if got is None:
         return

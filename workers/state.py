@@ -52,23 +52,35 @@ class WorkerState:
         )
         self.hooks = hooks or Hooks()
         self._runtimes: dict[str, Runtime] = {}
-        self._runtimes_lock = threading.Lock()
+        self._runtimes_lock = threading.Lock()  # guards the dict only, never held while loading
+        self._load_locks: dict[str, threading.Lock] = {}
         self.supervisor: Supervisor
         from workers.supervisor import Supervisor
 
         self.supervisor = Supervisor(self)
 
     def runtime_for(self, model: str) -> Runtime:
-        """The runtime serving `model`, created and loaded once per process."""
+        """The runtime serving `model`, created and loaded once per process.
+
+        Loading (an SDK import, model weights) can take long: it holds only its own
+        family's lock, so heartbeats and other families go on meanwhile.
+        """
         from workers.runtimes import make_runtime, runtime_key
 
         key = runtime_key(model)
         with self._runtimes_lock:
             runtime = self._runtimes.get(key)
+            if runtime is not None:
+                return runtime
+            load_lock = self._load_locks.setdefault(key, threading.Lock())
+        with load_lock:
+            with self._runtimes_lock:
+                runtime = self._runtimes.get(key)
             if runtime is None:
                 runtime = make_runtime(key, self.settings)
                 runtime.load()
-                self._runtimes[key] = runtime
+                with self._runtimes_lock:
+                    self._runtimes[key] = runtime
         return runtime
 
     def loaded_models(self) -> list[str]:

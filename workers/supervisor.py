@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import redis
 from sqlalchemy import select, update
 
-from common.constants import CANCEL_CHANNEL, CANCEL_KEY, WORKER_KEY
+from common.constants import CANCEL_CHANNEL, CANCEL_KEY, HELD_KEY, WORKER_KEY
 from common.db import Job, utcnow
 from common.jobs import ACTIVE, JobStatus
 
@@ -49,11 +49,25 @@ class Supervisor:
             t.start()
 
     def stop(self) -> None:
+        # The held set stays: jobs left in it are republished by the reconciler.
         self._stopping.set()
         try:
             self.state.redis.delete(WORKER_KEY.format(worker_id=self.state.worker_id))
         except redis.RedisError:
             pass
+
+    def hold(self, job_id: str) -> None:
+        """A task message for `job_id` reached this worker (not yet claimed)."""
+        try:
+            self.state.redis.sadd(HELD_KEY.format(worker_id=self.state.worker_id), job_id)
+        except redis.RedisError as exc:
+            log.warning("held job %s not recorded: %s", job_id, exc)
+
+    def release(self, job_id: str) -> None:
+        try:
+            self.state.redis.srem(HELD_KEY.format(worker_id=self.state.worker_id), job_id)
+        except redis.RedisError as exc:
+            log.warning("held job %s not released: %s", job_id, exc)
 
     def register(self, run: JobRun) -> None:
         with self._lock:

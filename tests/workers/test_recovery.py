@@ -35,8 +35,10 @@ def test_sigkilled_worker_job_is_requeued_and_completes_once(make_stack, db):
     # lease 3 s + reconciler + a new run of 4 s: seconds, not the visibility timeout.
     assert recovered_s < 20, recovered_s
     events = stack.events(job["id"])
-    statuses = [d["status"] for _, t, d in events if t == "status"]
-    assert statuses == ["running", "queued", "running", "succeeded"]
+    statuses = [d for _, t, d in events if t == "status"]
+    assert [d["status"] for d in statuses] == ["running", "queued", "running", "succeeded"]
+    assert statuses[1]["requeued"] and statuses[2] == {"status": "running", "attempt": 2,
+                                                        "restarted": True}
     assert [t for _, t, _ in events].count("done") == 1
     engine = create_engine(stack.settings.sync_database_url)
     with engine.connect() as conn:
