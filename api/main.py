@@ -15,7 +15,7 @@ from api import errors
 from api.limits import BodyLimit
 from api.publisher import Publisher
 from api.reconciler import Reconciler
-from api.routes import jobs, system
+from api.routes import batches, files, jobs, openai_chat, system
 from api.state import AppState
 from common.celery_app import make_celery
 from common.db import async_sessions, make_async_engine
@@ -61,6 +61,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(jobs.router)
     app.include_router(system.router)
+    app.include_router(openai_chat.router)
+    app.include_router(files.router)
+    app.include_router(batches.router)
     origins = settings.cors_origin_list()
     if origins:
         app.add_middleware(

@@ -121,5 +121,14 @@ def up(host: str | None, port: int | None, flower_port: int, no_gpu_worker: bool
                     gpu_worker=not no_gpu_worker))
 
 
+# Client commands (on monkey.client): submit, jobs ..., batch ...
+from monkey.cli_batch import batch  # noqa: E402 - registered after the group exists
+from monkey.cli_jobs import jobs, submit  # noqa: E402
+
+main.add_command(submit)
+main.add_command(jobs)
+main.add_command(batch)
+
+
 if __name__ == "__main__":
     main()

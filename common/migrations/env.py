@@ -5,6 +5,7 @@ import asyncio
 from alembic import context
 from sqlalchemy.ext.asyncio import create_async_engine
 
+import common.batches_db  # noqa: F401 - registers the files and batches tables
 from common.db import Base
 from common.settings import get_settings
 

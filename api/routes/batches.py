@@ -1,0 +1,43 @@
+"""OpenAI-compatible batches: POST/GET /v1/batches, GET /v1/batches/{id}, cancel."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from api.deps import PrincipalDep, SessionDep, StateDep
+from api.services import batches as svc
+
+router = APIRouter(prefix="/v1/batches", tags=["batches"])
+
+
+@router.post("")
+async def create_batch(batch_in: svc.BatchCreate, state: StateDep, session: SessionDep,
+                       principal: PrincipalDep) -> dict:
+    b = await svc.create_batch(state=state, session=session, principal=principal,
+                               batch_in=batch_in)
+    return svc.batch_object(b)
+
+
+@router.get("")
+async def list_batches(
+    session: SessionDep, principal: PrincipalDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    after: Annotated[str | None, Query(max_length=64)] = None,
+) -> dict:
+    return await svc.list_batches(session=session, principal=principal, limit=limit, after=after)
+
+
+@router.get("/{batch_id}")
+async def get_batch(batch_id: str, session: SessionDep, principal: PrincipalDep) -> dict:
+    b = await svc.get_batch(session=session, principal=principal, batch_id=batch_id)
+    return svc.batch_object(b, await svc.live_counts(session, b))
+
+
+@router.post("/{batch_id}/cancel")
+async def cancel_batch(batch_id: str, state: StateDep, session: SessionDep,
+                       principal: PrincipalDep) -> dict:
+    b = await svc.cancel_batch(state=state, session=session, principal=principal,
+                               batch_id=batch_id)
+    return svc.batch_object(b, await svc.live_counts(session, b))

@@ -1,0 +1,60 @@
+"""OpenAI-compatible files: upload (purpose `batch`), read, list, delete."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi.responses import StreamingResponse
+
+from api.deps import PrincipalDep, SessionDep, StateDep
+from api.services import files as svc
+
+router = APIRouter(prefix="/v1/files", tags=["files"])
+
+
+@router.post("")
+async def upload_file(
+    state: StateDep, session: SessionDep, principal: PrincipalDep,
+    file: Annotated[UploadFile, File()], purpose: Annotated[str, Form()],
+) -> dict:
+    try:
+        f = await svc.store_upload(state=state, session=session, principal=principal,
+                                   upload=file, purpose=purpose)
+    finally:
+        await file.close()
+    return svc.file_object(f)
+
+
+@router.get("")
+async def list_files(
+    session: SessionDep, principal: PrincipalDep,
+    purpose: Annotated[str | None, Query(max_length=32)] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    after: Annotated[str | None, Query(max_length=64)] = None,
+) -> dict:
+    return await svc.list_files(session=session, principal=principal, purpose=purpose,
+                                limit=limit, after=after)
+
+
+@router.get("/{file_id}")
+async def get_file(file_id: str, session: SessionDep, principal: PrincipalDep) -> dict:
+    return svc.file_object(await svc.get_file(session=session, principal=principal,
+                                              file_id=file_id))
+
+
+@router.get("/{file_id}/content")
+async def file_content(file_id: str, state: StateDep, session: SessionDep,
+                       principal: PrincipalDep) -> StreamingResponse:
+    f = await svc.get_file(session=session, principal=principal, file_id=file_id)
+    await session.close()  # the body streams with a session per part
+    return StreamingResponse(
+        svc.iter_parts(state, f.id), media_type="application/octet-stream",
+        headers={"Content-Length": str(f.size),
+                 "Content-Disposition": f'attachment; filename="{f.filename}"'},
+    )
+
+
+@router.delete("/{file_id}")
+async def delete_file(file_id: str, session: SessionDep, principal: PrincipalDep) -> dict:
+    return await svc.delete_file(session=session, principal=principal, file_id=file_id)

@@ -1,0 +1,69 @@
+"""OpenAI-compatible inference: POST /v1/chat/completions and POST /v1/embeddings.
+
+Each request is a job on the same queue as native jobs (priority `interactive`); the
+`X-Monkey-Job-Id` header names it, so GET /v1/jobs/{id} shows its metrics.
+"""
+
+from __future__ import annotations
+
+import json
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from api.deps import PrincipalDep, StateDep
+from api.errors import error_response
+from api.services import completions
+from api.services.openai_shapes import (
+    ChatRequest,
+    chat_completion,
+    embedding_response,
+    job_failure,
+    parse_request,
+)
+from common.errors import InvalidRequest
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+
+async def _body(request: Request) -> object:
+    try:
+        return json.loads(await request.body())
+    except ValueError as exc:
+        raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
+
+
+def _answer(env: dict | None, shape) -> JSONResponse:
+    if env is None:  # the client hung up; nobody reads this
+        return error_response(499, "cancelled", "the client closed the request")
+    headers = {"X-Monkey-Job-Id": env["id"]}
+    if env["status"] != "succeeded":
+        status, err = job_failure(env)
+        retry = 1.0 if status in (429, 503) else None
+        resp = error_response(status, err["type"], err["message"], retry_after=retry)
+        resp.headers.update(headers)
+        return resp
+    return JSONResponse(shape(env), headers=headers)
+
+
+@router.post("/chat/completions", response_model=None)
+async def chat_completions(request: Request, state: StateDep,
+                           principal: PrincipalDep) -> StreamingResponse | JSONResponse:
+    req, job_in = parse_request("/v1/chat/completions", await _body(request))
+    job = await completions.submit(state=state, principal=principal, job_in=job_in)
+    if isinstance(req, ChatRequest) and req.stream:
+        return StreamingResponse(
+            completions.chat_stream(state, principal, job, req), media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
+                     "X-Monkey-Job-Id": job.id},
+        )
+    env = await completions.wait_done(state, principal, job.id, request.is_disconnected)
+    return _answer(env, chat_completion)
+
+
+@router.post("/embeddings")
+async def embeddings(request: Request, state: StateDep, principal: PrincipalDep) -> JSONResponse:
+    _, job_in = parse_request("/v1/embeddings", await _body(request))
+    job = await completions.submit(state=state, principal=principal, job_in=job_in)
+    env = await completions.wait_done(state, principal, job.id, request.is_disconnected)
+    return _answer(env, embedding_response)

@@ -1,0 +1,160 @@
+"""A batch's input lines: validated, and turned into job rows; its results as lines.
+
+Pure functions (no I/O), run in a thread by batch_work so that parsing 200 MB of JSON
+never stalls the event loop. A line is validated exactly as the same request sent to
+the interactive route would be (openai_shapes.parse_request, then new_job_row).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass, field
+
+from api.deps import Principal
+from api.services.jobs import new_job_row
+from api.services.openai_shapes import parse_request, response_body
+from api.state import AppState
+from common.batches_db import Batch
+from common.db import Job
+from common.errors import RequestError
+from common.jobs import envelope
+
+MAX_LINES = 50_000
+MAX_ERRORS = 100
+MAX_CUSTOM_ID = 512
+JOB_ATTRS = tuple(a.key for a in Job.__mapper__.column_attrs)
+
+
+class LineError(Exception):
+    def __init__(self, code: str, message: str, param: str | None = None):
+        super().__init__(message)
+        self.code, self.message, self.param = code, message, param
+
+
+def parse_line(raw: bytes, endpoint: str):
+    """(custom_id, JobCreate) of one line, or LineError."""
+    try:
+        obj = json.loads(raw)
+    except ValueError as exc:
+        raise LineError("invalid_json_line", f"not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise LineError("invalid_json_line", "a line must be a JSON object")
+    custom_id = obj.get("custom_id")
+    if not isinstance(custom_id, str) or not custom_id or len(custom_id) > MAX_CUSTOM_ID:
+        raise LineError("invalid_custom_id",
+                        f"custom_id must be a string of 1 to {MAX_CUSTOM_ID} characters",
+                        "custom_id")
+    if obj.get("method") != "POST":
+        raise LineError("invalid_method", "method must be POST", "method")
+    if obj.get("url") != endpoint:
+        raise LineError("mismatched_url",
+                        f"url {obj.get('url')!r} differs from the batch's endpoint {endpoint}",
+                        "url")
+    body = obj.get("body")
+    if isinstance(body, dict) and body.get("stream"):
+        raise LineError("invalid_request", "stream is not allowed in a batch", "body.stream")
+    try:
+        _, job_in = parse_request(endpoint, body, priority="batch")
+    except RequestError as exc:
+        raise LineError("invalid_request", exc.message, "body") from None
+    return custom_id, job_in
+
+
+@dataclass
+class Checker:
+    """Validates a batch's lines in order, collecting errors with their line numbers."""
+
+    state: AppState
+    principal: Principal
+    endpoint: str
+    count: int = 0
+    errors: list[dict] = field(default_factory=list)
+    seen: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def stop(self) -> bool:
+        return len(self.errors) >= MAX_ERRORS or self.count > MAX_LINES
+
+    def check(self, lines: list[tuple[int, bytes]]) -> None:
+        for lineno, raw in lines:
+            if self.stop:
+                return
+            self.count += 1
+            if self.count > MAX_LINES:
+                self._error("too_many_requests",
+                            f"a batch takes at most {MAX_LINES} requests", lineno)
+                return
+            try:
+                custom_id, job_in = parse_line(raw, self.endpoint)
+                new_job_row(self.state, principal=self.principal, job_in=job_in)
+            except LineError as exc:
+                self._error(exc.code, exc.message, lineno, exc.param)
+                continue
+            except RequestError as exc:  # unknown model, over a limit
+                self._error("invalid_request", exc.message, lineno, "body")
+                continue
+            first = self.seen.setdefault(custom_id, lineno)
+            if first != lineno:
+                self._error("duplicate_custom_id",
+                            f"custom_id {custom_id!r} was already used on line {first}",
+                            lineno, "custom_id")
+
+    def finish(self) -> list[dict]:
+        if not self.count and not self.errors:
+            self._error("empty_file", "the input file has no requests", None)
+        return self.errors
+
+    def _error(self, code: str, message: str, line: int | None, param: str | None = None):
+        where = f"line {line}: " if line is not None else ""
+        self.errors.append({"code": code, "message": where + message, "param": param,
+                            "line": line})
+
+
+def line_job_id(batch: Batch, lineno: int) -> str:
+    """Job ids that sort in line order within a batch, in new_id's shape and length."""
+    millis = batch.id.removeprefix("batch_")[:12]
+    return f"job_{millis}{lineno:06x}{secrets.token_hex(5)}"
+
+
+def job_rows(state: AppState, batch: Batch, lines: list[tuple[int, bytes]]) -> list[dict]:
+    """Rows to insert for lines that validation already passed."""
+    principal = Principal(batch.owner_id, "")
+    rows = []
+    for lineno, raw in lines:
+        custom_id, job_in = parse_line(raw, batch.endpoint)
+        job = new_job_row(state, principal=principal, job_in=job_in, batch_id=batch.id,
+                          custom_id=custom_id)
+        job.id = line_job_id(batch, lineno)
+        # The completion window: a line no worker took by then expires (as start_by).
+        job.start_by = batch.expires_at
+        rows.append({a: getattr(job, a) for a in JOB_ATTRS})
+    return rows
+
+
+# Results ------------------------------------------------------------------------------
+
+_LINE_ERRORS = {
+    "expired": ("batch_expired",
+                "This request could not be executed before the completion window expired."),
+    "batch_cancelled": ("batch_cancelled", "The batch was cancelled before this request ran."),
+}
+
+
+def result_line(job: Job, endpoint: str) -> tuple[str, bytes]:
+    """("ok" | "failed" | "unfinished", the line) for one line's job."""
+    env = envelope(job)
+    line = {"id": f"batch_req_{job.id.removeprefix('job_')}", "custom_id": job.custom_id}
+    if job.status == "succeeded":
+        line["response"] = {"status_code": 200, "request_id": job.id,
+                            "body": response_body(endpoint, env)}
+        line["error"] = None
+        kind = "ok"
+    else:
+        err = job.error or {}
+        type_ = err.get("type") or job.status
+        code, message = _LINE_ERRORS.get(type_, (type_, err.get("message") or job.status))
+        line["response"] = None
+        line["error"] = {"code": code, "message": message}
+        kind = "failed" if job.status == "failed" else "unfinished"
+    return kind, (json.dumps(line, separators=(",", ":")) + "\n").encode()

@@ -1,0 +1,395 @@
+"""The work behind a batch's statuses, idempotent and safe to resume in any API process.
+
+- validate (validating -> in_progress | failed): every line checked, errors with their
+  line numbers; nothing is written for a batch that fails.
+- enqueue (in_progress): lines become jobs (priority `batch`) in chunks: one bulk insert
+  per chunk, in the transaction that advances `lines_enqueued`, then one pipelined
+  publish per chunk from a thread. A crash resumes after the last committed chunk.
+- finalize (in_progress | cancelling -> finalizing -> completed | expired | cancelled):
+  once no line is queued or running, the output and error files are written part by
+  part and the batch's final status is set.
+
+Whoever works on a batch holds its claim (a token and a deadline, renewed with every
+write) and each write is fenced by the token, so a stale worker can never overwrite a
+newer one. `start()` runs the work in the background of this process; the reconciler's
+tick calls `advance_batches()`, which takes over batches whose claim lapsed (their API
+process died) and finalizes the ones whose lines are all done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from datetime import datetime, timedelta
+
+from redis.exceptions import RedisError
+from sqlalchemy import insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.deps import Principal
+from api.services import batch_lines
+from api.services.bulk_publish import BulkPublisher
+from api.services.files import FileWriter, iter_lines, remove_files
+from api.state import AppState
+from common.batches_db import Batch, File
+from common.db import Job, utcnow
+from common.events import encode, events_key
+from common.jobs import ALLOWED_FROM, JobStatus, envelope
+
+log = logging.getLogger("monkey.batches")
+S = JobStatus
+
+CHUNK = 500  # lines per insert transaction and per publish
+PAGE = 500  # jobs read per page when writing the result files
+ACTIVE_JOB = (S.QUEUED, S.RUNNING, S.CANCELLING)
+WORKING = ("validating", "in_progress", "finalizing", "cancelling")
+
+_tasks: dict[str, asyncio.Task] = {}
+_side_tasks: set[asyncio.Task] = set()
+
+
+class ClaimLost(Exception):
+    """Another process owns the batch now (or it moved on): stop without writing."""
+
+
+def claim_s(state: AppState) -> float:
+    # Like a job's lease: long enough to ride out a slow chunk, short enough that a
+    # batch whose API process died is taken over within seconds.
+    return max(3 * state.settings.lease_s, 5.0)
+
+
+def spawn(coro, name: str) -> asyncio.Task:
+    task = asyncio.get_running_loop().create_task(coro, name=name)
+    _side_tasks.add(task)
+    task.add_done_callback(_side_tasks.discard)
+    return task
+
+
+def start(state: AppState, batch_id: str) -> bool:
+    """Advance the batch in the background of this process, unless it already is."""
+    running = _tasks.get(batch_id)
+    if running is not None and not running.done():
+        return False
+    task = asyncio.get_running_loop().create_task(run(state, batch_id), name=f"batch-{batch_id}")
+    _tasks[batch_id] = task
+    task.add_done_callback(lambda t: _tasks.pop(batch_id, None) if _tasks.get(batch_id) is t
+                           else None)
+    return True
+
+
+# The claim -----------------------------------------------------------------------------
+
+async def _claim(state: AppState, batch_id: str, token: str) -> bool:
+    now = utcnow()
+    async with state.sessions() as s:
+        res = await s.execute(
+            update(Batch).where(Batch.id == batch_id, Batch.status.in_(WORKING),
+                                or_(Batch.claimed_until.is_(None), Batch.claimed_until < now))
+            .values(claim_token=token, claimed_until=now + timedelta(seconds=claim_s(state)))
+            .execution_options(synchronize_session=False))
+        await s.commit()
+    return bool(res.rowcount)
+
+
+async def _renew(state: AppState, s: AsyncSession, batch_id: str, token: str,
+                 **values) -> None:
+    """Extend the claim (and write `values`) in the caller's transaction, or ClaimLost."""
+    until = utcnow() + timedelta(seconds=claim_s(state))
+    res = await s.execute(
+        update(Batch).where(Batch.id == batch_id, Batch.claim_token == token)
+        .values(claimed_until=until, **values).execution_options(synchronize_session=False))
+    if not res.rowcount:
+        await s.rollback()
+        raise ClaimLost(batch_id)
+
+
+async def _release(state: AppState, batch_id: str, token: str) -> None:
+    async with state.sessions() as s:
+        await s.execute(
+            update(Batch).where(Batch.id == batch_id, Batch.claim_token == token)
+            .values(claim_token=None, claimed_until=None)
+            .execution_options(synchronize_session=False))
+        await s.commit()
+
+
+async def _load(state: AppState, batch_id: str) -> Batch:
+    async with state.sessions() as s:
+        return (await s.execute(select(Batch).where(Batch.id == batch_id)
+                                .execution_options(populate_existing=True))).scalar_one()
+
+
+async def _active_lines(state: AppState, batch_id: str) -> bool:
+    async with state.sessions() as s:
+        return (await s.execute(
+            select(Job.id).where(Job.batch_id == batch_id, Job.status.in_(ACTIVE_JOB)).limit(1)
+        )).first() is not None
+
+
+# The driver ----------------------------------------------------------------------------
+
+async def run(state: AppState, batch_id: str) -> None:
+    """Take the batch's claim and advance it as far as it can go now."""
+    token = secrets.token_hex(16)
+    if not await _claim(state, batch_id, token):
+        return
+    try:
+        b = await _load(state, batch_id)
+        if b.status == "validating":
+            await validate(state, b, token)
+            b = await _load(state, batch_id)
+        if b.status == "in_progress" and b.lines_enqueued < b.request_total:
+            await enqueue(state, b, token)
+            b = await _load(state, batch_id)
+        enqueued = b.lines_enqueued >= b.request_total or b.status != "in_progress"
+        if b.status in ("in_progress", "cancelling", "finalizing") and enqueued \
+                and not await _active_lines(state, batch_id):
+            await finalize(state, b, token)
+    except ClaimLost:
+        log.info("batch %s: claim lost, leaving it to its new owner", batch_id)
+    except Exception:  # the claim lapses and the reconciler tries again
+        log.exception("batch %s: work failed; it will be retried", batch_id)
+    finally:
+        await _release(state, batch_id, token)
+
+
+async def advance_batches(state: AppState) -> int:
+    """One reconciler pass: start work on every batch that has some and no live claim."""
+    now = utcnow()
+    async with state.sessions() as s:
+        rows = (await s.execute(
+            select(Batch.id, Batch.status, Batch.lines_enqueued, Batch.request_total)
+            .where(Batch.status.in_(WORKING),
+                   or_(Batch.claimed_until.is_(None), Batch.claimed_until < now))
+        )).all()
+    started = 0
+    for batch_id, status, enqueued, total in rows:
+        if status in ("validating", "finalizing") or (status == "in_progress" and enqueued < total):
+            needed = True
+        else:
+            needed = not await _active_lines(state, batch_id)
+        if needed and start(state, batch_id):
+            started += 1
+    return started
+
+
+# Validate --------------------------------------------------------------------------------
+
+async def validate(state: AppState, b: Batch, token: str) -> None:
+    checker = batch_lines.Checker(state, Principal(b.owner_id, ""), b.endpoint)
+    async for lines in iter_lines(state, b.input_file_id):
+        await asyncio.to_thread(checker.check, lines)
+        if checker.stop:
+            break
+        async with state.sessions() as s:
+            await _renew(state, s, b.id, token)
+            await s.commit()
+    errors = checker.finish()
+    now = utcnow()
+    if errors:
+        values = {"status": "failed", "failed_at": now, "errors": errors}
+    else:
+        values = {"status": "in_progress", "in_progress_at": now, "request_total": checker.count}
+    async with state.sessions() as s:
+        res = await s.execute(
+            update(Batch).where(Batch.id == b.id, Batch.status == "validating",
+                                Batch.claim_token == token)
+            .values(**values).execution_options(synchronize_session=False))
+        await s.commit()
+    if res.rowcount:
+        log.info("batch %s validated: %s", b.id, values["status"],
+                 extra={"batch_id": b.id, "lines": checker.count, "errors": len(errors)})
+
+
+# Enqueue ---------------------------------------------------------------------------------
+
+async def enqueue(state: AppState, b: Batch, token: str) -> None:
+    publisher = BulkPublisher(state.settings)
+    # One publish in flight while the next chunk is built and inserted.
+    publishing: asyncio.Task | None = None
+    try:
+        seen = 0
+        pending: list[tuple[int, bytes]] = []
+        async for lines in iter_lines(state, b.input_file_id):
+            for line in lines:
+                seen += 1
+                if seen > b.lines_enqueued:  # resume after the last committed chunk
+                    pending.append(line)
+                if len(pending) >= CHUNK:
+                    publishing = await _enqueue_chunk(state, b, token, pending, publisher,
+                                                      publishing)
+                    pending = []
+        if pending:
+            publishing = await _enqueue_chunk(state, b, token, pending, publisher, publishing)
+        if publishing is not None:
+            await publishing
+    finally:
+        if publishing is not None and not publishing.done():
+            await asyncio.wait({publishing})
+        publisher.close()
+
+
+async def _enqueue_chunk(state: AppState, b: Batch, token: str, lines: list,
+                         publisher: BulkPublisher, publishing: asyncio.Task | None
+                         ) -> asyncio.Task:
+    rows = await asyncio.to_thread(batch_lines.job_rows, state, b, lines)
+    async with state.sessions() as s:
+        # The batch row first: it serialises us with a cancel, which locks it too.
+        res = await s.execute(
+            update(Batch).where(Batch.id == b.id, Batch.claim_token == token,
+                                Batch.status == "in_progress",
+                                Batch.lines_enqueued == b.lines_enqueued)
+            .values(lines_enqueued=b.lines_enqueued + len(rows),
+                    claimed_until=utcnow() + timedelta(seconds=claim_s(state)))
+            .execution_options(synchronize_session=False))
+        if not res.rowcount:
+            await s.rollback()
+            raise ClaimLost(b.id)  # cancelled, or another process took over
+        await s.execute(insert(Job), rows)
+        await s.commit()
+    b.lines_enqueued += len(rows)
+    if publishing is not None:
+        await publishing
+    return asyncio.get_running_loop().create_task(_publish(state, rows, publisher))
+
+
+async def _publish(state: AppState, rows: list[dict], publisher: BulkPublisher) -> None:
+    # While the broker is down, the rows wait for the reconciler like any unpublished job.
+    if state.publisher.broker_down:
+        return
+    try:
+        await asyncio.to_thread(publisher.publish, rows)
+    except Exception as exc:  # noqa: BLE001 - kombu and redis raise many kinds
+        log.warning("batch lines left for the reconciler to publish: %s", exc)
+        return
+    async with state.sessions() as s:
+        await s.execute(
+            update(Job).where(Job.id.in_([r["id"] for r in rows]), Job.published_at.is_(None))
+            .values(published_at=utcnow()).execution_options(synchronize_session=False))
+        await s.commit()
+
+
+# Cancel ----------------------------------------------------------------------------------
+
+async def cancel_queued_lines(s: AsyncSession, batch_id: str, now: datetime) -> list[str]:
+    """queued -> cancelled for every line of the batch, in the caller's transaction.
+
+    The same conditional change as common.jobs.transition, for many jobs at once.
+    """
+    assert S.QUEUED in ALLOWED_FROM[S.CANCELLED]
+    err = {"type": "batch_cancelled", "message": "the batch was cancelled before this ran"}
+    res = await s.execute(
+        update(Job).where(Job.batch_id == batch_id, Job.status == S.QUEUED)
+        .values(status=S.CANCELLED, finished_at=now, error=err).returning(Job.id)
+        .execution_options(synchronize_session=False))
+    return list(res.scalars())
+
+
+async def announce_cancelled(state: AppState, job_ids: list[str]) -> None:
+    """The `status` and `done` events of lines cancelled in bulk, pipelined."""
+    st = state.settings
+    for i in range(0, len(job_ids), PAGE):
+        ids = job_ids[i:i + PAGE]
+        async with state.sessions() as s:
+            jobs = (await s.execute(select(Job).where(Job.id.in_(ids)))).scalars().all()
+        pipe = state.redis.pipeline(transaction=False)
+        for job in jobs:
+            key = events_key(job.id)
+            pipe.xadd(key, encode("status", {"status": S.CANCELLED}), maxlen=st.events_maxlen,
+                      approximate=True)
+            pipe.xadd(key, encode("done", envelope(job)), maxlen=st.events_maxlen,
+                      approximate=True)
+            pipe.expire(key, st.events_ttl_s)
+        try:
+            await pipe.execute()
+        except (RedisError, OSError) as exc:  # best effort, as every event
+            log.warning("events of cancelled batch lines not written: %s", exc)
+            return
+
+
+# Finalize --------------------------------------------------------------------------------
+
+async def finalize(state: AppState, b: Batch, token: str) -> None:
+    if b.status == "in_progress":
+        async with state.sessions() as s:
+            res = await s.execute(
+                update(Batch).where(Batch.id == b.id, Batch.status == "in_progress",
+                                    Batch.claim_token == token)
+                .values(status="finalizing", finalizing_at=utcnow())
+                .execution_options(synchronize_session=False))
+            await s.commit()
+        b = await _load(state, b.id)
+        if not res.rowcount and b.status != "cancelling":
+            return
+    async with state.sessions() as s:
+        # Files of an attempt that died half way are thrown away and written anew.
+        await _renew(state, s, b.id, token)
+        stale = (await s.execute(select(File.id).where(File.batch_id == b.id))).scalars().all()
+        if stale:
+            await remove_files(s, list(stale))
+        await s.commit()
+    out, err, counts = await _write_results(state, b, token)
+    await _settle(state, b, token, out, err, counts)
+
+
+async def _write_results(state: AppState, b: Batch, token: str):
+    out = FileWriter(owner_id=b.owner_id, filename=f"{b.id}_output.jsonl",
+                     purpose="batch_output", batch_id=b.id)
+    err = FileWriter(owner_id=b.owner_id, filename=f"{b.id}_error.jsonl",
+                     purpose="batch_error", batch_id=b.id)
+    counts = {"ok": 0, "failed": 0, "unfinished": 0, "expired": 0}
+    last = ""
+    while True:
+        async with state.sessions() as s:
+            jobs = (await s.execute(
+                select(Job).where(Job.batch_id == b.id, Job.id > last).order_by(Job.id)
+                .limit(PAGE))).scalars().all()
+        if not jobs:
+            return out, err, counts
+        last = jobs[-1].id
+        rendered = await asyncio.to_thread(lambda js=jobs: [
+            (batch_lines.result_line(j, b.endpoint), j.status) for j in js])
+        for (kind, line), status in rendered:
+            counts[kind] += 1
+            counts["expired"] += status == S.EXPIRED
+            (out if kind == "ok" else err).add(line)
+        if out.part_ready or err.part_ready:
+            async with state.sessions() as s:
+                await _renew(state, s, b.id, token)
+                if out.part_ready:
+                    await out.flush(s)
+                if err.part_ready:
+                    await err.flush(s)
+                await s.commit()
+
+
+async def _settle(state: AppState, b: Batch, token: str, out: FileWriter, err: FileWriter,
+                  counts: dict) -> None:
+    if b.status == "cancelling":
+        final = "cancelled"
+    else:
+        final = "expired" if counts["expired"] else "completed"
+    async with state.sessions() as s:
+        await _renew(state, s, b.id, token)
+        ids = {}
+        for name, writer in (("output_file_id", out), ("error_file_id", err)):
+            if not writer.empty:
+                await writer.flush(s, final=True)
+                ids[name] = writer.file.id
+        res = await s.execute(
+            update(Batch).where(Batch.id == b.id, Batch.claim_token == token,
+                                Batch.status == ("cancelling" if final == "cancelled"
+                                                 else "finalizing"))
+            .values(status=final, **{f"{final}_at": utcnow()}, **ids,
+                    request_completed=counts["ok"], request_failed=counts["failed"],
+                    claim_token=None, claimed_until=None)
+            .execution_options(synchronize_session=False))
+        if not res.rowcount:
+            await s.rollback()
+            raise ClaimLost(b.id)
+        await s.commit()
+    log.info("batch %s %s", b.id, final, extra={"batch_id": b.id, **counts})
+
+
+__all__ = ["advance_batches", "announce_cancelled", "cancel_queued_lines", "run", "spawn",
+           "start"]

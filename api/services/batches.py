@@ -1,0 +1,158 @@
+"""Batches as the OpenAI Batch API shows them: create, read, list, cancel.
+
+validating -> in_progress -> finalizing -> completed | expired
+validating -> failed (a bad line: errors name it)
+validating | in_progress -> cancelling -> cancelled (finished lines kept)
+
+The work behind these statuses (validating and enqueuing the lines, writing the output
+and error files) runs in batch_work, claimed by one API process at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from pydantic import BaseModel, ConfigDict, field_validator
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.deps import Principal
+from api.services import batch_work
+from api.services.files import get_file
+from api.services.openai_shapes import ENDPOINTS, ts
+from api.state import AppState
+from common.batches_db import Batch
+from common.db import Job, utcnow
+from common.errors import Conflict, InvalidRequest, NotFound
+from common.ids import new_id
+from common.jobs import JobStatus
+
+log = logging.getLogger("monkey.api")
+
+TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+WINDOWS = {"24h": timedelta(hours=24)}
+
+
+class BatchCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    input_file_id: str
+    endpoint: str
+    completion_window: str
+    metadata: dict[str, str] | None = None
+    # Accepted for the SDK's sake; files here are kept until deleted.
+    output_expires_after: dict | None = None
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, v: str) -> str:
+        if v not in ENDPOINTS:
+            raise ValueError(f"endpoint must be one of {', '.join(ENDPOINTS)}")
+        return v
+
+    @field_validator("completion_window")
+    @classmethod
+    def _window(cls, v: str) -> str:
+        if v not in WINDOWS:
+            raise ValueError(f"completion_window must be one of {', '.join(WINDOWS)}")
+        return v
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, v):
+        if v and (len(v) > 16 or any(len(k) > 64 or len(s) > 512 for k, s in v.items())):
+            raise ValueError("metadata takes at most 16 pairs, keys up to 64 and values 512 chars")
+        return v
+
+
+def batch_object(b: Batch, counts: dict | None = None) -> dict:
+    counts = counts or {"total": b.request_total, "completed": b.request_completed,
+                        "failed": b.request_failed}
+    return {
+        "id": b.id, "object": "batch", "endpoint": b.endpoint,
+        "errors": {"object": "list", "data": b.errors} if b.errors else None,
+        "input_file_id": b.input_file_id, "completion_window": b.completion_window,
+        "status": b.status, "output_file_id": b.output_file_id,
+        "error_file_id": b.error_file_id,
+        **{f: ts(getattr(b, f)) for f in (
+            "created_at", "in_progress_at", "expires_at", "finalizing_at", "completed_at",
+            "failed_at", "expired_at", "cancelling_at", "cancelled_at")},
+        "request_counts": counts, "metadata": b.metadata_ or None,
+    }
+
+
+async def live_counts(session: AsyncSession, b: Batch) -> dict:
+    """A running batch's counts, from its jobs; a finished one's are on its row."""
+    if b.status in TERMINAL:
+        return {"total": b.request_total, "completed": b.request_completed,
+                "failed": b.request_failed}
+    rows = (await session.execute(
+        select(Job.status, func.count()).where(Job.batch_id == b.id).group_by(Job.status)
+    )).all()
+    by = dict(rows)
+    return {"total": b.request_total, "completed": by.get(JobStatus.SUCCEEDED, 0),
+            "failed": by.get(JobStatus.FAILED, 0)}
+
+
+async def create_batch(*, state: AppState, session: AsyncSession, principal: Principal,
+                       batch_in: BatchCreate) -> Batch:
+    f = await get_file(session=session, principal=principal, file_id=batch_in.input_file_id)
+    if f.purpose != "batch":
+        raise InvalidRequest(f"file {f.id} has purpose {f.purpose!r}; a batch needs 'batch'")
+    now = utcnow()
+    b = Batch(id=new_id("batch"), owner_id=principal.key_id, endpoint=batch_in.endpoint,
+              input_file_id=f.id, completion_window=batch_in.completion_window,
+              status="validating", metadata_=batch_in.metadata, request_total=0,
+              request_completed=0, request_failed=0, lines_enqueued=0, created_at=now,
+              expires_at=now + WINDOWS[batch_in.completion_window])
+    session.add(b)
+    await session.commit()
+    batch_work.start(state, b.id)
+    return b
+
+
+async def get_batch(*, session: AsyncSession, principal: Principal, batch_id: str) -> Batch:
+    b = await session.get(Batch, batch_id, populate_existing=True)
+    if b is None or b.owner_id != principal.key_id:
+        raise NotFound(f"no batch {batch_id!r}")
+    return b
+
+
+async def list_batches(*, session: AsyncSession, principal: Principal, limit: int,
+                       after: str | None) -> dict:
+    stmt = select(Batch).where(Batch.owner_id == principal.key_id)
+    if after:
+        stmt = stmt.where(Batch.id < after)
+    rows = list((await session.execute(stmt.order_by(Batch.id.desc()).limit(limit + 1)))
+                .scalars())
+    data = [batch_object(b, await live_counts(session, b)) for b in rows[:limit]]
+    return {"object": "list", "data": data, "has_more": len(rows) > limit,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None}
+
+
+async def cancel_batch(*, state: AppState, session: AsyncSession, principal: Principal,
+                       batch_id: str) -> Batch:
+    """Queued lines are cancelled at once; running ones finish, and their results are
+    kept; the batch is `cancelled` when its files are written."""
+    for _ in range(5):  # the batch may move under us (validating -> in_progress): look again
+        b = await get_batch(session=session, principal=principal, batch_id=batch_id)
+        if b.status in ("cancelling", "cancelled"):
+            return b
+        if b.status not in ("validating", "in_progress"):
+            raise Conflict(f"batch {batch_id} is {b.status}; there is nothing to cancel")
+        now = utcnow()
+        res = await session.execute(
+            update(Batch).where(Batch.id == b.id, Batch.status == b.status)
+            .values(status="cancelling", cancelling_at=now)
+            .execution_options(synchronize_session=False))
+        if not res.rowcount:
+            await session.rollback()
+            continue
+        ids = await batch_work.cancel_queued_lines(session, b.id, now)
+        await session.commit()
+        batch_work.spawn(batch_work.announce_cancelled(state, ids), f"announce-{b.id}")
+        batch_work.start(state, b.id)
+        return await get_batch(session=session, principal=principal, batch_id=batch_id)
+    raise Conflict(f"batch {batch_id} keeps changing state; try cancelling again")

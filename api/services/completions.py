@@ -1,0 +1,173 @@
+"""OpenAI requests served as jobs: submit one, then wait for its `done` on the job's
+Redis event stream, or turn its token events into chat completion chunks.
+
+A request whose client hangs up cancels its job: nobody else asked for the answer,
+and a worker should not keep generating it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import anyio
+from redis.exceptions import RedisError
+
+from api.deps import Principal
+from api.metrics import JOBS_SUBMITTED
+from api.services import jobs as jobs_svc
+from api.services.openai_shapes import ChatRequest, chat_chunk, job_failure, unix, usage_chunk
+from api.state import AppState
+from common.db import Job
+from common.errors import Conflict, NotFound
+from common.events import decode, events_key
+from common.jobs import TERMINAL, envelope
+from common.schemas import JobCreate
+
+log = logging.getLogger("monkey.api")
+
+_BLOCK_MS = 2000
+_DONE_GRACE_MS = 1000
+
+
+async def submit(*, state: AppState, principal: Principal, job_in: JobCreate) -> Job:
+    async with state.sessions() as session:
+        job, _ = await jobs_svc.create_job(state=state, session=session, principal=principal,
+                                           job_in=job_in)
+    JOBS_SUBMITTED.labels(job.kind, job.model, job.priority).inc()
+    return job
+
+
+async def follow(state: AppState, job_id: str) -> AsyncIterator[tuple[str, dict]]:
+    """The job's events as (type, data), ending with `done`.
+
+    When the stream is gone (expired, or never written while Redis was down) or Redis
+    is away, `done` is built from the database once the job is over.
+    """
+    key = events_key(job_id)
+    cursor = "0-0"
+    final: dict | None = None
+    while True:
+        entries = await _read(state, key, cursor, _DONE_GRACE_MS if final else _BLOCK_MS)
+        for entry_id, fields in entries:
+            cursor = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+            type_, data = decode(fields)
+            yield type_, data
+            if type_ == "done":
+                return
+        if entries:
+            continue
+        if final is not None:
+            yield "done", final
+            return
+        final = await _final_envelope(state, job_id)
+        # The worker writes the database first and `done` a moment later: wait for it
+        # once, unless the stream is not there at all.
+        if final is not None and not await _exists(state, key):
+            yield "done", final
+            return
+
+
+async def _read(state: AppState, key: str, cursor: str, block_ms: int) -> list:
+    try:
+        got = await state.redis.xread({key: cursor}, count=500, block=block_ms)
+    except (RedisError, OSError) as exc:
+        log.warning("event stream %s unreadable, polling the database: %s", key, exc)
+        await asyncio.sleep(0.5)
+        return []
+    return got[0][1] if got else []
+
+
+async def _exists(state: AppState, key: str) -> bool:
+    try:
+        return bool(await state.redis.exists(key))
+    except (RedisError, OSError):
+        return False
+
+
+async def _final_envelope(state: AppState, job_id: str) -> dict | None:
+    async with state.sessions() as session:
+        job = await session.get(Job, job_id, populate_existing=True)
+        return envelope(job) if job is not None and job.status in TERMINAL else None
+
+
+async def wait_done(state: AppState, principal: Principal, job_id: str,
+                    is_disconnected: Callable[[], Awaitable[bool]]) -> dict | None:
+    """The job's final envelope; None (and the job cancelled) if the client hung up."""
+
+    async def done() -> dict:
+        async for type_, data in follow(state, job_id):
+            if type_ == "done":
+                return data
+        raise RuntimeError("event stream ended without done")  # follow always ends on done
+
+    waiter = asyncio.create_task(done())
+    try:
+        while True:
+            finished, _ = await asyncio.wait({waiter}, timeout=1.0)
+            if finished:
+                return waiter.result()
+            if await is_disconnected():
+                await cancel_quietly(state, principal, job_id)
+                return None
+    finally:
+        waiter.cancel()
+
+
+async def cancel_quietly(state: AppState, principal: Principal, job_id: str) -> None:
+    # Shielded: this runs while the request that owned the job is being torn down.
+    with anyio.CancelScope(shield=True):
+        try:
+            async with state.sessions() as session:
+                await jobs_svc.cancel_job(state=state, session=session, principal=principal,
+                                          job_id=job_id)
+        except (Conflict, NotFound):
+            pass  # it ended meanwhile
+        except Exception:  # noqa: BLE001 - best effort; the job still ends on its own
+            log.exception("could not cancel job %s after its client left", job_id)
+
+
+def sse_data(payload: dict | str) -> bytes:
+    text = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
+    return f"data: {text}\n\n".encode()
+
+
+async def chat_stream(state: AppState, principal: Principal, job: Job,
+                      req: ChatRequest) -> AsyncIterator[bytes]:
+    """The job as the OpenAI chunk stream; usage in a last chunk when asked for."""
+    created = unix(envelope(job)["created_at"])
+    usage = bool(req.stream_options and req.stream_options.include_usage)
+
+    def chunk(delta: dict, finish: str | None = None) -> bytes:
+        return sse_data(chat_chunk(job.id, job.model, created, delta, finish, with_usage=usage))
+
+    finished = False
+    sent_text = False
+    try:
+        yield chunk({"role": "assistant", "content": ""})
+        async for type_, data in follow(state, job.id):
+            if type_ == "token" and data.get("text"):
+                sent_text = True
+                yield chunk({"content": data["text"]})
+            elif type_ == "status" and data.get("restarted") and sent_text:
+                # Text already sent cannot be taken back in this protocol.
+                yield sse_data({"error": {
+                    "type": "provider_unavailable", "code": "stream_restarted",
+                    "message": "the provider's stream broke and restarted; retry the request"}})
+                return
+            elif type_ == "done":
+                finished = True
+                if data.get("status") != "succeeded":
+                    _, err = job_failure(data)
+                    yield sse_data({"error": {**err, "code": err["type"]}})
+                    return
+                yield chunk({}, (data.get("output") or {}).get("finish_reason") or "stop")
+                if usage:
+                    yield sse_data(usage_chunk(job.id, job.model, created, data))
+                yield sse_data("[DONE]")
+                return
+    finally:
+        if not finished:
+            await cancel_quietly(state, principal, job.id)

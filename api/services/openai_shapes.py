@@ -1,0 +1,239 @@
+"""The OpenAI wire shapes: requests turned into job requests, jobs turned into responses.
+
+Pure functions, shared by the interactive routes and by batch lines, so a batch line
+is validated exactly as the same request sent alone would be.
+"""
+
+from __future__ import annotations
+
+import base64
+import struct
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from common.errors import InvalidRequest
+from common.schemas import JobCreate
+
+ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings")
+
+# Parameters of the OpenAI API that we accept but that change nothing here, as long as
+# they keep the value that asks for no feature (None allowed too).
+_NEUTRAL = {
+    "n": {1}, "logprobs": {False}, "frequency_penalty": {0}, "presence_penalty": {0},
+    "parallel_tool_calls": {True, False}, "store": {False, True}, "user": None,
+    "service_tier": None, "metadata": None, "logit_bias": None, "tool_choice": {"none"},
+    "reasoning_effort": None, "prediction": None, "modalities": {("text",)},
+}
+
+
+class _Body(BaseModel):
+    # Unknown keys are kept so that we can name them in the refusal.
+    model_config = ConfigDict(extra="allow")
+
+    def unsupported(self) -> None:
+        for key, value in (self.model_extra or {}).items():
+            if key not in _NEUTRAL:
+                raise InvalidRequest(f"parameter {key!r} is not supported by this server")
+            allowed = _NEUTRAL[key]
+            if value is not None and allowed is not None and _hashable(value) not in allowed:
+                raise InvalidRequest(f"parameter {key!r} = {value!r} is not supported here")
+
+
+def _hashable(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "user", "assistant", "developer"]
+    content: str | list[dict] | None
+
+    @field_validator("content")
+    @classmethod
+    def _text(cls, v):
+        # Content parts: only text is understood; images and audio are refused.
+        if isinstance(v, list):
+            texts = []
+            for part in v:
+                if part.get("type") != "text" or not isinstance(part.get("text"), str):
+                    raise ValueError("only text content parts are supported")
+                texts.append(part["text"])
+            return "".join(texts)
+        return v or ""
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    include_usage: bool = False
+
+
+class ChatRequest(_Body):
+    model: str
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    response_format: dict | None = None
+    # Monkey Coder's own: debug/echo waits this long before each word.
+    delay_ms: float | None = None
+
+    def job(self, priority: str = "interactive") -> JobCreate:
+        self.unsupported()
+        if self.response_format not in (None, {"type": "text"}):
+            raise InvalidRequest("response_format other than {'type': 'text'} is not supported")
+        params = {k: v for k, v in {
+            "max_tokens": self.max_completion_tokens or self.max_tokens,
+            "temperature": self.temperature, "top_p": self.top_p, "stop": self.stop,
+            "seed": self.seed, "delay_ms": self.delay_ms,
+        }.items() if v is not None}
+        messages = [{"role": m.role, "content": m.content} for m in self.messages]
+        return JobCreate(kind="generate", model=self.model, input={"messages": messages},
+                         params=params, priority=priority)
+
+
+class EmbeddingRequest(_Body):
+    model: str
+    input: str | list[str] | list[int] | list[list[int]]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = None
+
+    def job(self, priority: str = "interactive") -> JobCreate:
+        self.unsupported()
+        if self.dimensions is not None:
+            raise InvalidRequest("dimensions is not supported: the model's own size is used")
+        texts = [self.input] if isinstance(self.input, str) else self.input
+        if not texts or not all(isinstance(t, str) for t in texts):
+            raise InvalidRequest("input must be a string or a non-empty list of strings "
+                                 "(token ids are not supported)")
+        meta = {"encoding_format": "base64"} if self.encoding_format == "base64" else {}
+        return JobCreate(kind="embed", model=self.model, input={"texts": texts},
+                         priority=priority, metadata=meta)
+
+
+REQUESTS: dict[str, type[ChatRequest] | type[EmbeddingRequest]] = {
+    "/v1/chat/completions": ChatRequest, "/v1/embeddings": EmbeddingRequest,
+}
+
+
+def parse_request(endpoint: str, body: object, *, priority: str = "interactive"
+                  ) -> tuple[ChatRequest | EmbeddingRequest, JobCreate]:
+    """The request model and its job for `endpoint`; InvalidRequest says what is wrong."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("the request body must be a JSON object")
+    try:
+        req = REQUESTS[endpoint].model_validate(body)
+        return req, req.job(priority)
+    except ValidationError as exc:
+        raise InvalidRequest(describe(exc)) from None
+
+
+def describe(exc: ValidationError) -> str:
+    parts = []
+    for e in exc.errors()[:3]:
+        loc = ".".join(str(p) for p in e.get("loc", ()))
+        parts.append(f"{loc}: {e.get('msg')}" if loc else str(e.get("msg")))
+    return "; ".join(parts)
+
+
+# Responses -------------------------------------------------------------------------
+
+def unix(iso: str | None) -> int:
+    return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()) if iso else 0
+
+
+def ts(dt: datetime | None) -> int | None:
+    """OpenAI's timestamps: Unix seconds."""
+    return int(dt.timestamp()) if dt is not None else None
+
+
+def usage_of(env: dict) -> dict:
+    out = env.get("output") or {}
+    u = out.get("usage") or {}
+    prompt = u.get("prompt_tokens", (env.get("metrics") or {}).get("prompt_tokens", 0)) or 0
+    completion = u.get("completion_tokens", 0) or 0
+    return {"prompt_tokens": prompt, "completion_tokens": completion,
+            "total_tokens": prompt + completion}
+
+
+def completion_id(job_id: str) -> str:
+    return f"chatcmpl-{job_id}"
+
+
+def chat_completion(env: dict) -> dict:
+    out = env.get("output") or {}
+    return {
+        "id": completion_id(env["id"]), "object": "chat.completion",
+        "created": unix(env.get("created_at")), "model": env["model"],
+        "choices": [{
+            "index": 0, "logprobs": None,
+            "message": {"role": "assistant", "content": out.get("text", ""), "refusal": None},
+            "finish_reason": out.get("finish_reason") or "stop",
+        }],
+        "usage": usage_of(env), "system_fingerprint": None,
+    }
+
+
+def chat_chunk(job_id: str, model: str, created: int, delta: dict,
+               finish_reason: str | None = None, *, with_usage: bool = False) -> dict:
+    chunk = {
+        "id": completion_id(job_id), "object": "chat.completion.chunk", "created": created,
+        "model": model, "system_fingerprint": None,
+        "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                     "finish_reason": finish_reason}],
+    }
+    if with_usage:
+        chunk["usage"] = None
+    return chunk
+
+
+def usage_chunk(job_id: str, model: str, created: int, env: dict) -> dict:
+    return {"id": completion_id(job_id), "object": "chat.completion.chunk", "created": created,
+            "model": model, "system_fingerprint": None, "choices": [], "usage": usage_of(env)}
+
+
+def embedding_vector(vec: list[float], encoding_format: str) -> list[float] | str:
+    if encoding_format == "base64":
+        # What the OpenAI SDK decodes: little-endian float32, base64.
+        return base64.b64encode(struct.pack(f"<{len(vec)}f", *vec)).decode()
+    return vec
+
+
+def embedding_response(env: dict) -> dict:
+    fmt = (env.get("metadata") or {}).get("encoding_format", "float")
+    vectors = (env.get("output") or {}).get("embeddings") or []
+    prompt = (env.get("metrics") or {}).get("prompt_tokens") or 0
+    return {
+        "object": "list", "model": env["model"],
+        "data": [{"object": "embedding", "index": i, "embedding": embedding_vector(v, fmt)}
+                 for i, v in enumerate(vectors)],
+        "usage": {"prompt_tokens": prompt, "total_tokens": prompt},
+    }
+
+
+def response_body(endpoint: str, env: dict) -> dict:
+    return chat_completion(env) if endpoint == "/v1/chat/completions" else embedding_response(env)
+
+
+# How a job that did not succeed answers an OpenAI request.
+_ERROR_STATUS = {
+    "invalid_request": 400, "provider_auth": 502, "provider_rate_limited": 429,
+    "provider_unavailable": 503, "model_unavailable": 503, "out_of_memory": 503,
+    "timeout": 504, "expired": 503, "cancelled": 499, "worker_lost": 500,
+}
+
+
+def job_failure(env: dict) -> tuple[int, dict]:
+    """(HTTP status, {type, message}) for a job that ended without success."""
+    err = env.get("error") or {}
+    if env.get("status") == "cancelled":
+        err = {"type": "cancelled", "message": f"job {env['id']} was cancelled"}
+    type_ = err.get("type") or "internal_error"
+    message = err.get("message") or f"job {env['id']} ended as {env.get('status')}"
+    return _ERROR_STATUS.get(type_, 500), {"type": type_, "message": message}

@@ -1,0 +1,247 @@
+"""The OpenAI Batch API driven by the official `openai` SDK: the whole flow, cancel,
+validation with line numbers, priority against interactive jobs, and restarts."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+
+import openai
+import pytest
+from sqlalchemy import select
+
+from common.db import Job, make_sync_engine
+from tests.conftest import wait_until
+
+TERMINAL = {"completed", "failed", "expired", "cancelled"}
+
+
+def sdk(stack, key: str | None = None) -> openai.OpenAI:
+    return openai.OpenAI(base_url=stack.url + "/v1", api_key=key or stack.key, max_retries=0,
+                         timeout=120)
+
+
+def chat_line(custom_id: str, prompt: str, **body) -> dict:
+    return {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions",
+            "body": {"model": "debug/echo", "messages": [{"role": "user", "content": prompt}],
+                     **body}}
+
+
+def jsonl(lines: list) -> bytes:
+    return b"".join((json.dumps(x) if not isinstance(x, str) else x).encode() + b"\n"
+                    for x in lines)
+
+
+def start_batch(client: openai.OpenAI, lines: list, endpoint="/v1/chat/completions", **kw):
+    f = client.files.create(file=("batch.jsonl", jsonl(lines)), purpose="batch")
+    return client.batches.create(input_file_id=f.id, endpoint=endpoint,
+                                 completion_window="24h", **kw)
+
+
+def wait_batch(client: openai.OpenAI, batch_id: str, until=TERMINAL, timeout: float = 60):
+    found = {}
+
+    def check() -> bool:
+        found["b"] = client.batches.retrieve(batch_id)
+        return found["b"].status in until
+
+    wait_until(check, timeout, f"batch {batch_id} in {until}", interval=0.2)
+    return found["b"]
+
+
+def read_lines(client: openai.OpenAI, file_id: str | None) -> list[dict]:
+    if file_id is None:
+        return []
+    return [json.loads(x) for x in client.files.content(file_id).text.splitlines()]
+
+
+def test_batch_flow_answers_every_line_once(echo_stack):
+    client = sdk(echo_stack)
+    lines = [chat_line(f"req-{i}", f"hello number {i}") for i in range(30)]
+    batch = start_batch(client, lines, metadata={"purpose": "test"})
+    assert batch.object == "batch" and batch.status == "validating"
+    assert batch.endpoint == "/v1/chat/completions" and batch.completion_window == "24h"
+    assert batch.expires_at - batch.created_at == 24 * 3600
+    assert batch.metadata == {"purpose": "test"}
+    done = wait_batch(client, batch.id)
+    assert done.status == "completed", done
+    assert done.request_counts.total == 30 and done.request_counts.completed == 30
+    assert done.request_counts.failed == 0 and done.error_file_id is None
+    assert done.in_progress_at and done.finalizing_at and done.completed_at
+    out = read_lines(client, done.output_file_id)
+    assert sorted(x["custom_id"] for x in out) == sorted(f"req-{i}" for i in range(30))
+    # In line order, each an OpenAI chat completion.
+    assert [x["custom_id"] for x in out] == [f"req-{i}" for i in range(30)]
+    for i, x in enumerate(out):
+        assert x["error"] is None and x["response"]["status_code"] == 200
+        body = x["response"]["body"]
+        assert body["object"] == "chat.completion"
+        assert body["choices"][0]["message"]["content"] == f"hello number {i}"
+        assert body["usage"]["total_tokens"] == 6
+    f = client.files.retrieve(done.output_file_id)
+    assert f.purpose == "batch_output" and f.bytes > 0
+    # Every line was a job with priority batch, its batch id and custom id.
+    job = echo_stack.get(out[0]["response"]["request_id"])
+    assert job["priority"] == "batch" and job["batch_id"] == batch.id
+    # Listed, and another key sees none of it.
+    assert batch.id in [b.id for b in client.batches.list()]
+    other = sdk(echo_stack, echo_stack.new_key("other-batches"))
+    for call in (lambda: other.batches.retrieve(batch.id),
+                 lambda: other.batches.cancel(batch.id),
+                 lambda: other.files.content(done.output_file_id)):
+        with pytest.raises(openai.NotFoundError):
+            call()
+    assert other.batches.list().data == []
+
+
+def test_lines_that_fail_go_to_the_error_file(make_stack):
+    # A hosted model whose provider cannot be reached: those lines fail when they run.
+    stack = make_stack("sqlite", env={"OPENAI_API_KEY": "sk-test",
+                                      "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
+                                      "MONKEY_PROVIDER_MAX_RETRIES": "0"})
+    stack.start_worker("llm", concurrency=4)
+    client = sdk(stack)
+    lines = [chat_line("ok-1", "fine"), chat_line("bad-1", "x", model="openai/gpt-4o-mini"),
+             chat_line("ok-2", "also fine"), chat_line("bad-2", "y", model="openai/gpt-4o-mini")]
+    done = wait_batch(client, start_batch(client, lines).id)
+    assert done.status == "completed"
+    assert (done.request_counts.total, done.request_counts.completed,
+            done.request_counts.failed) == (4, 2, 2)
+    out = read_lines(client, done.output_file_id)
+    err = read_lines(client, done.error_file_id)
+    assert [x["custom_id"] for x in out] == ["ok-1", "ok-2"]
+    assert [x["custom_id"] for x in err] == ["bad-1", "bad-2"]
+    for x in err:
+        assert x["response"] is None and x["error"]["code"].startswith("provider_")
+        assert x["error"]["message"]
+    assert client.files.retrieve(done.error_file_id).purpose == "batch_error"
+
+
+@pytest.mark.parametrize("lines, code, line_no", [
+    ([chat_line("a", "x"), chat_line("b", "y"), chat_line("a", "z")], "duplicate_custom_id", 3),
+    ([chat_line("a", "x"), "{not json", chat_line("c", "z")], "invalid_json_line", 2),
+    ([chat_line("a", "x"), {**chat_line("b", "y"), "url": "/v1/embeddings"}], "mismatched_url",
+     2),
+    ([chat_line("a", "x", model="nope/model")], "invalid_request", 1),
+    ([chat_line("a", "x"), "[1, 2]"], "invalid_json_line", 2),
+    ([{"method": "POST", "url": "/v1/chat/completions", "body": {}}], "invalid_custom_id", 1),
+])
+def test_bad_lines_fail_validation_with_their_line_number(echo_stack, lines, code, line_no):
+    key = echo_stack.new_key("validation")
+    client = sdk(echo_stack, key)
+    batch = start_batch(client, lines)
+    done = wait_batch(client, batch.id)
+    assert done.status == "failed" and done.failed_at
+    errors = done.errors.data
+    assert [(e.code, e.line) for e in errors][:1] == [(code, line_no)], errors
+    assert f"line {line_no}" in errors[0].message
+    assert done.output_file_id is None and done.request_counts.total == 0
+    # Nothing ran: no job exists for this key.
+    assert echo_stack.client(key).get("/v1/jobs").json()["data"] == []
+
+
+def test_blank_lines_count_in_line_numbers(echo_stack):
+    client = sdk(echo_stack)
+    raw = jsonl([chat_line("a", "x")]) + b"\n  \n" + jsonl([chat_line("a", "y")])
+    f = client.files.create(file=("b.jsonl", raw), purpose="batch")
+    b = client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions",
+                              completion_window="24h")
+    done = wait_batch(client, b.id)
+    assert [(e.code, e.line) for e in done.errors.data] == [("duplicate_custom_id", 4)]
+
+
+def test_bad_batch_requests_get_4xx(echo_stack):
+    client = sdk(echo_stack)
+    f = client.files.create(file=("b.jsonl", jsonl([chat_line("a", "x")])), purpose="batch")
+    with pytest.raises(openai.UnprocessableEntityError):
+        client.batches.create(input_file_id=f.id, endpoint="/v1/completions",
+                              completion_window="24h")
+    with pytest.raises(openai.UnprocessableEntityError):
+        client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions",
+                              completion_window="1h")
+    with pytest.raises(openai.NotFoundError):
+        client.batches.create(input_file_id="file_nope", endpoint="/v1/chat/completions",
+                              completion_window="24h")
+    with pytest.raises(openai.NotFoundError):
+        client.batches.retrieve("batch_nope")
+
+
+def test_cancel_in_the_middle_keeps_finished_lines(make_stack):
+    stack = make_stack("sqlite")
+    stack.start_worker("llm", concurrency=2)
+    client = sdk(stack)
+    lines = [chat_line(f"r{i}", "a b", delay_ms=100) for i in range(60)]
+    batch = start_batch(client, lines)
+    wait_until(lambda: client.batches.retrieve(batch.id).request_counts.completed >= 4, 60,
+               "some lines done")
+    cancelling = client.batches.cancel(batch.id)
+    assert cancelling.status in ("cancelling", "cancelled")
+    done = wait_batch(client, batch.id)
+    assert done.status == "cancelled" and done.cancelled_at and done.cancelling_at
+    out = read_lines(client, done.output_file_id)
+    err = read_lines(client, done.error_file_id)
+    assert len(out) >= 4 and len(out) == done.request_counts.completed < 60
+    assert all(x["response"]["body"]["choices"][0]["message"]["content"] == "a b" for x in out)
+    assert {x["error"]["code"] for x in err} == {"batch_cancelled"}
+    # Every line answered exactly once, in one file or the other.
+    ids = [x["custom_id"] for x in out + err]
+    assert sorted(ids) == sorted(f"r{i}" for i in range(60))
+    # Cancelling again is harmless; a finished batch cannot be cancelled.
+    assert client.batches.cancel(batch.id).status == "cancelled"
+    ok = start_batch(client, [chat_line("x", "y")])
+    wait_batch(client, ok.id)
+    with pytest.raises(openai.ConflictError):
+        client.batches.cancel(ok.id)
+
+
+def test_list_batches_pages_with_a_cursor(echo_stack):
+    client = sdk(echo_stack, echo_stack.new_key("lister"))
+    ids = [start_batch(client, [chat_line("a", "x")]).id for _ in range(3)]
+    page1 = client.batches.list(limit=2)
+    assert [b.id for b in page1.data] == ids[::-1][:2] and page1.has_more
+    page2 = client.batches.list(limit=2, after=page1.data[-1].id)
+    assert [b.id for b in page2.data] == ids[:1] and not page2.has_more
+    assert [b.id for b in client.batches.list(limit=1)] == ids[::-1]  # the SDK follows pages
+
+
+def _started(stack, *, ids=None, batch_id=None) -> dict[str, datetime]:
+    """started_at of jobs, read from the database."""
+    query = select(Job.id, Job.started_at)
+    query = query.where(Job.batch_id == batch_id) if batch_id else query.where(Job.id.in_(ids))
+    engine = make_sync_engine(stack.settings)
+    try:
+        with engine.connect() as c:
+            return dict(c.execute(query).all())
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.slow
+def test_interactive_jobs_start_before_the_rest_of_a_running_batch(make_stack):
+    concurrency = 2
+    stack = make_stack("sqlite")
+    stack.start_worker("llm", concurrency=concurrency)
+    client = sdk(stack)
+    lines = [chat_line(f"r{i}", "slow", delay_ms=50) for i in range(2000)]
+    batch = start_batch(client, lines)
+    wait_until(lambda: client.batches.retrieve(batch.id).request_counts.completed >= 20, 90,
+               "the batch to be running")
+    submitted = []
+    for i in range(5):
+        submitted.append(stack.submit(input={"prompt": f"urgent {i}"})["id"])
+        time.sleep(0.1)
+    for job_id in submitted:
+        assert stack.wait(job_id, timeout=30)["status"] == "succeeded"
+    counts = client.batches.retrieve(batch.id).request_counts
+    assert counts.completed < 1000, "the batch finished too soon to show anything"
+    client.batches.cancel(batch.id)
+    interactive = _started(stack, ids=submitted)
+    lines_started = sorted(t for t in _started(stack, batch_id=batch.id).values() if t)
+    for job_id, started in interactive.items():
+        # Batch lines that started after this job was submitted and before it started:
+        # at most those a worker thread had already taken (one per thread).
+        created = datetime.fromisoformat(stack.get(job_id)["created_at"].replace("Z", "+00:00"))
+        overtaking = [t for t in lines_started if created < t < started]
+        assert len(overtaking) <= concurrency, (job_id, len(overtaking))
+    wait_batch(client, batch.id, timeout=60)
