@@ -5,6 +5,8 @@
   persistence), noticed by a marker key that disappears with it;
 - requeues running jobs whose lease lapsed (their worker died): in seconds, not after
   Redis's visibility timeout; after MONKEY_MAX_ATTEMPTS the job fails instead;
+- publishes again the queued jobs whose task message a worker had received when it
+  died (its prefetched messages stay unacked on Redis until the visibility timeout);
 - expires queued jobs whose start_by deadline passed.
 
 It runs inside every API process; a Redis lock makes exactly one of them active.
@@ -13,8 +15,10 @@ It runs inside every API process; a Redis lock makes exactly one of them active.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import secrets
+import time
 
 from redis.exceptions import RedisError
 from sqlalchemy import select, update
@@ -23,9 +27,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from api.services.batch_work import advance_batches
 from api.services.jobs import emit_event, publish
 from api.state import AppState
-from common.constants import BROKER_EPOCH, RECONCILER_LOCK
+from common.constants import BROKER_EPOCH, HELD_PATTERN, RECONCILER_LOCK, WORKER_KEY
 from common.db import Job, utcnow
-from common.jobs import JobStatus, envelope, transition
+from common.jobs import TERMINAL, JobStatus, envelope, transition
 
 log = logging.getLogger("monkey.reconciler")
 S = JobStatus
@@ -37,7 +41,20 @@ end
 return 0
 """
 _UNPUBLISHED_GRACE_S = 2.0
-MAX_ATTEMPTS = 3
+# kombu's Redis transport keeps delivered, unacknowledged messages here.
+_UNACKED, _UNACKED_INDEX = "unacked", "unacked_index"
+
+
+def _job_of_message(raw: bytes | None) -> str | None:
+    """The job id of one of our task messages in kombu's unacked hash, else None."""
+    try:
+        message = json.loads(raw)[0]
+        headers = message["headers"]
+        if not str(headers.get("task", "")).startswith("monkey."):
+            return None
+        return str(headers["id"]).split(".", 1)[0]
+    except (TypeError, ValueError, KeyError, IndexError):
+        return None
 
 
 class Reconciler:
@@ -92,6 +109,7 @@ class Reconciler:
             "epoch": await self._check_epoch(),
             "expired": await self._expire(),
             "requeued": await self._requeue_lapsed(),
+            "rescued": await self._rescue_unacked(),
         }
         counts["batches"] = await advance_batches(self.state)
         counts["published"] = await self._publish_pending()
@@ -111,6 +129,56 @@ class Reconciler:
             await s.commit()
         await self.state.redis.set(BROKER_EPOCH, self.token)
         return res.rowcount or 0
+
+    async def _rescue_unacked(self) -> int:
+        """Queued jobs whose task message sits unacked with no live worker holding it.
+
+        A worker that dies takes its prefetched messages with it: kombu keeps them in
+        its `unacked` hash and puts them back only after the visibility timeout. A
+        message older than a lease whose job is still queued and held by no live
+        worker is ours to publish again; the stale entry is dropped so kombu does not
+        deliver it later (a late delivery would be harmless: the claim refuses it).
+        """
+        r = self.state.redis
+        ceil = time.time() - self.state.settings.lease_s
+        tags = await r.zrangebyscore(_UNACKED_INDEX, "-inf", ceil, start=0, num=2000)
+        if not tags:
+            return 0
+        by_job: dict[str, list[bytes]] = {}
+        for tag, raw in zip(tags, await r.hmget(_UNACKED, tags), strict=True):
+            job_id = _job_of_message(raw)
+            if job_id:
+                by_job.setdefault(job_id, []).append(tag)
+        if not by_job:
+            return 0
+        held = await self._live_held()
+        async with self.state.sessions() as s:
+            statuses = dict((await s.execute(
+                select(Job.id, Job.status).where(Job.id.in_(list(by_job)))
+            )).all())
+            rescue = [j for j, st in statuses.items() if st == S.QUEUED and j not in held]
+            if rescue:
+                await s.execute(update(Job).where(Job.id.in_(rescue), Job.status == S.QUEUED)
+                                .values(published_at=None))
+                await s.commit()
+        drop = [t for j, st in statuses.items()
+                if (st == S.QUEUED and j not in held) or st in TERMINAL for t in by_job[j]]
+        if drop:
+            await r.pipeline(transaction=False).zrem(_UNACKED_INDEX, *drop) \
+                .hdel(_UNACKED, *drop).execute()
+        return len(rescue)
+
+    async def _live_held(self) -> set[str]:
+        """Jobs whose message a live worker holds (reserved or running)."""
+        r = self.state.redis
+        held: set[str] = set()
+        async for key in r.scan_iter(match=HELD_PATTERN, count=100):
+            worker_id = key.decode().split(":", 2)[2]
+            if await r.exists(WORKER_KEY.format(worker_id=worker_id)):
+                held |= {m.decode() for m in await r.smembers(key)}
+            else:
+                await r.delete(key)
+        return held
 
     async def _publish_pending(self) -> int:
         cutoff = utcnow().timestamp() - _UNPUBLISHED_GRACE_S
@@ -146,7 +214,7 @@ class Reconciler:
         fence = {"expect": {S(job.status)}, "attempt": job.attempts}
         if job.status == S.CANCELLING:
             to, values = S.CANCELLED, {"finished_at": now, "lease_expires_at": None}
-        elif job.attempts >= MAX_ATTEMPTS:
+        elif job.attempts >= self.state.settings.max_attempts:
             err = {"type": "worker_lost",
                    "message": f"the worker died during each of {job.attempts} attempts"}
             to, values = S.FAILED, {"finished_at": now, "error": err, "lease_expires_at": None}
