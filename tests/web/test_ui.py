@@ -57,12 +57,14 @@ def test_stream_cancel_and_list(page: Page, web_stack):
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "job-streaming.png"), full_page=True)
             shot["taken"] = status(page)
+            shot["ttft"] = page.get_by_test_id("ttft-ms").inner_text()
         return len(growth) >= 5
 
     samples = observe(page, grown, timeout=30, every=0.1)
     growth = running_growth(samples)
     assert len(growth) >= 5 and growth == sorted(growth), samples
     assert shot.get("taken") == "running"
+    assert shot["ttft"].endswith("ms"), shot  # estimated live from the stream's event times
     for st, text in samples:
         assert prompt.startswith(text), (st, text)  # a prefix: in order, no repeats
     expect(page.get_by_test_id("job-status")).to_have_text("succeeded", timeout=20_000)

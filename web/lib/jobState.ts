@@ -18,6 +18,9 @@ export interface JobState {
   restarts: number;
   /** Client clock when the job was first seen running, for a live run time. */
   runningSince: number | null;
+  /** Times of the first and latest token (server clock for streamed events), for live rates. */
+  firstTokenAt: number | null;
+  lastTokenAt: number | null;
   lastErrorEvent: ApiErrorBody | null;
   progress: Record<string, unknown> | null;
 }
@@ -30,6 +33,8 @@ export const initialJobState: JobState = {
   tokens: 0,
   restarts: 0,
   runningSince: null,
+  firstTokenAt: null,
+  lastTokenAt: null,
   lastErrorEvent: null,
   progress: null,
 };
@@ -82,7 +87,7 @@ function onEvent(state: JobState, event: string, raw: string, now: number): JobS
       let next = state;
       if (data.restarted === true) {
         // The provider call was retried: what streamed so far is void.
-        next = { ...next, text: "", tokens: 0, restarts: next.restarts + 1 };
+        next = { ...next, text: "", tokens: 0, restarts: next.restarts + 1, firstTokenAt: null, lastTokenAt: null };
       }
       return withStatus(next, data.status, now);
     }
@@ -93,7 +98,13 @@ function onEvent(state: JobState, event: string, raw: string, now: number): JobS
       else if (typeof data.index === "number") tokens = Math.max(tokens, data.index + 1);
       // A token means the job runs, even if its status event was missed.
       const next = state.status === "queued" || state.status === null ? withStatus(state, "running", now) : state;
-      return { ...next, text: next.text + data.text, tokens };
+      return {
+        ...next,
+        text: next.text + data.text,
+        tokens,
+        firstTokenAt: next.firstTokenAt ?? now,
+        lastTokenAt: now,
+      };
     }
     case "progress":
       return data ? { ...state, progress: data } : state;

@@ -212,6 +212,10 @@ function Timings({ state, now }: { state: JobState; now: number }) {
   const generate = job.kind !== "embed";
   const running = status === "running" || status === "cancelling";
   const runMs = m.run_ms ?? (running && started !== null ? now - started : null);
+  // Live estimates from the streamed events until the final metrics arrive.
+  const ttftMs = m.ttft_ms ?? (state.firstTokenAt !== null && started !== null ? state.firstTokenAt - started : null);
+  const spanS = state.lastTokenAt !== null && started !== null ? (state.lastTokenAt - started) / 1000 : 0;
+  const tokensPerS = m.tokens_per_s ?? (running && spanS > 0 ? state.tokens / spanS : null);
   const completion = m.completion_tokens ?? job.output?.usage?.completion_tokens ?? null;
   const prompt = m.prompt_tokens ?? job.output?.usage?.prompt_tokens ?? null;
   return (
@@ -223,9 +227,9 @@ function Timings({ state, now }: { state: JobState; now: number }) {
       {generate ? (
         <>
           <dt>Time to first token</dt>
-          <dd data-testid="ttft-ms">{formatMs(m.ttft_ms)}</dd>
+          <dd data-testid="ttft-ms">{formatMs(ttftMs)}</dd>
           <dt>Tokens per second</dt>
-          <dd data-testid="tokens-per-s">{formatNumber(m.tokens_per_s, 1)}</dd>
+          <dd data-testid="tokens-per-s">{formatNumber(tokensPerS, 1)}</dd>
           <dt>Prompt tokens</dt>
           <dd data-testid="prompt-tokens">{prompt ?? "-"}</dd>
           <dt>{completion !== null ? "Completion tokens" : "Tokens streamed"}</dt>
