@@ -217,6 +217,39 @@ def test_out_of_memory_in_decode_sends_rows_back(executor, make_job, solo):
     assert ex.stats.oom_splits >= 1 and ex.stats.batch_sizes[0] == 4
 
 
+def test_a_newcomer_that_does_not_fit_waits_for_a_row_to_leave(executor, make_job, solo):
+    ex = executor(max_batch=2)  # the first two jobs start together
+    submitted = threading.Event()
+    submit = ex.submit
+
+    def submit_and_tell(request):
+        submit(request)
+        submitted.set()
+
+    late = []
+
+    def arrive_late(ctx):  # memory for two rows only, and a third job comes
+        if len(ctx.tokens) == 3 and not late:
+            ex.simulate_oom_above, ex.max_batch, ex.limit = 2, 4, 4
+            ex.submit = submit_and_tell
+            job = make_job(input={"prompt": PROMPTS[2]}, max_tokens=24)
+            late.append(threading.Thread(
+                target=lambda: late.append(ex.generate(job, RecordingContext()))))
+            late[0].start()
+            assert submitted.wait(10)
+
+    jobs = [(PROMPTS[0], 24, HookContext(arrive_late)), (PROMPTS[1], 12, RecordingContext())]
+    results = run_concurrently([
+        lambda p=p, n=n, c=c: ex.generate(make_job(input={"prompt": p}, max_tokens=n), c)
+        for p, n, c in jobs
+    ])
+    late[0].join(30)
+    assert results[0].text == solo[PROMPTS[0]]
+    assert solo[PROMPTS[1]].startswith(results[1].text) and results[1].completion_tokens == 12
+    assert late[1].text == solo[PROMPTS[2]]  # it ran once the short job had left
+    assert ex.stats.oom_splits == 1 and max(ex.stats.batch_sizes) == 2
+
+
 def test_out_of_memory_alone_fails_the_job(executor, make_job):
     ex = executor(max_batch=4, max_wait_ms=0)
     ex.simulate_oom_above = 0

@@ -145,11 +145,15 @@ class BatchExecutor:
             return None
         return item
 
-    def _forward(self, rows: int, fn):
-        """Run one forward pass over `rows` rows, with the OOM hook, metrics and stats."""
-        if self.simulate_oom_above is not None and rows > self.simulate_oom_above:
+    def _forward(self, rows: int, fn, *, resident: int | None = None):
+        """Run one forward pass over `rows` rows, with the OOM hook, metrics and stats.
+
+        `resident`: rows whose state is in memory during the pass (a prefill's newcomers plus
+        the running batch whose cache they join); the simulated OOM counts those."""
+        held = rows if resident is None else resident
+        if self.simulate_oom_above is not None and held > self.simulate_oom_above:
             raise torch.OutOfMemoryError(
-                f"simulated: {rows} rows > simulate_oom_above={self.simulate_oom_above}")
+                f"simulated: {held} rows > simulate_oom_above={self.simulate_oom_above}")
         started = time.perf_counter()
         out = fn()
         elapsed = time.perf_counter() - started

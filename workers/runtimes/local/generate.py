@@ -12,7 +12,8 @@ batching (`generate_batch`) six to one, so this executor runs its own step loop 
   are cut out of the cache, and so are the columns that are padding for every row that stays.
 - CUDA out-of-memory: a prefill is split in halves and retried; a decode step sends the newest
   half of the rows back to the queue (they resume by prefilling prompt + generated text, their
-  generators untouched). A job fails with out_of_memory only alone in its batch.
+  generators untouched); a newcomer that does not fit beside the running rows waits for one of
+  them to leave. A job fails with out_of_memory only when it runs alone.
 
 Caches whose layers are not plain `DynamicLayer`s (sliding windows, linear attention) cannot be
 padded and merged; for those models newcomers wait until the running batch has drained.
@@ -154,11 +155,17 @@ class GenerateExecutor(BatchExecutor):
                 row.admitted = True
                 self._observe_wait(row)
         try:
-            cache, mask, tokens = self._forward(len(batch), lambda: self._prefill_pass(batch))
+            cache, mask, tokens = self._forward(len(batch), lambda: self._prefill_pass(batch),
+                                                resident=len(self.rows) + len(batch))
         except torch.OutOfMemoryError as exc:
             self._after_oom()
-            if len(batch) == 1:
+            if len(batch) == 1 and not self.rows:
                 self._fail(batch[0], OutOfMemory(f"local/{self.name}: out of memory alone: {exc}"))
+                return
+            if len(batch) == 1:
+                # The running rows hold the memory: this one waits until one of them leaves.
+                self.waiting.appendleft(batch[0])
+                self.limit = len(self.rows)
                 return
             half = len(batch) // 2
             self.waiting.extendleft(reversed(batch[half:]))
