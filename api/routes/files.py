@@ -51,8 +51,13 @@ async def file_content(file_id: str, state: StateDep, session: SessionDep,
     return StreamingResponse(
         svc.iter_parts(state, f.id), media_type="application/octet-stream",
         headers={"Content-Length": str(f.size),
-                 "Content-Disposition": f'attachment; filename="{f.filename}"'},
+                 "Content-Disposition": f'attachment; filename="{_header_safe(f.filename)}"'},
     )
+
+
+def _header_safe(name: str) -> str:
+    # Header values are latin-1 and the filename sits in quotes: keep plain ASCII only.
+    return "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in name)
 
 
 @router.delete("/{file_id}")

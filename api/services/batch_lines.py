@@ -111,10 +111,10 @@ class Checker:
                             "line": line})
 
 
-def line_job_id(batch: Batch, lineno: int) -> str:
+def line_job_id(batch: Batch, lineno: int, suffix: str | None = None) -> str:
     """Job ids that sort in line order within a batch, in new_id's shape and length."""
     millis = batch.id.removeprefix("batch_")[:12]
-    return f"job_{millis}{lineno:06x}{secrets.token_hex(5)}"
+    return f"job_{millis}{lineno:06x}{suffix or secrets.token_hex(5)}"
 
 
 def job_rows(state: AppState, batch: Batch, lines: list[tuple[int, bytes]]) -> list[dict]:
@@ -141,6 +141,23 @@ _LINE_ERRORS = {
 }
 
 
+def _encode(line: dict) -> bytes:
+    return (json.dumps(line, separators=(",", ":")) + "\n").encode()
+
+
+def unrun_lines(batch: Batch, lines: list[tuple[int, bytes]]) -> list[bytes]:
+    """Error lines for input lines that never became jobs (the batch was cancelled while
+    they were being enqueued), so that every line is still answered once."""
+    code, message = _LINE_ERRORS["batch_cancelled"]
+    out = []
+    for lineno, raw in lines:
+        job_id = line_job_id(batch, lineno, "0" * 10)
+        out.append(_encode({"id": f"batch_req_{job_id.removeprefix('job_')}",
+                            "custom_id": json.loads(raw)["custom_id"], "response": None,
+                            "error": {"code": code, "message": message}}))
+    return out
+
+
 def result_line(job: Job, endpoint: str) -> tuple[str, bytes]:
     """("ok" | "failed" | "unfinished", the line) for one line's job."""
     env = envelope(job)
@@ -157,4 +174,4 @@ def result_line(job: Job, endpoint: str) -> tuple[str, bytes]:
         line["response"] = None
         line["error"] = {"code": code, "message": message}
         kind = "failed" if job.status == "failed" else "unfinished"
-    return kind, (json.dumps(line, separators=(",", ":")) + "\n").encode()
+    return kind, _encode(line)

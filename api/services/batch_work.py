@@ -5,13 +5,11 @@
 - enqueue (in_progress): lines become jobs (priority `batch`) in chunks: one bulk insert
   per chunk, in the transaction that advances `lines_enqueued`, then one pipelined
   publish per chunk from a thread. A crash resumes after the last committed chunk.
-- finalize (in_progress | cancelling -> finalizing -> completed | expired | cancelled):
-  once no line is queued or running, the output and error files are written part by
-  part and the batch's final status is set.
+- finalize (batch_finalize): once no line is queued or running, the result files and
+  the final status.
 
-Whoever works on a batch holds its claim (a token and a deadline, renewed with every
-write) and each write is fenced by the token, so a stale worker can never overwrite a
-newer one. `start()` runs the work in the background of this process; the reconciler's
+Whoever works on a batch holds its claim (batch_claim), so a stale worker can never
+overwrite a newer one. `start()` runs the work in the background of this process; the reconciler's
 tick calls `advance_batches()`, which takes over batches whose claim lapsed (their API
 process died) and finalizes the ones whose lines are all done.
 """
@@ -29,10 +27,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import Principal
 from api.services import batch_lines
+from api.services.batch_claim import WORKING, ClaimLost, claim, claim_s, load, release, renew
+from api.services.batch_finalize import finalize
 from api.services.bulk_publish import BulkPublisher
-from api.services.files import FileWriter, iter_lines, remove_files
+from api.services.files import iter_lines
 from api.state import AppState
-from common.batches_db import Batch, File
+from common.batches_db import Batch
 from common.db import Job, utcnow
 from common.events import encode, events_key
 from common.jobs import ALLOWED_FROM, JobStatus, envelope
@@ -41,22 +41,11 @@ log = logging.getLogger("monkey.batches")
 S = JobStatus
 
 CHUNK = 500  # lines per insert transaction and per publish
-PAGE = 500  # jobs read per page when writing the result files
+PAGE = 500  # cancelled lines announced per Redis pipeline
 ACTIVE_JOB = (S.QUEUED, S.RUNNING, S.CANCELLING)
-WORKING = ("validating", "in_progress", "finalizing", "cancelling")
 
 _tasks: dict[str, asyncio.Task] = {}
 _side_tasks: set[asyncio.Task] = set()
-
-
-class ClaimLost(Exception):
-    """Another process owns the batch now (or it moved on): stop without writing."""
-
-
-def claim_s(state: AppState) -> float:
-    # Like a job's lease: long enough to ride out a slow chunk, short enough that a
-    # batch whose API process died is taken over within seconds.
-    return max(3 * state.settings.lease_s, 5.0)
 
 
 def spawn(coro, name: str) -> asyncio.Task:
@@ -73,50 +62,13 @@ def start(state: AppState, batch_id: str) -> bool:
         return False
     task = asyncio.get_running_loop().create_task(run(state, batch_id), name=f"batch-{batch_id}")
     _tasks[batch_id] = task
-    task.add_done_callback(lambda t: _tasks.pop(batch_id, None) if _tasks.get(batch_id) is t
-                           else None)
+
+    def forget(t: asyncio.Task) -> None:
+        if _tasks.get(batch_id) is t:
+            del _tasks[batch_id]
+
+    task.add_done_callback(forget)
     return True
-
-
-# The claim -----------------------------------------------------------------------------
-
-async def _claim(state: AppState, batch_id: str, token: str) -> bool:
-    now = utcnow()
-    async with state.sessions() as s:
-        res = await s.execute(
-            update(Batch).where(Batch.id == batch_id, Batch.status.in_(WORKING),
-                                or_(Batch.claimed_until.is_(None), Batch.claimed_until < now))
-            .values(claim_token=token, claimed_until=now + timedelta(seconds=claim_s(state)))
-            .execution_options(synchronize_session=False))
-        await s.commit()
-    return bool(res.rowcount)
-
-
-async def _renew(state: AppState, s: AsyncSession, batch_id: str, token: str,
-                 **values) -> None:
-    """Extend the claim (and write `values`) in the caller's transaction, or ClaimLost."""
-    until = utcnow() + timedelta(seconds=claim_s(state))
-    res = await s.execute(
-        update(Batch).where(Batch.id == batch_id, Batch.claim_token == token)
-        .values(claimed_until=until, **values).execution_options(synchronize_session=False))
-    if not res.rowcount:
-        await s.rollback()
-        raise ClaimLost(batch_id)
-
-
-async def _release(state: AppState, batch_id: str, token: str) -> None:
-    async with state.sessions() as s:
-        await s.execute(
-            update(Batch).where(Batch.id == batch_id, Batch.claim_token == token)
-            .values(claim_token=None, claimed_until=None)
-            .execution_options(synchronize_session=False))
-        await s.commit()
-
-
-async def _load(state: AppState, batch_id: str) -> Batch:
-    async with state.sessions() as s:
-        return (await s.execute(select(Batch).where(Batch.id == batch_id)
-                                .execution_options(populate_existing=True))).scalar_one()
 
 
 async def _active_lines(state: AppState, batch_id: str) -> bool:
@@ -131,26 +83,28 @@ async def _active_lines(state: AppState, batch_id: str) -> bool:
 async def run(state: AppState, batch_id: str) -> None:
     """Take the batch's claim and advance it as far as it can go now."""
     token = secrets.token_hex(16)
-    if not await _claim(state, batch_id, token):
+    if not await claim(state, batch_id, token):
         return
     try:
-        b = await _load(state, batch_id)
+        b = await load(state, batch_id)
         if b.status == "validating":
             await validate(state, b, token)
-            b = await _load(state, batch_id)
+            b = await load(state, batch_id)
         if b.status == "in_progress" and b.lines_enqueued < b.request_total:
             await enqueue(state, b, token)
-            b = await _load(state, batch_id)
+            b = await load(state, batch_id)
         enqueued = b.lines_enqueued >= b.request_total or b.status != "in_progress"
         if b.status in ("in_progress", "cancelling", "finalizing") and enqueued \
                 and not await _active_lines(state, batch_id):
             await finalize(state, b, token)
     except ClaimLost:
         log.info("batch %s: claim lost, leaving it to its new owner", batch_id)
-    except Exception:  # the claim lapses and the reconciler tries again
-        log.exception("batch %s: work failed; it will be retried", batch_id)
-    finally:
-        await _release(state, batch_id, token)
+    except Exception:
+        # The claim is kept until it lapses: the reconciler retries after claim_s, not
+        # on its very next tick, so a lasting fault does not spin.
+        log.exception("batch %s: work failed; retried in %.0fs", batch_id, claim_s(state))
+        return
+    await release(state, batch_id, token)
 
 
 async def advance_batches(state: AppState) -> int:
@@ -182,7 +136,7 @@ async def validate(state: AppState, b: Batch, token: str) -> None:
         if checker.stop:
             break
         async with state.sessions() as s:
-            await _renew(state, s, b.id, token)
+            await renew(state, s, b.id, token)
             await s.commit()
     errors = checker.finish()
     now = utcnow()
@@ -305,90 +259,6 @@ async def announce_cancelled(state: AppState, job_ids: list[str]) -> None:
         except (RedisError, OSError) as exc:  # best effort, as every event
             log.warning("events of cancelled batch lines not written: %s", exc)
             return
-
-
-# Finalize --------------------------------------------------------------------------------
-
-async def finalize(state: AppState, b: Batch, token: str) -> None:
-    if b.status == "in_progress":
-        async with state.sessions() as s:
-            res = await s.execute(
-                update(Batch).where(Batch.id == b.id, Batch.status == "in_progress",
-                                    Batch.claim_token == token)
-                .values(status="finalizing", finalizing_at=utcnow())
-                .execution_options(synchronize_session=False))
-            await s.commit()
-        b = await _load(state, b.id)
-        if not res.rowcount and b.status != "cancelling":
-            return
-    async with state.sessions() as s:
-        # Files of an attempt that died half way are thrown away and written anew.
-        await _renew(state, s, b.id, token)
-        stale = (await s.execute(select(File.id).where(File.batch_id == b.id))).scalars().all()
-        if stale:
-            await remove_files(s, list(stale))
-        await s.commit()
-    out, err, counts = await _write_results(state, b, token)
-    await _settle(state, b, token, out, err, counts)
-
-
-async def _write_results(state: AppState, b: Batch, token: str):
-    out = FileWriter(owner_id=b.owner_id, filename=f"{b.id}_output.jsonl",
-                     purpose="batch_output", batch_id=b.id)
-    err = FileWriter(owner_id=b.owner_id, filename=f"{b.id}_error.jsonl",
-                     purpose="batch_error", batch_id=b.id)
-    counts = {"ok": 0, "failed": 0, "unfinished": 0, "expired": 0}
-    last = ""
-    while True:
-        async with state.sessions() as s:
-            jobs = (await s.execute(
-                select(Job).where(Job.batch_id == b.id, Job.id > last).order_by(Job.id)
-                .limit(PAGE))).scalars().all()
-        if not jobs:
-            return out, err, counts
-        last = jobs[-1].id
-        rendered = await asyncio.to_thread(lambda js=jobs: [
-            (batch_lines.result_line(j, b.endpoint), j.status) for j in js])
-        for (kind, line), status in rendered:
-            counts[kind] += 1
-            counts["expired"] += status == S.EXPIRED
-            (out if kind == "ok" else err).add(line)
-        if out.part_ready or err.part_ready:
-            async with state.sessions() as s:
-                await _renew(state, s, b.id, token)
-                if out.part_ready:
-                    await out.flush(s)
-                if err.part_ready:
-                    await err.flush(s)
-                await s.commit()
-
-
-async def _settle(state: AppState, b: Batch, token: str, out: FileWriter, err: FileWriter,
-                  counts: dict) -> None:
-    if b.status == "cancelling":
-        final = "cancelled"
-    else:
-        final = "expired" if counts["expired"] else "completed"
-    async with state.sessions() as s:
-        await _renew(state, s, b.id, token)
-        ids = {}
-        for name, writer in (("output_file_id", out), ("error_file_id", err)):
-            if not writer.empty:
-                await writer.flush(s, final=True)
-                ids[name] = writer.file.id
-        res = await s.execute(
-            update(Batch).where(Batch.id == b.id, Batch.claim_token == token,
-                                Batch.status == ("cancelling" if final == "cancelled"
-                                                 else "finalizing"))
-            .values(status=final, **{f"{final}_at": utcnow()}, **ids,
-                    request_completed=counts["ok"], request_failed=counts["failed"],
-                    claim_token=None, claimed_until=None)
-            .execution_options(synchronize_session=False))
-        if not res.rowcount:
-            await s.rollback()
-            raise ClaimLost(b.id)
-        await s.commit()
-    log.info("batch %s %s", b.id, final, extra={"batch_id": b.id, **counts})
 
 
 __all__ = ["advance_batches", "announce_cancelled", "cancel_queued_lines", "run", "spawn",

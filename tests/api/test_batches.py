@@ -3,14 +3,17 @@ validation with line numbers, priority against interactive jobs, and restarts.""
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 import time
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import openai
 import pytest
-from sqlalchemy import select
+from sqlalchemy import distinct, func, select, update
 
+from common.batches_db import Batch
 from common.db import Job, make_sync_engine
 from tests.conftest import wait_until
 
@@ -167,8 +170,9 @@ def test_bad_batch_requests_get_4xx(echo_stack):
         client.batches.retrieve("batch_nope")
 
 
-def test_cancel_in_the_middle_keeps_finished_lines(make_stack):
-    stack = make_stack("sqlite")
+@pytest.mark.parametrize("db", ["sqlite", "postgres"])
+def test_cancel_in_the_middle_keeps_finished_lines(make_stack, db):
+    stack = make_stack(db)
     stack.start_worker("llm", concurrency=2)
     client = sdk(stack)
     lines = [chat_line(f"r{i}", "a b", delay_ms=100) for i in range(60)]
@@ -245,3 +249,142 @@ def test_interactive_jobs_start_before_the_rest_of_a_running_batch(make_stack):
         overtaking = [t for t in lines_started if created < t < started]
         assert len(overtaking) <= concurrency, (job_id, len(overtaking))
     wait_batch(client, batch.id, timeout=60)
+
+
+def _count_jobs(stack, batch_id: str) -> tuple[int, int]:
+    """(jobs, distinct custom ids) of a batch, from the database."""
+    engine = make_sync_engine(stack.settings)
+    try:
+        with engine.connect() as c:
+            return c.execute(select(func.count(), func.count(distinct(Job.custom_id)))
+                             .where(Job.batch_id == batch_id)).one()
+    finally:
+        engine.dispose()
+
+
+def test_a_batch_finishes_after_the_api_is_killed_mid_run(make_stack):
+    stack = make_stack("sqlite")
+    stack.start_worker("llm", concurrency=4)
+    client = sdk(stack)
+    batch = start_batch(client, [chat_line(f"k{i}", "a b c", delay_ms=100) for i in range(40)])
+    wait_until(lambda: client.batches.retrieve(batch.id).request_counts.completed >= 4, 60,
+               "some lines done")
+    stack.kill(stack.api_proc)
+    stack.start_api()
+    client = sdk(stack)
+    done = wait_batch(client, batch.id, timeout=90)
+    assert done.status == "completed" and done.request_counts.completed == 40
+    out = read_lines(client, done.output_file_id)
+    assert [x["custom_id"] for x in out] == [f"k{i}" for i in range(40)]
+
+
+@pytest.mark.slow
+def test_enqueuing_resumes_after_the_api_is_killed_mid_enqueue(make_stack):
+    stack = make_stack("sqlite")  # no worker: every line stays queued
+    client = sdk(stack)
+    n = 20_000
+    batch = start_batch(client, [chat_line(f"e{i}", "x") for i in range(n)])
+    wait_batch(client, batch.id, until={"in_progress"}, timeout=120)
+    wait_until(lambda: _count_jobs(stack, batch.id)[0] > 0, 60, "the first chunk")
+    stack.kill(stack.api_proc)
+    at_kill = _count_jobs(stack, batch.id)[0]
+    assert 0 < at_kill < n, "the kill came after enqueuing ended: nothing to resume"
+    stack.start_api()
+    client = sdk(stack)
+    wait_until(lambda: _count_jobs(stack, batch.id)[0] == n, 180, "every line enqueued",
+               interval=0.5)
+    assert _count_jobs(stack, batch.id) == (n, n)  # each line once, none twice
+    client.batches.cancel(batch.id)
+    done = wait_batch(client, batch.id, timeout=180)
+    assert done.status == "cancelled" and done.output_file_id is None
+    err = read_lines(client, done.error_file_id)
+    assert len(err) == n and {x["custom_id"] for x in err} == {f"e{i}" for i in range(n)}
+
+
+def _lines_of_size(n: int, total_bytes: int) -> bytes:
+    """n chat lines (custom ids c00000...) adding up to exactly total_bytes."""
+    base = len(json.dumps(chat_line("c00000", ""))) + 1
+    pad, extra = divmod(total_bytes - n * base, n)
+    first = jsonl([chat_line("c00000", "x" * (pad + extra))])
+    rest = jsonl([chat_line(f"c{i:05d}", "x" * pad) for i in range(1, n)])
+    data = first + rest
+    assert len(data) == total_bytes
+    return data
+
+
+@pytest.mark.slow
+def test_50000_lines_and_200_mb_are_accepted_and_more_is_refused(make_stack):
+    stack = make_stack("sqlite")  # no worker: nothing runs, the batch is cancelled
+    client = sdk(stack)
+    limit = 200 * 1024 * 1024
+    with pytest.raises(openai.APIStatusError) as err:
+        client.files.create(file=("over.jsonl", b"x" * (limit + 1)), purpose="batch")
+    assert err.value.status_code == 413
+    f = client.files.create(file=("full.jsonl", _lines_of_size(50_000, limit)), purpose="batch")
+    assert f.bytes == limit
+    batch = client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions",
+                                  completion_window="24h")
+    running = wait_batch(client, batch.id, until={"in_progress", "failed"}, timeout=300)
+    assert running.status == "in_progress" and running.request_counts.total == 50_000
+    # Cancelled while its lines are still being enqueued: every line is answered once.
+    client.batches.cancel(batch.id)
+    done = wait_batch(client, batch.id, timeout=300)
+    assert done.status == "cancelled"
+    err_lines = client.files.content(done.error_file_id).text.splitlines()
+    ids = [json.loads(x)["custom_id"] for x in err_lines]
+    assert len(ids) == 50_000 and len(set(ids)) == 50_000
+    # One line more than 50,000 fails validation, naming that line.
+    small = client.files.create(
+        file=("many.jsonl", jsonl([chat_line(f"m{i}", "x") for i in range(50_001)])),
+        purpose="batch")
+    failed = wait_batch(client, client.batches.create(
+        input_file_id=small.id, endpoint="/v1/chat/completions", completion_window="24h").id,
+        timeout=300)
+    assert failed.status == "failed"
+    assert [(e.code, e.line) for e in failed.errors.data] == [("too_many_requests", 50_001)]
+
+
+def test_an_embeddings_batch(make_stack):
+    """Needs the gpu worker with local/all-MiniLM-L6-v2 (the local runtime)."""
+    stack = make_stack("sqlite")
+    stack.start_worker("gpu", concurrency=8, timeout=180)
+    client = sdk(stack)
+
+    def line(i: int, **body) -> dict:
+        return {"custom_id": f"e{i}", "method": "POST", "url": "/v1/embeddings",
+                "body": {"model": "local/all-MiniLM-L6-v2", "input": f"text number {i}",
+                         **body}}
+
+    lines = [line(0), line(1, input=["a", "b"]), line(2, encoding_format="base64")]
+    done = wait_batch(client, start_batch(client, lines, endpoint="/v1/embeddings").id,
+                      timeout=120)
+    assert done.status == "completed" and done.request_counts.completed == 3
+    out = {x["custom_id"]: x["response"]["body"] for x in read_lines(client, done.output_file_id)}
+    assert out["e0"]["object"] == "list" and out["e0"]["model"] == "local/all-MiniLM-L6-v2"
+    assert len(out["e0"]["data"][0]["embedding"]) == 384
+    assert [d["index"] for d in out["e1"]["data"]] == [0, 1]
+    packed = base64.b64decode(out["e2"]["data"][0]["embedding"])
+    assert len(struct.unpack(f"<{len(packed) // 4}f", packed)) == 384
+    assert out["e0"]["usage"]["prompt_tokens"] > 0
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgres"])
+def test_lines_not_started_within_the_window_expire(make_stack, db):
+    stack = make_stack(db)  # no worker: the lines wait until their window closes
+    client = sdk(stack)
+    batch = start_batch(client, [chat_line(f"x{i}", "late") for i in range(10)])
+    wait_batch(client, batch.id, until={"in_progress"})
+    wait_until(lambda: _count_jobs(stack, batch.id)[0] == 10, 30, "lines enqueued")
+    # The 24 hours pass: the batch's deadline and its lines' start_by move to the past.
+    engine = make_sync_engine(stack.settings)
+    past = datetime.now(UTC) - timedelta(seconds=1)
+    with engine.begin() as c:
+        c.execute(update(Job).where(Job.batch_id == batch.id).values(start_by=past))
+        c.execute(update(Batch).where(Batch.id == batch.id).values(expires_at=past))
+    engine.dispose()
+    done = wait_batch(client, batch.id, timeout=60)
+    assert done.status == "expired" and done.expired_at and done.output_file_id is None
+    assert done.request_counts.completed == 0 and done.request_counts.failed == 0
+    err = read_lines(client, done.error_file_id)
+    assert [x["custom_id"] for x in err] == [f"x{i}" for i in range(10)]
+    assert {x["error"]["code"] for x in err} == {"batch_expired"}

@@ -176,3 +176,24 @@ def test_embeddings_float_and_base64(make_stack):
         client.embeddings.create(model="local/all-MiniLM-L6-v2", input=[[1, 2, 3]])
     with pytest.raises(openai.UnprocessableEntityError):
         client.embeddings.create(model="debug/echo", input="x")
+
+
+def test_a_failed_job_answers_as_an_openai_error(make_stack):
+    # A hosted model whose provider cannot be reached: the job fails when it runs.
+    stack = make_stack("sqlite", env={"OPENAI_API_KEY": "sk-test",
+                                      "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
+                                      "MONKEY_PROVIDER_MAX_RETRIES": "0"})
+    stack.start_worker("llm", concurrency=2)
+    client = sdk(stack)
+    messages = [{"role": "user", "content": "x"}]
+    with pytest.raises(openai.APIStatusError) as err:
+        client.chat.completions.create(model="openai/gpt-4o-mini", messages=messages)
+    assert err.value.status_code == 503
+    assert err.value.body["type"] == "provider_unavailable"
+    job = stack.get(err.value.response.headers["x-monkey-job-id"])
+    assert job["status"] == "failed" and job["error"]["type"] == "provider_unavailable"
+    stream = client.chat.completions.create(model="openai/gpt-4o-mini", messages=messages,
+                                            stream=True)
+    with pytest.raises(openai.APIError) as err:
+        list(stream)
+    assert err.value.body["type"] == "provider_unavailable"
