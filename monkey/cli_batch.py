@@ -112,7 +112,8 @@ def submit(file: Path, endpoint: str | None, metadata: tuple[str, ...], wait: bo
             started = mc.submit_batch(file, endpoint=endpoint, metadata=meta or None)
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
-        click.echo(started["id"])
+        # With results on stdout, the id goes to stderr so that stdout is the results alone.
+        click.echo(started["id"], err=output == "-")
         if not (wait or output):
             return
         final = follow(mc, started["id"], timeout=timeout, poll=poll)

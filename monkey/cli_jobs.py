@@ -152,10 +152,14 @@ def submit(prompt: str, model: str, kind: str, max_tokens: int | None,
             click.echo(json.dumps(job, indent=2) if as_json else job["id"])
             return
         click.echo(job["id"], err=True)
-        final = mc.wait(job["id"], timeout=timeout) if as_json else \
-            stream_job(mc, job["id"], timeout)
+        if as_json or kind == "embed":
+            final = mc.wait(job["id"], timeout=timeout)
+        else:
+            final = stream_job(mc, job["id"], timeout)
     if as_json:
         click.echo(json.dumps(final, indent=2))
+    elif kind == "embed" and final["output"]:
+        click.echo(json.dumps(final["output"]["embeddings"][0]))
     report_end(final)
     sys.exit(job_exit(final))
 

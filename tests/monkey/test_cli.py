@@ -149,3 +149,13 @@ def test_key_from_the_file_that_monkey_up_writes(stack, tmp_path):
     (tmp_path / "api-key").write_text(stack.key + "\n")
     out = monkey(stack, "jobs", "list", key="", env={"MONKEY_DATA_DIR": str(tmp_path)})
     assert out.returncode == EXIT_OK, out.stderr
+
+
+def test_batch_results_to_stdout_keep_stdout_clean(stack, tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(chat_line(f"o{i}", f"out {i}") + "\n" for i in range(3)))
+    out = monkey(stack, "batch", "submit", str(src), "-o", "-", "--poll", "0.2")
+    assert out.returncode == EXIT_OK, out.stderr
+    lines = [json.loads(x) for x in out.stdout.splitlines()]
+    assert [x["custom_id"] for x in lines] == ["o0", "o1", "o2"]
+    assert "batch_" in out.stderr
