@@ -123,7 +123,7 @@ def submit(file: Path, endpoint: str | None, metadata: tuple[str, ...], wait: bo
     sys.exit(batch_exit(final))
 
 
-@batch.command("status")
+@batch.command("status", epilog=EXIT_CODES_HELP)
 @click.argument("batch_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the batch object as JSON.")
 @client_options
@@ -161,7 +161,7 @@ def results(batch_id: str, output: str, wait: bool, timeout: float | None, api_u
     sys.exit(batch_exit(b))
 
 
-@batch.command("cancel")
+@batch.command("cancel", epilog=EXIT_CODES_HELP)
 @click.argument("batch_id")
 @client_options
 @api_errors
@@ -171,7 +171,7 @@ def cancel(batch_id: str, api_url: str, api_key: str | None) -> None:
         click.echo(mc.cancel_batch(batch_id)["status"])
 
 
-@batch.command("list")
+@batch.command("list", epilog=EXIT_CODES_HELP)
 @click.option("--limit", type=click.IntRange(1, 100), default=20, show_default=True)
 @click.option("--after", default=None)
 @client_options

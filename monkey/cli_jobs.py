@@ -1,17 +1,7 @@
 """`monkey submit` and `monkey jobs ...`: jobs from the terminal, on monkey.client.
 
-Exit codes, the same for every command that talks to the API (`monkey batch` too):
-
-\b
-  0  done: the job succeeded (or the request was accepted, without --follow)
-  1  the job failed, was cancelled or expired; the batch failed validation, expired or
-     was cancelled, or some of its lines failed
-  2  usage: bad arguments or options
-  3  the API is unreachable, or the API key is missing or refused (401)
-  4  the API refused the request (unknown id 404, conflict 409, too large 413, invalid 422)
-  5  the API failed (5xx)
-  6  --timeout passed before the job or batch ended
-130  interrupted (Ctrl-C)
+Every command that talks to the API (`monkey batch` too) exits with the codes in
+EXIT_CODES_HELP, shown in each command's --help.
 """
 
 from __future__ import annotations
@@ -26,7 +16,19 @@ from monkey.client import DEFAULT_URL, MonkeyAPIError, MonkeyClient, default_api
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH, EXIT_REFUSED, EXIT_SERVER, EXIT_TIMEOUT = range(7)
 EXIT_INTERRUPTED = 130
-EXIT_CODES_HELP = __doc__.split("\n\n", 1)[1]
+EXIT_CODES_HELP = """Exit codes:
+
+\b
+  0  done: the job succeeded (or the request was accepted, without --follow)
+  1  the job failed, was cancelled or expired; the batch failed validation, expired or
+     was cancelled, or some of its lines failed
+  2  usage: bad arguments or options
+  3  the API is unreachable, or the API key is missing or refused (401)
+  4  the API refused the request (unknown id 404, conflict 409, too large 413, invalid 422)
+  5  the API failed (5xx)
+  6  --timeout passed before the job or batch ended
+130  interrupted (Ctrl-C)
+"""
 
 
 def client_options(f):
@@ -169,7 +171,7 @@ def jobs() -> None:
     """Watch, list and cancel jobs."""
 
 
-@jobs.command()
+@jobs.command(epilog=EXIT_CODES_HELP)
 @click.argument("job_id")
 @click.option("--timeout", type=float, default=None, help="Give up after this many seconds.")
 @client_options
@@ -182,7 +184,7 @@ def watch(job_id: str, timeout: float | None, api_url: str, api_key: str | None)
     sys.exit(job_exit(final))
 
 
-@jobs.command("get")
+@jobs.command("get", epilog=EXIT_CODES_HELP)
 @click.argument("job_id")
 @client_options
 @api_errors
@@ -192,7 +194,7 @@ def get_job(job_id: str, api_url: str, api_key: str | None) -> None:
         click.echo(json.dumps(mc.get(job_id), indent=2))
 
 
-@jobs.command("cancel")
+@jobs.command("cancel", epilog=EXIT_CODES_HELP)
 @click.argument("job_id")
 @client_options
 @api_errors
@@ -202,7 +204,7 @@ def cancel_job(job_id: str, api_url: str, api_key: str | None) -> None:
         click.echo(mc.cancel(job_id)["status"])
 
 
-@jobs.command("list")
+@jobs.command("list", epilog=EXIT_CODES_HELP)
 @click.option("--status", default=None, help="Comma-separated statuses.")
 @click.option("--kind", type=click.Choice(["generate", "embed"]), default=None)
 @click.option("--limit", type=click.IntRange(1, 100), default=20, show_default=True)
