@@ -31,13 +31,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[all]'
 	touch $(STAMP)
 
-# The web UI (a static export); skipped with a note where Node.js is missing.
+# The web UI (a static export) served by the API on the same origin; skipped with a
+# note where Node.js is missing. The web service's own build sets NEXT_PUBLIC_API_URL.
 web: web/out/index.html
 
 web/out/index.html: $(WEB_SOURCES)
 	@if [ ! -f web/package.json ]; then echo "no web UI sources"; \
 	elif ! command -v npm >/dev/null; then echo "npm not found: the web UI is not built (install Node.js 20)"; \
-	else cd web && { [ -d node_modules ] || npm ci --no-audit --no-fund; } && NEXT_TELEMETRY_DISABLED=1 npm run build; fi
+	else cd web && { [ -d node_modules ] || npm ci --no-audit --no-fund; } && NEXT_PUBLIC_API_URL= NEXT_TELEMETRY_DISABLED=1 npm run build; fi
 
 lint: install
 	$(VENV)/bin/ruff check common api workers monkey tests bench

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from common.errors import RequestError
+
+log = logging.getLogger("monkey.api")
 
 
 def error_response(status: int, type_: str, message: str, retry_after: float | None = None):
@@ -33,6 +38,17 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_req: Request, exc: RequestValidationError):
         return error_response(422, "invalid_request", _describe(exc.errors()))
+
+    async def _database_down(_req: Request, exc: Exception):
+        if isinstance(exc, DBAPIError) and not isinstance(exc, OperationalError | InterfaceError) \
+                and not exc.connection_invalidated:
+            raise exc
+        log.warning("database unavailable: %s", type(exc).__name__)
+        return error_response(503, "unavailable", "the database is unavailable; retry shortly",
+                              retry_after=2)
+
+    for exc_type in (DBAPIError, ConnectionError, TimeoutError):
+        app.add_exception_handler(exc_type, _database_down)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_req: Request, exc: StarletteHTTPException):

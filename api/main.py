@@ -19,6 +19,7 @@ from api.routes import batches, files, jobs, openai_chat, system
 from api.state import AppState
 from common.celery_app import make_celery
 from common.db import async_sessions, make_async_engine
+from common.errors import NotFound
 from common.settings import Settings, get_settings
 
 log = logging.getLogger("monkey.api")
@@ -73,7 +74,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes,
                        overrides={"/v1/files": settings.max_file_bytes + 1_000_000})
+    # After every API route and before the web UI's mount: an unknown API path is a
+    # JSON 404, not the UI's page (or its 405 for a POST).
+    app.add_api_route("/v1/{path:path}", _unknown_route, include_in_schema=False,
+                      methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     web_dir = settings.web_dir or DEFAULT_WEB_DIR
     if (web_dir / "index.html").exists():
         app.mount("/", StaticFiles(directory=web_dir, html=True), name="web")
     return app
+
+
+async def _unknown_route(path: str) -> None:
+    raise NotFound(f"no route /v1/{path}")

@@ -63,6 +63,8 @@ class Reconciler:
         self.token = secrets.token_hex(8)
         self.leader = False
         self._task: asyncio.Task | None = None
+        # After the database was unreachable, live workers renew their leases first.
+        self._requeue_after = 0.0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="reconciler")
@@ -92,6 +94,7 @@ class Reconciler:
                 raise
             except (RedisError, OSError, SQLAlchemyError) as exc:
                 log.warning("reconciler pass failed: %s", exc)
+                self._requeue_after = time.monotonic() + 2 * self.state.settings.heartbeat_s
             except Exception:
                 log.exception("reconciler pass failed")
             await asyncio.sleep(interval)
@@ -198,6 +201,8 @@ class Reconciler:
         return n
 
     async def _requeue_lapsed(self) -> int:
+        if time.monotonic() < self._requeue_after:
+            return 0
         now = utcnow()
         n = 0
         async with self.state.sessions() as s:

@@ -36,10 +36,12 @@ class ModelInfo:
 
 
 def _local_kind(source: str) -> tuple[str, ...]:
-    # A sentence-transformers model folder has modules.json; hub ids of that
-    # family start with its organisation name.
+    # A sentence-transformers model folder has modules.json (or its own config);
+    # hub ids of that family start with its organisation name. The worker decides
+    # the same way from the files it loads (workers/runtimes/local/loading.py).
     path = Path(source)
-    if source.startswith("sentence-transformers/") or (path / "modules.json").exists():
+    markers = ("modules.json", "config_sentence_transformers.json")
+    if source.startswith("sentence-transformers/") or any((path / m).exists() for m in markers):
         return ("embed",)
     return ("generate",)
 

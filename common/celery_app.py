@@ -6,6 +6,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
+from common.broker import TRANSPORT
 from common.constants import PRIORITY_VALUE, QUEUES, TASK_BY_KIND
 from common.settings import Settings
 
@@ -13,6 +14,8 @@ from common.settings import Settings
 def celery_config(settings: Settings) -> dict:
     return {
         "broker_url": settings.redis_url,
+        # kombu's Redis transport without its restore-on-close (see common/broker.py).
+        "broker_transport": TRANSPORT,
         "task_queues": [Queue(q, routing_key=q) for q in QUEUES],
         "task_default_queue": QUEUES[1],
         "task_serializer": "json",

@@ -106,7 +106,11 @@ class EventWriter:
             pending = self._pending.pop(job_id, None)
             self._last_write[job_id] = time.monotonic()
         if pending:
-            self._xadd(job_id, "token", {"text": "".join(pending[1]), "index": pending[0]})
+            texts = pending[1]
+            data = {"text": "".join(texts), "index": pending[0]}
+            if len(texts) > 1:
+                data["count"] = len(texts)
+            self._xadd(job_id, "token", data)
 
     def close(self) -> None:
         self._closed = True

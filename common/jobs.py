@@ -76,6 +76,7 @@ def envelope(job: Job) -> dict:
         "model": job.model,
         "status": job.status,
         "priority": job.priority,
+        "queue": job.queue,
         "input": job.input,
         "params": job.params,
         "output": job.output,

@@ -231,7 +231,15 @@ class Stack:
             found["job"] = self.get(job_id, client)
             return found["job"]["status"] in until
 
-        wait_until(check, timeout, f"job {job_id} in {until}")
+        try:
+            wait_until(check, timeout, f"job {job_id} in {until}")
+        except AssertionError as exc:
+            job = found.get("job") or {}
+            r = redis.Redis.from_url(self.redis_url)
+            raise AssertionError(
+                f"{exc}; last seen: status={job.get('status')} attempts={job.get('attempts')}; "
+                f"llm queue={r.llen('llm')} unacked={r.hlen('unacked')}\n{self.logs()[-6000:]}"
+            ) from None
         return found["job"]
 
     def events(self, job_id: str, *, last_event_id: str | None = None, limit: int | None = None,
