@@ -13,9 +13,10 @@ from fastapi import Depends, Request
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.limits import take_request_token
 from api.state import AppState
 from common.db import ApiKey
-from common.errors import Unauthorized
+from common.errors import RateLimited, Unauthorized
 from common.keys import hash_key
 from common.settings import Settings
 
@@ -62,7 +63,20 @@ async def get_principal(request: Request, state: StateDep) -> Principal:
     digest = hash_key(key.strip())
     cached = state.key_cache.get(digest)
     if cached and cached[1] > time.monotonic():
-        return cached[0]
+        principal = cached[0]
+    else:
+        principal = await _lookup(state, digest)
+    s = state.settings
+    wait = await take_request_token(state.redis, principal.key_id, per_s=s.rate_limit_per_s,
+                                    burst=s.rate_limit_burst)
+    if wait > 0:
+        raise RateLimited(f"too many requests for this key (MONKEY_RATE_LIMIT_PER_S="
+                          f"{s.rate_limit_per_s:g}); retry after the Retry-After seconds",
+                          retry_after=wait)
+    return principal
+
+
+async def _lookup(state: AppState, digest: str) -> Principal:
     async with state.sessions() as session:
         row = (await session.execute(select(ApiKey).where(ApiKey.key_hash == digest))).scalar()
     if row is None or row.revoked_at is not None or not hmac.compare_digest(row.key_hash, digest):

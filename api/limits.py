@@ -1,9 +1,11 @@
-"""Request size limits, enforced on the raw ASGI stream before any body is parsed."""
+"""Limits: request sizes (on the raw ASGI stream, before any body is parsed), request
+rates per key, and open event streams per key."""
 
 from __future__ import annotations
 
 import json
 
+from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
@@ -68,3 +70,55 @@ async def _too_large(send: Send, limit: int) -> None:
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
+
+
+# A token bucket per API key in Redis, shared by every API process. Redis's own clock
+# keeps several API hosts consistent.
+_BUCKET = """
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(state[1]) or burst
+local ts = tonumber(state[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+local wait = 0
+if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 1)
+return tostring(wait)
+"""
+
+
+async def take_request_token(redis_client, key_id: str, *, per_s: float, burst: int) -> float:
+    """0 when the request may go on, else the seconds until it may (for Retry-After).
+    Fails open: when Redis is unreachable, requests are not limited."""
+    if per_s <= 0:
+        return 0.0
+    try:
+        wait = await redis_client.eval(_BUCKET, 1, f"monkey:ratelimit:{key_id}", per_s, burst)
+    except (RedisError, OSError):
+        return 0.0
+    return float(wait)
+
+
+class StreamSlots:
+    """Open event streams per key in this API process."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._open: dict[str, int] = {}
+
+    def acquire(self, key_id: str) -> bool:
+        n = self._open.get(key_id, 0)
+        if self.limit and n >= self.limit:
+            return False
+        self._open[key_id] = n + 1
+        return True
+
+    def release(self, key_id: str) -> None:
+        n = self._open.get(key_id, 1) - 1
+        if n <= 0:
+            self._open.pop(key_id, None)
+        else:
+            self._open[key_id] = n

@@ -7,12 +7,14 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import redis.asyncio as aioredis
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
+from starlette.routing import Match
 
-from api import errors
-from api.limits import BodyLimit
+from api import errors, responses
+from api.deps import get_principal
+from api.limits import BodyLimit, StreamSlots
 from api.publisher import Publisher
 from api.reconciler import Reconciler
 from api.routes import batches, files, jobs, openai_chat, system
@@ -36,7 +38,8 @@ def _open_state(settings: Settings) -> AppState:
     celery = make_celery(settings)
     sessions = async_sessions(engine)
     return AppState(settings=settings, engine=engine, sessions=sessions,
-                    redis=client, celery=celery, publisher=Publisher(celery, sessions))
+                    redis=client, celery=celery, publisher=Publisher(celery, sessions),
+                    streams=StreamSlots(settings.max_streams_per_key))
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -60,11 +63,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="Monkey Coder", version="0.1.0", lifespan=lifespan)
     errors.install(app)
-    app.include_router(jobs.router)
+    # Routers behind a key answer AUTHED's errors on every route; system.py declares its
+    # own (health and metrics need no key). api/routes/jobs.py declares none itself yet,
+    # so its 404 (an unknown job), 409 (cancel of an ended job, a reused Idempotency-Key)
+    # and 413 (submit) are declared here.
+    keyed = responses.AUTHED
+    app.include_router(jobs.router, responses={**keyed, **responses.errors(404, 409, 413)})
     app.include_router(system.router)
-    app.include_router(openai_chat.router)
-    app.include_router(files.router)
-    app.include_router(batches.router)
+    app.include_router(openai_chat.router, responses=keyed)
+    app.include_router(files.router, responses=keyed)
+    app.include_router(batches.router, responses=keyed)
     origins = settings.cors_origin_list()
     if origins:
         app.add_middleware(
@@ -75,14 +83,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes,
                        overrides={"/v1/files": settings.max_file_bytes + 1_000_000})
     # After every API route and before the web UI's mount: an unknown API path is a
-    # JSON 404, not the UI's page (or its 405 for a POST).
+    # JSON 404 and a known one asked with another method a JSON 405, whatever the
+    # method, never the UI's page (or its 405 for a POST).
     app.add_api_route("/v1/{path:path}", _unknown_route, include_in_schema=False,
-                      methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+                      methods=_ANY_METHOD,
+                      dependencies=[Depends(get_principal)])
     web_dir = settings.web_dir or DEFAULT_WEB_DIR
     if (web_dir / "index.html").exists():
         app.mount("/", StaticFiles(directory=web_dir, html=True), name="web")
     return app
 
 
-async def _unknown_route(path: str) -> None:
+_ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"]
+
+
+async def _unknown_route(request: Request, path: str) -> None:
+    # RFC 9110: a 405 names the methods the resource has in `Allow`. The routes before
+    # this one are the API's; the web UI's mount after it would match anything.
+    routes = request.app.router.routes
+    api_routes = routes[:next(i for i, r in enumerate(routes)
+                              if getattr(r, "endpoint", None) is _unknown_route)]
+    allowed = [m for m in _ANY_METHOD if any(
+        r.matches({**request.scope, "method": m})[0] is Match.FULL for r in api_routes)]
+    if allowed:
+        raise HTTPException(405, headers={"Allow": ", ".join(allowed)})
     raise NotFound(f"no route /v1/{path}")

@@ -8,6 +8,7 @@ import redis.asyncio as aioredis
 from celery import Celery
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from api.limits import StreamSlots
 from api.publisher import Publisher
 from common.settings import Settings
 
@@ -22,3 +23,4 @@ class AppState:
     publisher: Publisher
     # key hash -> (principal, expires at); saves a database read per request
     key_cache: dict = field(default_factory=dict)
+    streams: StreamSlots = field(default_factory=lambda: StreamSlots(0))

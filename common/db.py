@@ -69,6 +69,7 @@ class Job(Base):
         Index("ix_jobs_owner_id", "owner_id", "id"),
         Index("ix_jobs_status_queue", "status", "queue", "priority"),
         Index("ix_jobs_batch", "batch_id"),
+        Index("ix_jobs_owner_status", "owner_id", "status"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

@@ -37,6 +37,13 @@ class Settings(BaseSettings):
     max_texts: int = _env("MONKEY_MAX_TEXTS", 2048)
     max_file_bytes: int = _env("MONKEY_MAX_FILE_BYTES", 200 * 1024 * 1024)
 
+    # Per-key limits (0 turns one off): requests per second with a burst, jobs waiting
+    # in the queue, and open event streams (per API process).
+    rate_limit_per_s: float = _env("MONKEY_RATE_LIMIT_PER_S", 100.0)
+    rate_limit_burst: int = _env("MONKEY_RATE_LIMIT_BURST", 500)
+    max_queued_per_key: int = _env("MONKEY_MAX_QUEUED_PER_KEY", 100_000)
+    max_streams_per_key: int = _env("MONKEY_MAX_STREAMS_PER_KEY", 100)
+
     # Reliability: leases, heartbeats, reconciler, broker.
     lease_s: float = _env("MONKEY_LEASE_S", 10.0)
     heartbeat_s: float = _env("MONKEY_HEARTBEAT_S", 2.0)

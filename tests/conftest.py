@@ -41,6 +41,8 @@ DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 
 # Fast leases and reconciler so recovery is observable in seconds.
 FAST_ENV = {
+    # Tests submit hundreds of jobs in bursts; the limits have tests of their own.
+    "MONKEY_RATE_LIMIT_PER_S": "0",
     "MONKEY_LEASE_S": "3",
     "MONKEY_HEARTBEAT_S": "0.5",
     "MONKEY_RECONCILE_S": "0.25",

@@ -11,6 +11,7 @@ from api.deps import PrincipalDep, SessionDep, StateDep
 from api.metrics import JOBS_SUBMITTED
 from api.services import jobs as svc
 from api.sse import job_events
+from common.errors import RateLimited
 from common.jobs import envelope
 from common.schemas import JobCreate
 
@@ -62,8 +63,21 @@ async def job_events_route(
 ) -> StreamingResponse:
     await svc.get_job(session=session, principal=principal, job_id=job_id)
     await session.close()  # the stream may last long: give the connection back now
+    if not state.streams.acquire(principal.key_id):
+        raise RateLimited(f"this key has {state.streams.limit} event streams open "
+                          "(MONKEY_MAX_STREAMS_PER_KEY); close one or poll GET /v1/jobs/{id}",
+                          retry_after=1)
     resume = last_event_id or request.query_params.get("last_event_id")
     return StreamingResponse(
-        job_events(state, job_id, resume), media_type="text/event-stream",
+        _released(job_events(state, job_id, resume), state, principal.key_id),
+        media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+async def _released(events, state, key_id: str):
+    try:
+        async for chunk in events:
+            yield chunk
+    finally:
+        state.streams.release(key_id)

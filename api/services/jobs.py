@@ -8,7 +8,7 @@ import logging
 from datetime import timedelta
 
 from redis.exceptions import RedisError
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,7 +17,7 @@ from api.state import AppState
 from common.catalog import resolve
 from common.constants import CANCEL_CHANNEL, CANCEL_KEY
 from common.db import Job, utcnow
-from common.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
+from common.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, RateLimited
 from common.events import emit_async
 from common.ids import new_id
 from common.jobs import TERMINAL, JobStatus, envelope, transition
@@ -75,6 +75,7 @@ async def create_job(*, state: AppState, session: AsyncSession, principal: Princ
         existing = await _by_idempotency_key(session, principal, idempotency_key)
         if existing is not None:
             return _replay(existing, job), False
+    await check_queued_cap(state=state, session=session, principal=principal)
     session.add(job)
     try:
         await session.commit()
@@ -86,6 +87,21 @@ async def create_job(*, state: AppState, session: AsyncSession, principal: Princ
         return _replay(existing, job), False
     await publish(state=state, job=job)
     return job, True
+
+
+async def check_queued_cap(*, state: AppState, session: AsyncSession, principal: Principal,
+                           adding: int = 1) -> None:
+    """429 when the key already has its MONKEY_MAX_QUEUED_PER_KEY jobs waiting."""
+    cap = state.settings.max_queued_per_key
+    if not cap:
+        return
+    waiting = select(Job.id).where(Job.owner_id == principal.key_id,
+                                   Job.status == S.QUEUED).limit(cap).subquery()
+    queued = (await session.execute(select(func.count()).select_from(waiting))).scalar_one()
+    if queued + adding > cap:
+        raise RateLimited(f"this key has {queued} jobs waiting; the limit is {cap} "
+                          "(MONKEY_MAX_QUEUED_PER_KEY): retry when some have started",
+                          retry_after=5)
 
 
 def _replay(existing: Job, new: Job) -> Job:
