@@ -20,12 +20,14 @@ import logging
 import secrets
 import time
 
+from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.services.batch_work import advance_batches
-from api.services.jobs import emit_event, publish
+from api.services.bulk_publish import BulkPublisher
+from api.services.jobs import emit_event
 from api.state import AppState
 from common.constants import BROKER_EPOCH, HELD_PATTERN, RECONCILER_LOCK, WORKER_KEY
 from common.db import Job, utcnow
@@ -41,6 +43,7 @@ end
 return 0
 """
 _UNPUBLISHED_GRACE_S = 2.0
+_PUBLISH_PER_TICK = 5000
 # kombu's Redis transport keeps delivered, unacknowledged messages here.
 _UNACKED, _UNACKED_INDEX = "unacked", "unacked_index"
 
@@ -65,6 +68,7 @@ class Reconciler:
         self._task: asyncio.Task | None = None
         # After the database was unreachable, live workers renew their leases first.
         self._requeue_after = 0.0
+        self._bulk: BulkPublisher | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="reconciler")
@@ -76,6 +80,8 @@ class Reconciler:
                 await self._task
             except asyncio.CancelledError:
                 pass
+        if self._bulk is not None:
+            self._bulk.close()
         if self.leader:
             try:
                 await self.state.redis.eval(
@@ -184,21 +190,36 @@ class Reconciler:
         return held
 
     async def _publish_pending(self) -> int:
+        """Queued jobs not on the broker go out, many per round trip (after a Redis
+        outage that can be a whole batch's lines)."""
         cutoff = utcnow().timestamp() - _UNPUBLISHED_GRACE_S
-        n = 0
         async with self.state.sessions() as s:
             rows = (await s.execute(
-                select(Job).where(Job.status == S.QUEUED, Job.published_at.is_(None))
-                .order_by(Job.priority.desc(), Job.id).limit(1000)
-            )).scalars().all()
-            for job in rows:
-                if job.created_at.timestamp() > cutoff and job.attempts == 0:
-                    continue  # the submit that wrote it may still be publishing
-                if not await publish(state=self.state, job=job, force=n == 0):
-                    break
-                n += 1
-        await self.state.publisher.flush()
-        return n
+                select(Job.id, Job.kind, Job.model, Job.queue, Job.priority, Job.attempts,
+                       Job.created_at)
+                .where(Job.status == S.QUEUED, Job.published_at.is_(None))
+                .order_by(Job.priority.desc(), Job.id).limit(_PUBLISH_PER_TICK)
+            )).mappings().all()
+        # A young job may still be on its way out from the submit that wrote it.
+        due = [dict(r) for r in rows
+               if r["attempts"] or r["created_at"].timestamp() <= cutoff]
+        if not due:
+            return 0
+        if self._bulk is None:
+            self._bulk = BulkPublisher(self.state.settings)
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, self._bulk.publish, due)
+        except (KombuError, RedisError, OSError) as exc:
+            log.warning("broker unavailable, %d jobs wait for it: %s", len(due), exc)
+            return 0
+        now = utcnow()
+        async with self.state.sessions() as s:
+            for i in range(0, len(due), 500):
+                ids = [r["id"] for r in due[i:i + 500]]
+                await s.execute(update(Job).where(Job.id.in_(ids), Job.published_at.is_(None))
+                                .values(published_at=now))
+            await s.commit()
+        return len(due)
 
     async def _requeue_lapsed(self) -> int:
         if time.monotonic() < self._requeue_after:

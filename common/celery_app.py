@@ -54,11 +54,12 @@ def make_celery(settings: Settings) -> Celery:
 
 
 def publish_job(app: Celery, *, job_id: str, kind: str, model: str, queue: str, priority: str,
-                attempt_hint: int = 0) -> None:
+                attempt_hint: int = 0, producer=None) -> None:
     """Send the job's task. The message carries the id and model, never the input.
 
     Blocks for about a millisecond (more when Redis is slow): never call it on an
     event loop thread. Raises kombu's OperationalError when Redis is unreachable.
+    `producer` sends through one open producer (many messages, one connection).
     """
     app.send_task(
         TASK_BY_KIND[kind],
@@ -69,4 +70,5 @@ def publish_job(app: Celery, *, job_id: str, kind: str, model: str, queue: str, 
         priority=PRIORITY_VALUE[priority],
         task_id=f"{job_id}.{attempt_hint}",
         retry=False,
+        producer=producer,
     )

@@ -94,9 +94,11 @@ class EventWriter:
         else:
             self._wake.set()
 
-    def emit(self, job_id: str, type_: str, data: dict, *, final: bool = False) -> None:
+    def emit(self, job_id: str, type_: str, data: dict, *, final: bool = False,
+             ttl_s: int | None = None) -> None:
+        """Append an event; `final` starts the stream's expiry (`ttl_s` or the default)."""
         self.flush(job_id)
-        self._xadd(job_id, type_, data, expire=final)
+        self._xadd(job_id, type_, data, expire=(ttl_s or self._ttl_s) if final else None)
         if final:
             with self._lock:
                 self._last_write.pop(job_id, None)
@@ -119,13 +121,13 @@ class EventWriter:
             self.flush(job_id)
 
     # Internals -------------------------------------------------------------
-    def _xadd(self, job_id: str, type_: str, data: dict, expire: bool = False) -> None:
+    def _xadd(self, job_id: str, type_: str, data: dict, expire: int | None = None) -> None:
         key = events_key(job_id)
         try:
             if expire:
                 pipe = self._redis.pipeline(transaction=False)
                 pipe.xadd(key, encode(type_, data), maxlen=self._maxlen, approximate=True)
-                pipe.expire(key, self._ttl_s)
+                pipe.expire(key, expire)
                 pipe.execute()
             else:
                 self._redis.xadd(key, encode(type_, data), maxlen=self._maxlen, approximate=True)

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = _env("MONKEY_VISIBILITY_TIMEOUT_S", 3600)
     events_maxlen: int = _env("MONKEY_EVENTS_MAXLEN", 20_000)
     events_ttl_s: int = _env("MONKEY_EVENTS_TTL_S", 24 * 3600)
+    # Batch lines are read from the batch's output file, not followed live: their
+    # streams (a done event holds the whole result) leave Redis sooner.
+    batch_events_ttl_s: int = _env("MONKEY_BATCH_EVENTS_TTL_S", 3600)
     write_retry_s: float = _env("MONKEY_WRITE_RETRY_S", 120.0)
     # A job whose worker died this many times fails (`worker_lost`) instead of looping.
     max_attempts: int = _env("MONKEY_MAX_ATTEMPTS", 10)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -20,6 +19,7 @@ from common.db import Job, utcnow
 from common.errors import JobError, JobTimeout
 from common.jobs import JobStatus, envelope, transition
 from workers.runtimes.base import EmbedResult, GenerateResult, JobSpec
+from workers.runtimes.stopping import StopSignal
 from workers.state import WorkerState, retry_writes
 
 log = logging.getLogger("monkey.worker")
@@ -30,6 +30,7 @@ S = JobStatus
 class Claim:
     spec: JobSpec
     queue_ms: float
+    priority: str = "interactive"
     claimed_at: float = field(default_factory=time.monotonic)
 
 
@@ -62,7 +63,7 @@ def claim(state: WorkerState, job_id: str) -> Claim | None:
                 id=job.id, kind=job.kind, model=job.model, input=job.input, params=job.params,
                 attempt=job.attempts + 1, timeout_s=job.timeout_s,
             )
-            return Claim(spec, queue_ms), None
+            return Claim(spec, queue_ms, job.priority), None
 
     got, expired = retry_writes(state, attempt)
     if expired is not None:
@@ -85,17 +86,14 @@ def _reload(session, job_id: str) -> dict:
     return envelope(job)
 
 
-class JobRun:
+class JobRun(StopSignal):
     """The RunContext of one claimed job (see workers.runtimes.base.RunContext)."""
 
     def __init__(self, state: WorkerState, claim_: Claim):
+        super().__init__()
         self.state = state
         self.claim = claim_
         self.spec = claim_.spec
-        self.stop_event = threading.Event()
-        self._reason: str | None = None
-        self._callbacks: list[Callable[[], None]] = []
-        self._lock = threading.Lock()
         self.started = time.monotonic()
         self.first_token_at: float | None = None
         self.tokens = 0
@@ -106,28 +104,7 @@ class JobRun:
             self._timer.daemon = True
             self._timer.start()
 
-    # RunContext ---------------------------------------------------------------
-    def should_stop(self) -> bool:
-        return self.stop_event.is_set()
-
-    def stop_reason(self) -> str | None:
-        return self._reason
-
-    def on_stop(self, callback: Callable[[], None]) -> Callable[[], None]:
-        with self._lock:
-            registered = not self.stop_event.is_set()
-            if registered:
-                self._callbacks.append(callback)
-        if not registered:
-            callback()
-
-        def unregister() -> None:
-            with self._lock:
-                if callback in self._callbacks:
-                    self._callbacks.remove(callback)
-
-        return unregister
-
+    # RunContext (stopping comes from StopSignal) ------------------------------------
     def token(self, text: str) -> None:
         if self.first_token_at is None:
             self.first_token_at = time.monotonic()
@@ -143,27 +120,11 @@ class JobRun:
     def progress(self, **data) -> None:
         self.state.events.emit(self.spec.id, "progress", data)
 
-    def wait(self, seconds: float) -> bool:
-        return self.stop_event.wait(seconds)
-
     def count_retry(self, error_type: str) -> None:
         self.retries += 1
         self.state.hooks.retried(self.spec, error_type)
 
     # Lifecycle side -------------------------------------------------------------
-    def stop(self, reason: str) -> None:
-        with self._lock:
-            if self.stop_event.is_set():
-                return
-            self._reason = reason
-            self.stop_event.set()
-            callbacks, self._callbacks = self._callbacks, []
-        for cb in callbacks:
-            try:
-                cb()
-            except Exception:  # a failing close must not keep the others from running
-                log.exception("stop callback of job %s failed", self.spec.id)
-
     def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
@@ -223,8 +184,10 @@ def finish(run: JobRun, to: JobStatus, *, output: dict | None = None, error: dic
         log.warning("result discarded: attempt no longer holds the job",
                     extra={"job_id": spec.id, "attempt": spec.attempt})
         return False
+    settings = run.state.settings
+    ttl = settings.batch_events_ttl_s if run.claim.priority == "batch" else settings.events_ttl_s
     run.state.events.emit(spec.id, "status", {"status": to})
-    run.state.events.emit(spec.id, "done", env, final=True)
+    run.state.events.emit(spec.id, "done", env, final=True, ttl_s=ttl)
     run.state.hooks.finished(spec, env)
     log.info("job finished", extra={"job_id": spec.id, "attempt": spec.attempt,
                                     "model": spec.model, "status": str(to), **metrics})

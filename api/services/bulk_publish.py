@@ -19,17 +19,6 @@ from common.settings import Settings
 PIPELINE = 500
 
 
-class _Through:
-    """Stands in for the Celery app in publish_job: every send goes through one producer."""
-
-    def __init__(self, app, producer):
-        self._app = app
-        self._producer = producer
-
-    def send_task(self, *args, **kwargs):
-        return self._app.send_task(*args, producer=self._producer, **kwargs)
-
-
 class BulkPublisher:
     def __init__(self, settings: Settings):
         self.app = make_celery(settings)
@@ -41,11 +30,10 @@ class BulkPublisher:
         with self.app.producer_or_acquire() as producer:
             batch = getattr(producer, "batch", None)
             with batch(max_size=PIPELINE) if batch else nullcontext():
-                via = _Through(self.app, producer)
                 for j in jobs:
-                    publish_job(via, job_id=j["id"], kind=j["kind"], model=j["model"],
+                    publish_job(self.app, job_id=j["id"], kind=j["kind"], model=j["model"],
                                 queue=j["queue"], priority=j["priority"],
-                                attempt_hint=j.get("attempts") or 0)
+                                attempt_hint=j.get("attempts") or 0, producer=producer)
 
     def close(self) -> None:
         self.app.close()
