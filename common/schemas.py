@@ -1,8 +1,9 @@
-"""Request bodies of the native API, validated before anything is written."""
+"""Request bodies of the native API, validated before anything is written, and the job
+envelope (common.jobs.envelope) as the API documents it."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -81,3 +82,43 @@ class GenerateInput(_Strict):
 
 class EmbedInput(_Strict):
     texts: list[str] = Field(min_length=1)
+
+
+class JobErrorOut(BaseModel):
+    type: str
+    message: str
+
+
+class JobEnvelope(_Strict):
+    """What GET /v1/jobs/{id} and the `done` event carry; its fields are those of
+    common.jobs.envelope (DESIGN.md section 2), and extra="forbid" keeps the two equal."""
+
+    id: str
+    object: Literal["job"]
+    kind: Literal["generate", "embed"]
+    model: str
+    status: Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled",
+                    "expired"]
+    priority: Literal["interactive", "batch"]
+    queue: str
+    input: dict[str, Any]
+    params: dict[str, Any]
+    output: dict[str, Any] | None
+    error: JobErrorOut | None
+    attempts: int
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    start_by: str | None
+    timeout_s: float | None
+    metadata: dict[str, str]
+    metrics: dict[str, Any]
+    batch_id: str | None
+
+
+class JobList(_Strict):
+    object: Literal["list"]
+    data: list[JobEnvelope]
+    has_more: bool
+    first_id: str | None
+    last_id: str | None

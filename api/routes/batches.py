@@ -7,12 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from api.deps import PrincipalDep, SessionDep, StateDep
+from api.responses import BatchList, BatchObject, errors
 from api.services import batches as svc
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 
 
-@router.post("")
+@router.post("", response_model=BatchObject, responses=errors(404, 413))
 async def create_batch(batch_in: svc.BatchCreate, state: StateDep, session: SessionDep,
                        principal: PrincipalDep) -> dict:
     b = await svc.create_batch(state=state, session=session, principal=principal,
@@ -20,7 +21,7 @@ async def create_batch(batch_in: svc.BatchCreate, state: StateDep, session: Sess
     return svc.batch_object(b)
 
 
-@router.get("")
+@router.get("", response_model=BatchList)
 async def list_batches(
     session: SessionDep, principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -29,13 +30,14 @@ async def list_batches(
     return await svc.list_batches(session=session, principal=principal, limit=limit, after=after)
 
 
-@router.get("/{batch_id}")
+@router.get("/{batch_id}", response_model=BatchObject, responses=errors(404))
 async def get_batch(batch_id: str, session: SessionDep, principal: PrincipalDep) -> dict:
     b = await svc.get_batch(session=session, principal=principal, batch_id=batch_id)
     return svc.batch_object(b, await svc.live_counts(session, b))
 
 
-@router.post("/{batch_id}/cancel")
+@router.post("/{batch_id}/cancel", response_model=BatchObject,
+             responses=errors(404, 409))
 async def cancel_batch(batch_id: str, state: StateDep, session: SessionDep,
                        principal: PrincipalDep) -> dict:
     b = await svc.cancel_batch(state=state, session=session, principal=principal,

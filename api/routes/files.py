@@ -8,12 +8,13 @@ from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import StreamingResponse
 
 from api.deps import PrincipalDep, SessionDep, StateDep
+from api.responses import FileDeleted, FileList, FileObject, errors
 from api.services import files as svc
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
 
 
-@router.post("")
+@router.post("", response_model=FileObject, responses=errors(413))
 async def upload_file(
     state: StateDep, session: SessionDep, principal: PrincipalDep,
     file: Annotated[UploadFile, File()], purpose: Annotated[str, Form()],
@@ -26,7 +27,7 @@ async def upload_file(
     return svc.file_object(f)
 
 
-@router.get("")
+@router.get("", response_model=FileList)
 async def list_files(
     session: SessionDep, principal: PrincipalDep,
     purpose: Annotated[str | None, Query(max_length=32)] = None,
@@ -37,13 +38,18 @@ async def list_files(
                                 limit=limit, after=after)
 
 
-@router.get("/{file_id}")
+@router.get("/{file_id}", response_model=FileObject, responses=errors(404))
 async def get_file(file_id: str, session: SessionDep, principal: PrincipalDep) -> dict:
     return svc.file_object(await svc.get_file(session=session, principal=principal,
                                               file_id=file_id))
 
 
-@router.get("/{file_id}/content")
+@router.get("/{file_id}/content", response_class=StreamingResponse, responses={
+    200: {"content": {"application/octet-stream": {"schema": {"type": "string",
+                                                              "format": "binary"}}},
+          "description": "The file's bytes."},
+    **errors(404),
+})
 async def file_content(file_id: str, state: StateDep, session: SessionDep,
                        principal: PrincipalDep) -> StreamingResponse:
     f = await svc.get_file(session=session, principal=principal, file_id=file_id)
@@ -60,6 +66,6 @@ def _header_safe(name: str) -> str:
     return "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in name)
 
 
-@router.delete("/{file_id}")
+@router.delete("/{file_id}", response_model=FileDeleted, responses=errors(404, 409))
 async def delete_file(file_id: str, session: SessionDep, principal: PrincipalDep) -> dict:
     return await svc.delete_file(session=session, principal=principal, file_id=file_id)

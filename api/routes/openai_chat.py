@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from api.deps import PrincipalDep, StateDep
 from api.errors import error_response
+from api.responses import SSE_EVENT, ChatCompletion, EmbeddingList, errors
 from api.services import completions
 from api.services.openai_shapes import (
     ChatRequest,
@@ -46,7 +47,15 @@ def _answer(env: dict | None, shape) -> JSONResponse:
     return JSONResponse(shape(env), headers=headers)
 
 
-@router.post("/chat/completions", response_model=None)
+# A job that did not succeed answers as OpenAI would (openai_shapes.job_failure).
+_JOB_FAILURES = errors(400, 413, 500, 502, 503, 504)
+
+
+@router.post("/chat/completions", response_model=None,
+             responses={200: {"model": ChatCompletion, "description": "The completion; with "
+                              "`stream`, its chunks as server-sent events.",
+                              "content": {"text/event-stream": {"schema": SSE_EVENT}}},
+                        **_JOB_FAILURES})
 async def chat_completions(request: Request, state: StateDep,
                            principal: PrincipalDep) -> StreamingResponse | JSONResponse:
     req, job_in = parse_request("/v1/chat/completions", await _body(request))
@@ -61,7 +70,8 @@ async def chat_completions(request: Request, state: StateDep,
     return _answer(env, chat_completion)
 
 
-@router.post("/embeddings")
+@router.post("/embeddings", response_model=None,
+             responses={200: {"model": EmbeddingList}, **_JOB_FAILURES})
 async def embeddings(request: Request, state: StateDep, principal: PrincipalDep) -> JSONResponse:
     _, job_in = parse_request("/v1/embeddings", await _body(request))
     job = await completions.submit(state=state, principal=principal, job_in=job_in)

@@ -6,12 +6,13 @@ import json
 import time
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from redis.exceptions import RedisError
 from sqlalchemy import func, select, text
 
 from api import metrics
 from api.deps import PrincipalDep, StateDep
+from api.responses import RETRY_AFTER, Alive, ModelList, QueueList, Readiness, errors
 from common.catalog import list_models
 from common.constants import QUEUES, WORKERS_PATTERN
 from common.db import Job, utcnow
@@ -36,7 +37,13 @@ async def workers(state) -> list[dict]:
     return found
 
 
-@router.get("/v1/models", tags=["models"])
+# Behind a key: no key, the key's rate limit, the database down.
+_KEYED = errors(401, 429, 503)
+
+
+# A model's `hint` is there only when it has one (response_model_exclude_unset).
+@router.get("/v1/models", tags=["models"], response_model=ModelList,
+            response_model_exclude_unset=True, responses=_KEYED)
 async def models(state: StateDep, _p: PrincipalDep) -> dict:
     live = await workers(state)
     data = []
@@ -80,17 +87,21 @@ def _aware(dt):
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
-@router.get("/v1/queues", tags=["queues"])
+@router.get("/v1/queues", tags=["queues"], response_model=QueueList, responses=_KEYED)
 async def queues(state: StateDep, _p: PrincipalDep) -> dict:
     return {"object": "list", "data": await queue_stats(state)}
 
 
-@router.get("/healthz", tags=["health"])
+@router.get("/healthz", tags=["health"], response_model=Alive)
 async def healthz() -> dict:
     return {"status": "alive"}
 
 
-@router.get("/readyz", tags=["health"])
+@router.get("/readyz", tags=["health"], responses={
+    200: {"model": Readiness},
+    503: {"model": Readiness, "description": "The database or Redis is unreachable.",
+          "headers": RETRY_AFTER},
+})
 async def readyz(state: StateDep) -> JSONResponse:
     checks = {}
     try:
@@ -110,7 +121,7 @@ async def readyz(state: StateDep) -> JSONResponse:
                         headers=None if ok else {"Retry-After": "2"})
 
 
-@router.get("/metrics", tags=["health"])
+@router.get("/metrics", tags=["health"], response_class=PlainTextResponse)
 async def prometheus(state: StateDep) -> Response:
     try:
         metrics.observe_queues(await queue_stats(state))
