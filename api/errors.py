@@ -54,5 +54,8 @@ def install(app: FastAPI) -> None:
     async def _http(_req: Request, exc: StarletteHTTPException):
         types = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
                  413: "payload_too_large"}
-        return error_response(exc.status_code, types.get(exc.status_code, "http_error"),
+        resp = error_response(exc.status_code, types.get(exc.status_code, "http_error"),
                               str(exc.detail))
+        # Keep the headers the exception carries: a 405's `Allow` (RFC 9110 requires it).
+        resp.headers.update(exc.headers or {})
+        return resp
