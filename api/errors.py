@@ -52,6 +52,12 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_req: Request, exc: StarletteHTTPException):
+        if exc.status_code == 400:
+            # FastAPI's answer to a body it cannot parse (broken JSON or multipart): a
+            # malformed request, 422 like every other here (and like the OpenAI routes,
+            # which parse their own JSON).
+            return error_response(422, "invalid_request",
+                                  f"the request body cannot be parsed: {exc.detail}")
         types = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
                  413: "payload_too_large"}
         resp = error_response(exc.status_code, types.get(exc.status_code, "http_error"),
