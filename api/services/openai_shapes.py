@@ -37,12 +37,16 @@ class _Body(BaseModel):
             if key not in _NEUTRAL:
                 raise InvalidRequest(f"parameter {key!r} is not supported by this server")
             allowed = _NEUTRAL[key]
-            if value is not None and allowed is not None and _hashable(value) not in allowed:
+            if value is not None and allowed is not None and not _one_of(value, allowed):
                 raise InvalidRequest(f"parameter {key!r} = {value!r} is not supported here")
 
 
-def _hashable(value):
-    return tuple(value) if isinstance(value, list) else value
+def _one_of(value, allowed: set) -> bool:
+    """`value in allowed` as JSON sees it: no hashing (an object is simply not allowed),
+    a bool is not a number (n=true is not n=1), a list matches the tuple of its items."""
+    if isinstance(value, list):
+        value = tuple(value)
+    return any(isinstance(a, bool) == isinstance(value, bool) and value == a for a in allowed)
 
 
 class ChatMessage(BaseModel):
