@@ -3,9 +3,16 @@ envelope (common.jobs.envelope) as the API documents it."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 
 class _Strict(BaseModel):
@@ -34,13 +41,29 @@ class GenerateParams(_Strict):
         return v
 
 
+# What the validators below enforce, for the OpenAPI document: `input` is checked
+# against GenerateInput or EmbedInput by `kind`, and metadata has its limits.
+_INPUT_DOC = {"anyOf": [
+    {"type": "object", "required": ["prompt"], "additionalProperties": False,
+     "properties": {"prompt": {"type": "string"}, "messages": {"type": "null"}}},
+    {"type": "object", "required": ["messages"], "additionalProperties": False,
+     "properties": {"messages": {"type": "array", "minItems": 1,
+                                 "items": Message.model_json_schema()},
+                    "prompt": {"type": "null"}}},
+    {"type": "object", "required": ["texts"], "additionalProperties": False,
+     "properties": {"texts": {"type": "array", "minItems": 1, "items": {"type": "string"}}}},
+], "description": "generate: {prompt} or {messages}; embed: {texts}"}
+METADATA_DOC = {"maxProperties": 16, "propertyNames": {"maxLength": 64},
+                "additionalProperties": {"type": "string", "maxLength": 512}}
+
+
 class JobCreate(_Strict):
     kind: Literal["generate", "embed"] = "generate"
     model: str = Field(min_length=3, max_length=200)
-    input: dict
+    input: Annotated[dict, WithJsonSchema(_INPUT_DOC)]
     params: GenerateParams = Field(default_factory=GenerateParams)
     priority: Literal["interactive", "batch"] = "interactive"
-    metadata: dict[str, str] = Field(default_factory=dict)
+    metadata: dict[str, str] = Field(default_factory=dict, json_schema_extra=METADATA_DOC)
     timeout_s: float | None = Field(None, gt=0, le=7 * 24 * 3600)
     start_by_s: float | None = Field(None, gt=0, le=7 * 24 * 3600)
 

@@ -17,7 +17,8 @@ router = APIRouter(prefix="/v1/files", tags=["files"])
 @router.post("", response_model=FileObject, responses=errors(413))
 async def upload_file(
     state: StateDep, session: SessionDep, principal: PrincipalDep,
-    file: Annotated[UploadFile, File()], purpose: Annotated[str, Form()],
+    file: Annotated[UploadFile, File()],
+    purpose: Annotated[str, Form(json_schema_extra={"enum": list(svc.UPLOAD_PURPOSES)})],
 ) -> dict:
     try:
         f = await svc.store_upload(state=state, session=session, principal=principal,

@@ -13,10 +13,11 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from api.deps import PrincipalDep, StateDep
 from api.errors import error_response
-from api.responses import SSE_EVENT, ChatCompletion, EmbeddingList, errors
+from api.responses import SSE_EVENT, ChatCompletion, EmbeddingList, errors, json_body
 from api.services import completions
 from api.services.openai_shapes import (
     ChatRequest,
+    EmbeddingRequest,
     chat_completion,
     embedding_response,
     job_failure,
@@ -51,7 +52,7 @@ def _answer(env: dict | None, shape) -> JSONResponse:
 _JOB_FAILURES = errors(400, 413, 500, 502, 503, 504)
 
 
-@router.post("/chat/completions", response_model=None,
+@router.post("/chat/completions", response_model=None, openapi_extra=json_body(ChatRequest),
              responses={200: {"model": ChatCompletion, "description": "The completion; with "
                               "`stream`, its chunks as server-sent events.",
                               "content": {"text/event-stream": {"schema": SSE_EVENT}}},
@@ -70,7 +71,7 @@ async def chat_completions(request: Request, state: StateDep,
     return _answer(env, chat_completion)
 
 
-@router.post("/embeddings", response_model=None,
+@router.post("/embeddings", response_model=None, openapi_extra=json_body(EmbeddingRequest),
              responses={200: {"model": EmbeddingList}, **_JOB_FAILURES})
 async def embeddings(request: Request, state: StateDep, principal: PrincipalDep) -> JSONResponse:
     _, job_in = parse_request("/v1/embeddings", await _body(request))

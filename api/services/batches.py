@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -27,6 +27,7 @@ from common.db import Job, utcnow
 from common.errors import Conflict, InvalidRequest, NotFound
 from common.ids import new_id
 from common.jobs import JobStatus
+from common.schemas import METADATA_DOC
 
 log = logging.getLogger("monkey.api")
 
@@ -38,9 +39,10 @@ class BatchCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     input_file_id: str
-    endpoint: str
-    completion_window: str
-    metadata: dict[str, str] | None = None
+    # Checked by the validators below (with their own messages); the enums document them.
+    endpoint: str = Field(json_schema_extra={"enum": list(ENDPOINTS)})
+    completion_window: str = Field(json_schema_extra={"enum": list(WINDOWS)})
+    metadata: dict[str, str] | None = Field(None, json_schema_extra=METADATA_DOC)
     # Accepted for the SDK's sake; files here are kept until deleted.
     output_expires_after: dict | None = None
 

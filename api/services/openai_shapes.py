@@ -9,9 +9,9 @@ from __future__ import annotations
 import base64
 import struct
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator
 
 from common.errors import InvalidRequest
 from common.schemas import JobCreate
@@ -28,9 +28,23 @@ _NEUTRAL = {
 }
 
 
+def _document_neutral(schema: dict, _cls: type) -> None:
+    # The OpenAPI document lists the neutral parameters with the values accepted, and
+    # no other unknown keys (unsupported() refuses them).
+    for key, allowed in _NEUTRAL.items():
+        values = None if allowed is None else [list(v) if isinstance(v, tuple) else v
+                                               for v in allowed]
+        schema["properties"].setdefault(key, {} if values is None else {"enum": [*values, None]})
+    schema["additionalProperties"] = False
+
+
+# JobCreate checks the model's name (common/schemas.py); the document says so here too.
+MODEL_NAME_DOC = {"minLength": 3, "maxLength": 200}
+
+
 class _Body(BaseModel):
     # Unknown keys are kept so that we can name them in the refusal.
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", json_schema_extra=_document_neutral)
 
     def unsupported(self) -> None:
         for key, value in (self.model_extra or {}).items():
@@ -52,7 +66,13 @@ def _one_of(value, allowed: set) -> bool:
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
     role: Literal["system", "user", "assistant", "developer"]
-    content: str | list[dict] | None
+    # Parts are parsed as dicts so that _text can name what is refused; the document
+    # offers what is accepted.
+    content: Annotated[str | list[dict] | None, WithJsonSchema({"anyOf": [
+        {"type": "string"}, {"type": "null"},
+        {"type": "array", "items": {"type": "object", "required": ["type", "text"],
+                                    "properties": {"type": {"const": "text"},
+                                                   "text": {"type": "string"}}}}]})]
 
     @field_validator("content")
     @classmethod
@@ -74,7 +94,7 @@ class StreamOptions(BaseModel):
 
 
 class ChatRequest(_Body):
-    model: str
+    model: str = Field(json_schema_extra=MODEL_NAME_DOC)
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -103,10 +123,14 @@ class ChatRequest(_Body):
 
 
 class EmbeddingRequest(_Body):
-    model: str
-    input: str | list[str] | list[int] | list[list[int]]
+    model: str = Field(json_schema_extra=MODEL_NAME_DOC)
+    # Token ids and `dimensions` are parsed so that job() can refuse them by name; the
+    # document offers what is accepted: text, and no dimensions.
+    input: Annotated[str | list[str] | list[int] | list[list[int]], WithJsonSchema(
+        {"anyOf": [{"type": "string"},
+                   {"type": "array", "items": {"type": "string"}, "minItems": 1}]})]
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = None
+    dimensions: Annotated[int | None, WithJsonSchema({"type": "null"})] = None
 
     def job(self, priority: str = "interactive") -> JobCreate:
         self.unsupported()
