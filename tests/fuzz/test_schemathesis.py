@@ -4,11 +4,10 @@ Every operation of the document is a test of its own. Each case goes to a real A
 process with a real llm worker, with the key in its Authorization header, and must pass
 schemathesis's checks: no 5xx, only documented status codes, content types and
 headers, bodies that match their schemas, a 405 with `Allow` for undeclared methods,
-and invalid input refused (two exceptions, each explained where it is made:
-MODEL_OPERATIONS and _UNDOCUMENTED_STREAM). The phases are the schema's examples,
-coverage (boundary values, undeclared methods, missing headers) and MAX_EXAMPLES fuzzed
-cases per operation, derandomized and without Hypothesis's example database, so that a
-rerun (and CI) sends the same cases.
+and invalid input refused (the exceptions are explained where they are made). The
+phases are the schema's examples, coverage (boundary values, undeclared methods,
+missing headers) and MAX_EXAMPLES fuzzed cases per operation, derandomized and without
+Hypothesis's example database, so that a rerun (and CI) sends the same cases.
 
 Generated path ids name nothing, so a hook swaps in the ids of real jobs, files and
 batches made before the run (KNOWN): their 200s are checked too, and the event stream of
@@ -223,8 +222,8 @@ def test_served_document(stack):
 
 
 def test_event_stream(stack):
-    """The stream the fuzzer cannot check against the document: text/event-stream, and
-    a finished job's stream is its `done` (the envelope) at once, then the end."""
+    """A finished job's event stream is text/event-stream, its `done` (the envelope) at
+    once, then the end."""
     job_id = KNOWN["job_id"][0]
     with stack.client().stream("GET", f"/v1/jobs/{job_id}/events") as resp:
         assert resp.status_code == 200
@@ -236,7 +235,7 @@ def test_event_stream(stack):
 
 def test_job_routes_answer_the_envelope(stack):
     """The job routes' bodies against common.schemas.JobEnvelope (extra="forbid": no
-    field missing, none undocumented), as api/routes/jobs.py does not declare them yet."""
+    field missing, none undocumented), whatever the document declares for them."""
     client = stack.default_client
     submitted = stack.submit(input={"prompt": "one two"}, metadata={"k": "v"})
     JobEnvelope.model_validate(submitted)
