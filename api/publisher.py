@@ -41,6 +41,7 @@ class Publisher:
         self._down_until = 0.0
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="publish")
         self._published: set[str] = set()
+        self._pending: set[asyncio.Task] = set()
         self._flusher: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -67,6 +68,13 @@ class Publisher:
         self._published.add(job_id)
         return True
 
+    def publish_soon(self, **job) -> None:
+        """Publish in the background: the submit answers without waiting for the broker.
+        If this process dies first, the reconciler publishes the job (it is unmarked)."""
+        task = asyncio.get_running_loop().create_task(self.publish(**job))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
     async def flush(self) -> int:
         ids, self._published = self._published, set()
         if not ids:
@@ -89,5 +97,7 @@ class Publisher:
     async def close(self) -> None:
         if self._flusher:
             self._flusher.cancel()
+        if self._pending:
+            await asyncio.wait(self._pending, timeout=5)
         await self.flush()
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -42,13 +42,19 @@ async def _final_envelope(state: AppState, job_id: str) -> dict | None:
         return envelope(job) if job is not None and job.status in TERMINAL else None
 
 
-async def job_events(state: AppState, job_id: str, last_id: str | None) -> AsyncIterator[bytes]:
+async def job_events(state: AppState, job_id: str, last_id: str | None,
+                     final: dict | None = None) -> AsyncIterator[bytes]:
+    """`final` is the job's envelope when the caller already saw it finished; None when
+    it saw the job still going (so the first read needs no database look)."""
     key = events_key(job_id)
     cursor = _normalise(last_id)
     yield b"retry: 1000\n\n"
+    first = True
     while True:
         # A job already over: drain what is left of its stream and end with `done`.
-        final = await _final_envelope(state, job_id)
+        if not first:
+            final = await _final_envelope(state, job_id)
+        first = False
         try:
             block = _BLOCK_MS if final is None else await _grace_ms(state, key)
             entries = await state.redis.xread({key: cursor}, count=1000, block=block)

@@ -69,7 +69,7 @@ class Job(Base):
         Index("ix_jobs_owner_id", "owner_id", "id"),
         Index("ix_jobs_status_queue", "status", "queue", "priority"),
         Index("ix_jobs_batch", "batch_id"),
-        Index("ix_jobs_owner_status", "owner_id", "status"),
+        Index("ix_jobs_owner_status", "owner_id", "status", "priority"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -116,8 +116,11 @@ def make_async_engine(settings: Settings) -> AsyncEngine:
         engine = create_async_engine(settings.async_database_url, connect_args={"timeout": 30})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
+    # No pre-ping: it costs a round trip per checkout on the hot path. A connection
+    # that died with a database restart fails once; SQLAlchemy then drops the whole
+    # pool (the API answers that request 503, workers retry the write).
     return create_async_engine(
-        settings.async_database_url, pool_size=20, max_overflow=20, pool_pre_ping=True
+        settings.async_database_url, pool_size=20, max_overflow=20, pool_recycle=1800
     )
 
 
@@ -129,7 +132,7 @@ def make_sync_engine(settings: Settings) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(
-        settings.sync_database_url, pool_size=10, max_overflow=40, pool_pre_ping=True
+        settings.sync_database_url, pool_size=10, max_overflow=40, pool_recycle=1800
     )
 
 

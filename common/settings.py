@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     # in the queue, and open event streams (per API process).
     rate_limit_per_s: float = _env("MONKEY_RATE_LIMIT_PER_S", 100.0)
     rate_limit_burst: int = _env("MONKEY_RATE_LIMIT_BURST", 500)
-    max_queued_per_key: int = _env("MONKEY_MAX_QUEUED_PER_KEY", 100_000)
+    max_queued_per_key: int = _env("MONKEY_MAX_QUEUED_PER_KEY", 10_000)
     max_streams_per_key: int = _env("MONKEY_MAX_STREAMS_PER_KEY", 100)
 
     # Reliability: leases, heartbeats, reconciler, broker.

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import or_
 
 from common.db import Job, utcnow
 from common.errors import JobError, JobTimeout
@@ -39,31 +39,32 @@ def claim(state: WorkerState, job_id: str) -> Claim | None:
 
     def attempt() -> tuple[Claim | None, dict | None]:
         with state.sessions() as s:
-            job = s.get(Job, job_id)
-            if job is None or job.status != S.QUEUED:
-                return None, None  # a duplicate or late delivery: someone else has it
             now = utcnow()
-            if job.start_by is not None and now > job.start_by:
-                err = {"type": "expired", "message": "start_by passed before a worker took it"}
-                res = s.execute(transition(job_id, S.EXPIRED, finished_at=now, error=err))
-                s.commit()
-                return None, (_reload(s, job_id) if res.rowcount else None)
-            queue_ms = (now - job.created_at).total_seconds() * 1000
             lease = now + timedelta(seconds=state.settings.lease_s)
-            res = s.execute(
-                transition(
-                    job_id, S.RUNNING, attempt=job.attempts, attempts=job.attempts + 1,
-                    started_at=now, lease_expires_at=lease, worker_id=state.worker_id,
-                )
-            )
+            # One statement: only a queued job within its start_by moves to running,
+            # so of two deliveries of the same job exactly one wins.
+            job = s.execute(
+                transition(job_id, S.RUNNING, attempts=Job.attempts + 1, started_at=now,
+                           lease_expires_at=lease, worker_id=state.worker_id)
+                .where(or_(Job.start_by.is_(None), Job.start_by >= now))
+                .returning(Job)
+            ).scalar_one_or_none()
             s.commit()
-            if not res.rowcount:
-                return None, None
-            spec = JobSpec(
-                id=job.id, kind=job.kind, model=job.model, input=job.input, params=job.params,
-                attempt=job.attempts + 1, timeout_s=job.timeout_s,
-            )
-            return Claim(spec, queue_ms, job.priority), None
+            if job is not None:
+                spec = JobSpec(
+                    id=job.id, kind=job.kind, model=job.model, input=job.input,
+                    params=job.params, attempt=job.attempts, timeout_s=job.timeout_s,
+                )
+                queue_ms = (now - job.created_at).total_seconds() * 1000
+                return Claim(spec, queue_ms, job.priority), None
+            # Not ours (a duplicate or late delivery), or queued past its start_by.
+            err = {"type": "expired", "message": "start_by passed before a worker took it"}
+            expired = s.execute(
+                transition(job_id, S.EXPIRED, finished_at=now, error=err)
+                .where(Job.start_by < now).returning(Job)
+            ).scalar_one_or_none()
+            s.commit()
+            return None, (envelope(expired) if expired is not None else None)
 
     got, expired = retry_writes(state, attempt)
     if expired is not None:
@@ -77,13 +78,6 @@ def claim(state: WorkerState, job_id: str) -> Claim | None:
         log.info("job started", extra={"job_id": job_id, "attempt": got.spec.attempt,
                                        "model": got.spec.model, "queue_ms": round(got.queue_ms)})
     return got
-
-
-def _reload(session, job_id: str) -> dict:
-    job = session.execute(
-        select(Job).where(Job.id == job_id).execution_options(populate_existing=True)
-    ).scalar_one()
-    return envelope(job)
 
 
 class JobRun(StopSignal):
@@ -170,14 +164,14 @@ def finish(run: JobRun, to: JobStatus, *, output: dict | None = None, error: dic
 
     def write() -> dict | None:
         with run.state.sessions() as s:
-            res = s.execute(
+            job = s.execute(
                 transition(
                     spec.id, to, attempt=spec.attempt, output=output, error=error,
                     metrics=metrics, finished_at=utcnow(), lease_expires_at=None,
-                )
-            )
+                ).returning(Job)
+            ).scalar_one_or_none()
             s.commit()
-            return _reload(s, spec.id) if res.rowcount else None
+            return envelope(job) if job is not None else None
 
     env = retry_writes(run.state, write)
     if env is None:

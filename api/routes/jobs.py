@@ -12,7 +12,7 @@ from api.metrics import JOBS_SUBMITTED
 from api.services import jobs as svc
 from api.sse import job_events
 from common.errors import RateLimited
-from common.jobs import envelope
+from common.jobs import TERMINAL, envelope
 from common.schemas import JobCreate
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -61,7 +61,8 @@ async def job_events_route(
     job_id: str, request: Request, state: StateDep, session: SessionDep, principal: PrincipalDep,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> StreamingResponse:
-    await svc.get_job(session=session, principal=principal, job_id=job_id)
+    job = await svc.get_job(session=session, principal=principal, job_id=job_id)
+    final = envelope(job) if job.status in TERMINAL else None
     await session.close()  # the stream may last long: give the connection back now
     if not state.streams.acquire(principal.key_id):
         raise RateLimited(f"this key has {state.streams.limit} event streams open "
@@ -69,7 +70,7 @@ async def job_events_route(
                           retry_after=1)
     resume = last_event_id or request.query_params.get("last_event_id")
     return StreamingResponse(
-        _released(job_events(state, job_id, resume), state, principal.key_id),
+        _released(job_events(state, job_id, resume, final), state, principal.key_id),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -85,18 +85,20 @@ async def create_job(*, state: AppState, session: AsyncSession, principal: Princ
         if existing is None:
             raise
         return _replay(existing, job), False
-    await publish(state=state, job=job)
+    state.publisher.publish_soon(job_id=job.id, kind=job.kind, model=job.model, queue=job.queue,
+                                 priority=job.priority, attempt_hint=job.attempts)
     return job, True
 
 
 async def check_queued_cap(*, state: AppState, session: AsyncSession, principal: Principal,
                            adding: int = 1) -> None:
-    """429 when the key already has its MONKEY_MAX_QUEUED_PER_KEY jobs waiting."""
+    """429 when the key already has MONKEY_MAX_QUEUED_PER_KEY interactive jobs waiting.
+    (A batch's lines are bounded by the batch limits instead.)"""
     cap = state.settings.max_queued_per_key
     if not cap:
         return
-    waiting = select(Job.id).where(Job.owner_id == principal.key_id,
-                                   Job.status == S.QUEUED).limit(cap).subquery()
+    waiting = select(Job.id).where(Job.owner_id == principal.key_id, Job.status == S.QUEUED,
+                                   Job.priority == "interactive").limit(cap).subquery()
     queued = (await session.execute(select(func.count()).select_from(waiting))).scalar_one()
     if queued + adding > cap:
         raise RateLimited(f"this key has {queued} jobs waiting; the limit is {cap} "
@@ -113,13 +115,6 @@ def _replay(existing: Job, new: Job) -> Job:
 async def _by_idempotency_key(session: AsyncSession, principal: Principal, key: str):
     stmt = select(Job).where(Job.owner_id == principal.key_id, Job.idempotency_key == key)
     return (await session.execute(stmt)).scalar()
-
-
-async def publish(*, state: AppState, job: Job, force: bool = False) -> bool:
-    return await state.publisher.publish(
-        job_id=job.id, kind=job.kind, model=job.model, queue=job.queue, priority=job.priority,
-        attempt_hint=job.attempts, force=force,
-    )
 
 
 async def get_job(*, session: AsyncSession, principal: Principal, job_id: str) -> Job:

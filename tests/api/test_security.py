@@ -114,8 +114,9 @@ def test_no_secret_or_prompt_in_logs_broker_or_error_bodies(make_stack):
     waiting = stack.submit(model="local/all-MiniLM-L6-v2", kind="embed",
                            input={"texts": [canary]})
     r = redis.Redis.from_url(stack.redis_url)
+    wait_until(lambda: r.llen("gpu") > 0, 10, "the task on the broker")
     messages = r.lrange("gpu", 0, -1)
-    assert messages and any(waiting["id"].encode() in m for m in messages)
+    assert any(waiting["id"].encode() in m for m in messages)
     assert not any(canary.encode() in m for m in messages)
 
     echo = stack.submit(input={"prompt": f"say {canary} please"})

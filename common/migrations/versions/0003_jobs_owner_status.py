@@ -13,7 +13,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_index("ix_jobs_owner_status", "jobs", ["owner_id", "status"])
+    op.create_index("ix_jobs_owner_status", "jobs", ["owner_id", "status", "priority"])
 
 
 def downgrade() -> None:
