@@ -4,6 +4,7 @@ deliveries, lease loss and the event stream."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import pytest
 import redis
@@ -33,12 +34,13 @@ def state(tmp_path, redis_base):
     st.close()
 
 
-def add_job(state: WorkerState, prompt: str = "a b c") -> str:
+def add_job(state: WorkerState, prompt: str = "a b c", start_by=None) -> str:
     job_id = new_id("job")
     with state.sessions() as s:
         s.add(Job(id=job_id, owner_id="key_x", kind="generate", model="debug/echo", queue="llm",
                   status="queued", priority="interactive", input={"prompt": prompt},
-                  params={}, metadata_={}, metrics={}, attempts=0, created_at=utcnow()))
+                  params={}, metadata_={}, metrics={}, attempts=0, created_at=utcnow(),
+                  start_by=start_by))
         s.commit()
     return job_id
 
@@ -115,3 +117,16 @@ def test_a_run_that_loses_its_lease_stops_and_writes_nothing(state):
     assert run.stop_reason() == "lease_lost"
     state.supervisor.unregister(run)
     assert row(state, job_id).status == "queued"
+
+
+def test_a_job_past_its_start_by_expires_instead_of_running(state):
+    late = add_job(state, start_by=utcnow() - timedelta(seconds=1))
+    assert lifecycle.claim(state, late) is None
+    job = row(state, late)
+    assert job.status == "expired" and job.attempts == 0 and job.error["type"] == "expired"
+    state.events.close()
+    r = redis.Redis.from_url(state.settings.redis_url)
+    types = [decode(f) for _, f in r.xrange(events_key(late))]
+    assert [t for t, _ in types] == ["status", "done"] and types[1][1]["status"] == "expired"
+    on_time = add_job(state, start_by=utcnow() + timedelta(seconds=60))
+    assert lifecycle.claim(state, on_time).spec.attempt == 1
