@@ -69,7 +69,7 @@ def claim(state: WorkerState, job_id: str) -> Claim | None:
     got, expired = retry_writes(state, attempt)
     if expired is not None:
         state.events.emit(job_id, "status", {"status": S.EXPIRED})
-        state.events.emit(job_id, "done", envelope(expired), final=True)
+        state.events.emit(job_id, "done", expired, final=True)
     if got is not None:
         started = {"status": S.RUNNING, "attempt": got.spec.attempt}
         if got.spec.attempt > 1:
