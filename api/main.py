@@ -64,11 +64,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Monkey Coder", version="0.1.0", lifespan=lifespan)
     errors.install(app)
     # Routers behind a key answer AUTHED's errors on every route; system.py declares its
-    # own (health and metrics need no key). api/routes/jobs.py declares none itself yet,
-    # so its 404 (an unknown job), 409 (cancel of an ended job, a reused Idempotency-Key)
-    # and 413 (submit) are declared here.
+    # own (health and metrics need no key).
     keyed = responses.AUTHED
-    app.include_router(jobs.router, responses={**keyed, **responses.errors(404, 409, 413)})
+    app.include_router(jobs.router, responses=keyed)
     app.include_router(system.router)
     app.include_router(openai_chat.router, responses=keyed)
     app.include_router(files.router, responses=keyed)

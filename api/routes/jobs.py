@@ -9,19 +9,21 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from api.deps import PrincipalDep, SessionDep, StateDep
 from api.metrics import JOBS_SUBMITTED
+from api.responses import SSE_EVENT, errors
 from api.services import jobs as svc
 from api.sse import job_events
 from common.errors import RateLimited
 from common.jobs import TERMINAL, envelope
-from common.schemas import JobCreate
+from common.schemas import JobCreate, JobEnvelope, JobList
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
-@router.post("", status_code=202)
+@router.post("", status_code=202, response_model=JobEnvelope, responses=errors(409, 413))
 async def submit_job(
     job_in: JobCreate, state: StateDep, session: SessionDep, principal: PrincipalDep,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1,
+                                                  max_length=255)] = None,
 ) -> JSONResponse:
     job, created = await svc.create_job(
         state=state, session=session, principal=principal, job_in=job_in,
@@ -32,31 +34,38 @@ async def submit_job(
     return JSONResponse(envelope(job), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
 
 
-@router.get("")
+@router.get("", response_model=JobList)
 async def list_jobs(
     session: SessionDep, principal: PrincipalDep,
     status: Annotated[str | None, Query(pattern=r"^[a-z,]+$")] = None,
     kind: Literal["generate", "embed"] | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     after: Annotated[str | None, Query(max_length=64)] = None,
-) -> dict:
-    return await svc.list_jobs(session=session, principal=principal, status=status, kind=kind,
-                               limit=limit, after=after)
+) -> JSONResponse:
+    return JSONResponse(await svc.list_jobs(session=session, principal=principal, status=status,
+                                            kind=kind, limit=limit, after=after))
 
 
-@router.get("/{job_id}")
-async def get_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> dict:
-    return envelope(await svc.get_job(session=session, principal=principal, job_id=job_id))
+@router.get("/{job_id}", response_model=JobEnvelope, responses=errors(404))
+async def get_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> JSONResponse:
+    # A response object skips re-validating the envelope: the model only documents it.
+    return JSONResponse(envelope(await svc.get_job(session=session, principal=principal,
+                                                   job_id=job_id)))
 
 
-@router.post("/{job_id}/cancel", status_code=202)
+@router.post("/{job_id}/cancel", status_code=202, response_model=JobEnvelope,
+             responses=errors(404, 409))
 async def cancel_job(job_id: str, state: StateDep, session: SessionDep,
                      principal: PrincipalDep) -> JSONResponse:
     job = await svc.cancel_job(state=state, session=session, principal=principal, job_id=job_id)
     return JSONResponse(envelope(job), status_code=202)
 
 
-@router.get("/{job_id}/events")
+@router.get("/{job_id}/events", response_class=StreamingResponse, responses={
+    200: {"content": {"text/event-stream": {"schema": SSE_EVENT}},
+          "description": "The job's events, ending with `done` (the envelope)."},
+    **errors(404),
+})
 async def job_events_route(
     job_id: str, request: Request, state: StateDep, session: SessionDep, principal: PrincipalDep,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
