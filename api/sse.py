@@ -45,21 +45,22 @@ async def _final_envelope(state: AppState, job_id: str) -> dict | None:
 async def job_events(state: AppState, job_id: str, last_id: str | None,
                      final: dict | None = None) -> AsyncIterator[bytes]:
     """`final` is the job's envelope when the caller already saw it finished; None when
-    it saw the job still going (so the first read needs no database look)."""
+    it saw the job still going.
+
+    While events flow, only Redis is read. The database is asked only when the stream
+    stays quiet for a whole block (or Redis fails): a job that ended without its own
+    `done` event (its worker died between the two writes) still gets one, from there.
+    """
     key = events_key(job_id)
     cursor = _normalise(last_id)
     yield b"retry: 1000\n\n"
-    first = True
     while True:
-        # A job already over: drain what is left of its stream and end with `done`.
-        if not first:
-            final = await _final_envelope(state, job_id)
-        first = False
         try:
             block = _BLOCK_MS if final is None else await _grace_ms(state, key)
             entries = await state.redis.xread({key: cursor}, count=1000, block=block)
         except (RedisError, OSError) as exc:
             log.warning("event stream of job %s interrupted: %s", job_id, exc)
+            final = final or await _final_envelope(state, job_id)
             if final is not None:
                 yield sse(final, "done")
                 return
@@ -72,10 +73,13 @@ async def job_events(state: AppState, job_id: str, last_id: str | None,
             yield sse(data, type_, cursor)
             if type_ == "done":
                 return
-        if final is not None and not entries:
+        if entries:
+            continue
+        if final is not None:  # over, and its stream has nothing more: end from the database
             yield sse(final, "done")
             return
-        if not entries:
+        final = await _final_envelope(state, job_id)
+        if final is None:
             yield b": keep-alive\n\n"
 
 
