@@ -45,12 +45,18 @@ async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+async def get_read_session(state: StateDep) -> AsyncIterator[AsyncSession]:
+    async with state.read_sessions() as session:
+        yield session
+
+
 def get_redis(state: StateDep) -> aioredis.Redis:
     return state.redis
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
+ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session)]
 RedisDep = Annotated[aioredis.Redis, Depends(get_redis)]
 
 

@@ -18,6 +18,8 @@ class AppState:
     settings: Settings
     engine: AsyncEngine
     sessions: async_sessionmaker
+    # Autocommit sessions for single reads: no BEGIN/ROLLBACK round trips.
+    read_sessions: async_sessionmaker
     redis: aioredis.Redis
     celery: Celery
     publisher: Publisher

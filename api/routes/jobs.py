@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from api.deps import PrincipalDep, SessionDep, StateDep
+from api.deps import PrincipalDep, ReadSessionDep, SessionDep, StateDep
 from api.metrics import JOBS_SUBMITTED
 from api.responses import SSE_EVENT, errors
 from api.services import jobs as svc
@@ -36,7 +36,7 @@ async def submit_job(
 
 @router.get("", response_model=JobList)
 async def list_jobs(
-    session: SessionDep, principal: PrincipalDep,
+    session: ReadSessionDep, principal: PrincipalDep,
     status: Annotated[str | None, Query(pattern=r"^[a-z,]+$")] = None,
     kind: Literal["generate", "embed"] | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -47,7 +47,7 @@ async def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobEnvelope, responses=errors(404))
-async def get_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> JSONResponse:
+async def get_job(job_id: str, session: ReadSessionDep, principal: PrincipalDep) -> JSONResponse:
     # A response object skips re-validating the envelope: the model only documents it.
     return JSONResponse(envelope(await svc.get_job(session=session, principal=principal,
                                                    job_id=job_id)))
@@ -67,7 +67,8 @@ async def cancel_job(job_id: str, state: StateDep, session: SessionDep,
     **errors(404),
 })
 async def job_events_route(
-    job_id: str, request: Request, state: StateDep, session: SessionDep, principal: PrincipalDep,
+    job_id: str, request: Request, state: StateDep, session: ReadSessionDep,
+    principal: PrincipalDep,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> StreamingResponse:
     job = await svc.get_job(session=session, principal=principal, job_id=job_id)
