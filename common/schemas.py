@@ -19,6 +19,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def check_metadata(v: dict[str, str] | None) -> dict[str, str] | None:
+    """OpenAI's metadata limits, for jobs and batches alike."""
+    if v and (len(v) > 16 or any(len(k) > 64 or len(s) > 512 for k, s in v.items())):
+        raise ValueError("metadata takes at most 16 pairs, keys up to 64 and values 512 chars")
+    return v
+
+
 class Message(_Strict):
     role: Literal["system", "user", "assistant", "developer"]
     content: str
@@ -70,9 +77,7 @@ class JobCreate(_Strict):
     @field_validator("metadata")
     @classmethod
     def _metadata(cls, v: dict[str, str]) -> dict[str, str]:
-        if len(v) > 16 or any(len(k) > 64 or len(s) > 512 for k, s in v.items()):
-            raise ValueError("metadata takes at most 16 pairs, keys up to 64 and values 512 chars")
-        return v
+        return check_metadata(v)
 
     @model_validator(mode="after")
     def _input_shape(self) -> JobCreate:

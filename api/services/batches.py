@@ -27,7 +27,7 @@ from common.db import Job, utcnow
 from common.errors import Conflict, InvalidRequest, NotFound
 from common.ids import new_id
 from common.jobs import JobStatus
-from common.schemas import METADATA_DOC
+from common.schemas import METADATA_DOC, check_metadata
 
 log = logging.getLogger("monkey.api")
 
@@ -63,9 +63,7 @@ class BatchCreate(BaseModel):
     @field_validator("metadata")
     @classmethod
     def _metadata(cls, v):
-        if v and (len(v) > 16 or any(len(k) > 64 or len(s) > 512 for k, s in v.items())):
-            raise ValueError("metadata takes at most 16 pairs, keys up to 64 and values 512 chars")
-        return v
+        return check_metadata(v)
 
 
 def batch_object(b: Batch, counts: dict | None = None) -> dict:
