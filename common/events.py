@@ -97,22 +97,45 @@ class EventWriter:
     def emit(self, job_id: str, type_: str, data: dict, *, final: bool = False,
              ttl_s: int | None = None) -> None:
         """Append an event; `final` starts the stream's expiry (`ttl_s` or the default)."""
-        self.flush(job_id)
-        self._xadd(job_id, type_, data, expire=(ttl_s or self._ttl_s) if final else None)
-        if final:
-            with self._lock:
+        self.emit_many(job_id, [(type_, data)], final=final, ttl_s=ttl_s)
+
+    def emit_many(self, job_id: str, events: list[tuple[str, dict]], *, final: bool = False,
+                  ttl_s: int | None = None, extra=None) -> list | None:
+        """Append the job's buffered tokens, then `events`, in one round trip.
+
+        `extra(pipe)` may queue more commands on the same pipeline; their replies are
+        returned (None when Redis failed: events are best effort).
+        """
+        with self._lock:
+            pending = self._pending.pop(job_id, None)
+            if final:
                 self._last_write.pop(job_id, None)
+            else:
+                self._last_write[job_id] = time.monotonic()
+        items = [("token", _joined(pending))] if pending else []
+        items += events
+        key = events_key(job_id)
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            for type_, data in items:
+                pipe.xadd(key, encode(type_, data), maxlen=self._maxlen, approximate=True)
+            if final:
+                pipe.expire(key, ttl_s or self._ttl_s)
+            skip = len(items) + int(final)
+            if extra is not None:
+                extra(pipe)
+            return pipe.execute()[skip:]
+        except redis.RedisError as exc:
+            log.warning("events %s for job %s not written: %s",
+                        ",".join(t for t, _ in items), job_id, exc)
+            return None
 
     def flush(self, job_id: str) -> None:
         with self._lock:
             pending = self._pending.pop(job_id, None)
             self._last_write[job_id] = time.monotonic()
         if pending:
-            texts = pending[1]
-            data = {"text": "".join(texts), "index": pending[0]}
-            if len(texts) > 1:
-                data["count"] = len(texts)
-            self._xadd(job_id, "token", data)
+            self._xadd(job_id, "token", _joined(pending))
 
     def close(self) -> None:
         self._closed = True
@@ -121,16 +144,10 @@ class EventWriter:
             self.flush(job_id)
 
     # Internals -------------------------------------------------------------
-    def _xadd(self, job_id: str, type_: str, data: dict, expire: int | None = None) -> None:
-        key = events_key(job_id)
+    def _xadd(self, job_id: str, type_: str, data: dict) -> None:
         try:
-            if expire:
-                pipe = self._redis.pipeline(transaction=False)
-                pipe.xadd(key, encode(type_, data), maxlen=self._maxlen, approximate=True)
-                pipe.expire(key, expire)
-                pipe.execute()
-            else:
-                self._redis.xadd(key, encode(type_, data), maxlen=self._maxlen, approximate=True)
+            self._redis.xadd(events_key(job_id), encode(type_, data), maxlen=self._maxlen,
+                             approximate=True)
         except redis.RedisError as exc:
             log.warning("event %s for job %s not written: %s", type_, job_id, exc)
 
@@ -141,3 +158,12 @@ class EventWriter:
             time.sleep(self._coalesce_s)
             for job_id in list(self._pending):
                 self.flush(job_id)
+
+
+def _joined(pending: tuple[int, list[str]]) -> dict:
+    """Buffered tokens as one token event (`count` says how many it joins)."""
+    first, texts = pending
+    data = {"text": "".join(texts), "index": first}
+    if len(texts) > 1:
+        data["count"] = len(texts)
+    return data

@@ -63,12 +63,18 @@ def transition(
     return stmt.values(status=to.value, **values).execution_options(synchronize_session=False)
 
 
+# Every column of a job, labelled with Job's attribute names: a Core row of these
+# (`.returning(*JOB_COLUMNS)`) reads like a Job, without the ORM's per-row cost.
+JOB_COLUMNS = tuple(getattr(Job, a.key).label(a.key) for a in Job.__mapper__.column_attrs)
+
+
 def _iso(dt: datetime | None) -> str | None:
     return dt.isoformat().replace("+00:00", "Z") if dt else None
 
 
-def envelope(job: Job) -> dict:
-    """The job as clients see it (GET /v1/jobs/{id} and the `done` event)."""
+def envelope(job) -> dict:
+    """The job as clients see it (GET /v1/jobs/{id} and the `done` event): from a Job
+    or a row of JOB_COLUMNS."""
     return {
         "id": job.id,
         "object": "job",

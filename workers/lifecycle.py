@@ -7,23 +7,45 @@ Each transition is a conditional UPDATE from common.jobs and publishes its event
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import or_
+from sqlalchemy import Update, bindparam, or_
 
+from common.constants import CANCEL_KEY
 from common.db import Job, utcnow
 from common.errors import JobError, JobTimeout
-from common.jobs import JobStatus, envelope, transition
+from common.jobs import JOB_COLUMNS, JobStatus, envelope, transition
 from workers.runtimes.base import EmbedResult, GenerateResult, JobSpec
 from workers.runtimes.stopping import StopSignal
 from workers.state import WorkerState, retry_writes
 
 log = logging.getLogger("monkey.worker")
 S = JobStatus
+
+
+# The two statements every job runs, built once: a statement built per call costs
+# more in SQLAlchemy than its round trip to the database.
+_CLAIM = (
+    transition(bindparam("job_id"), S.RUNNING, attempts=Job.attempts + 1,
+               started_at=bindparam("now"), lease_expires_at=bindparam("lease"),
+               worker_id=bindparam("worker_id"))
+    .where(or_(Job.start_by.is_(None), Job.start_by >= bindparam("now")))
+    .returning(*JOB_COLUMNS)
+)
+
+
+@functools.cache
+def _finish_statement(to: JobStatus) -> Update:
+    return transition(
+        bindparam("job_id"), to, attempt=bindparam("attempt"), output=bindparam("output"),
+        error=bindparam("error"), metrics=bindparam("metrics"),
+        finished_at=bindparam("now"), lease_expires_at=None,
+    ).returning(*JOB_COLUMNS)
 
 
 @dataclass
@@ -38,18 +60,13 @@ def claim(state: WorkerState, job_id: str) -> Claim | None:
     """Take a queued job for this worker, or None if it is not ours to run."""
 
     def attempt() -> tuple[Claim | None, dict | None]:
-        with state.sessions() as s:
+        with state.autocommit.connect() as conn:
             now = utcnow()
             lease = now + timedelta(seconds=state.settings.lease_s)
-            # One statement: only a queued job within its start_by moves to running,
-            # so of two deliveries of the same job exactly one wins.
-            job = s.execute(
-                transition(job_id, S.RUNNING, attempts=Job.attempts + 1, started_at=now,
-                           lease_expires_at=lease, worker_id=state.worker_id)
-                .where(or_(Job.start_by.is_(None), Job.start_by >= now))
-                .returning(Job)
-            ).scalar_one_or_none()
-            s.commit()
+            # One statement (autocommit: one round trip): only a queued job within its
+            # start_by moves to running, so of two deliveries exactly one wins.
+            job = conn.execute(_CLAIM, {"job_id": job_id, "now": now, "lease": lease,
+                                        "worker_id": state.worker_id}).first()
             if job is not None:
                 spec = JobSpec(
                     id=job.id, kind=job.kind, model=job.model, input=job.input,
@@ -59,22 +76,17 @@ def claim(state: WorkerState, job_id: str) -> Claim | None:
                 return Claim(spec, queue_ms, job.priority), None
             # Not ours (a duplicate or late delivery), or queued past its start_by.
             err = {"type": "expired", "message": "start_by passed before a worker took it"}
-            expired = s.execute(
+            expired = conn.execute(
                 transition(job_id, S.EXPIRED, finished_at=now, error=err)
-                .where(Job.start_by < now).returning(Job)
-            ).scalar_one_or_none()
-            s.commit()
+                .where(Job.start_by < now).returning(*JOB_COLUMNS)
+            ).first()
             return None, (envelope(expired) if expired is not None else None)
 
     got, expired = retry_writes(state, attempt)
     if expired is not None:
-        state.events.emit(job_id, "status", {"status": S.EXPIRED})
-        state.events.emit(job_id, "done", expired, final=True)
+        state.events.emit_many(job_id, [("status", {"status": S.EXPIRED}), ("done", expired)],
+                               final=True)
     if got is not None:
-        started = {"status": S.RUNNING, "attempt": got.spec.attempt}
-        if got.spec.attempt > 1:
-            started["restarted"] = True  # clients drop the text of the lost attempt
-        state.events.emit(job_id, "status", started)
         log.info("job started", extra={"job_id": job_id, "attempt": got.spec.attempt,
                                        "model": got.spec.model, "queue_ms": round(got.queue_ms)})
     return got
@@ -163,14 +175,11 @@ def finish(run: JobRun, to: JobStatus, *, output: dict | None = None, error: dic
     metrics = run.metrics(result)
 
     def write() -> dict | None:
-        with run.state.sessions() as s:
-            job = s.execute(
-                transition(
-                    spec.id, to, attempt=spec.attempt, output=output, error=error,
-                    metrics=metrics, finished_at=utcnow(), lease_expires_at=None,
-                ).returning(Job)
-            ).scalar_one_or_none()
-            s.commit()
+        with run.state.autocommit.connect() as conn:
+            job = conn.execute(_finish_statement(to), {
+                "job_id": spec.id, "attempt": spec.attempt, "output": output, "error": error,
+                "metrics": metrics, "now": utcnow(),
+            }).first()
             return envelope(job) if job is not None else None
 
     env = retry_writes(run.state, write)
@@ -180,8 +189,8 @@ def finish(run: JobRun, to: JobStatus, *, output: dict | None = None, error: dic
         return False
     settings = run.state.settings
     ttl = settings.batch_events_ttl_s if run.claim.priority == "batch" else settings.events_ttl_s
-    run.state.events.emit(spec.id, "status", {"status": to})
-    run.state.events.emit(spec.id, "done", env, final=True, ttl_s=ttl)
+    run.state.events.emit_many(spec.id, [("status", {"status": to}), ("done", env)],
+                               final=True, ttl_s=ttl)
     run.state.hooks.finished(spec, env)
     log.info("job finished", extra={"job_id": spec.id, "attempt": spec.attempt,
                                     "model": spec.model, "status": str(to), **metrics})
@@ -202,6 +211,16 @@ def _execute(state: WorkerState, job_id: str) -> None:
         return
     run = JobRun(state, got)
     state.supervisor.register(run)
+    started = {"status": S.RUNNING, "attempt": got.spec.attempt}
+    if got.spec.attempt > 1:
+        started["restarted"] = True  # clients drop the text of the lost attempt
+    # The running event and a look for a cancel that came before the run was
+    # registered (the pub/sub listener catches every later one): one round trip.
+    replies = state.events.emit_many(
+        job_id, [("status", started)],
+        extra=lambda pipe: pipe.exists(CANCEL_KEY.format(job_id=job_id)))
+    if replies and replies[0]:
+        run.stop("cancelled")
     try:
         _run_claimed(state, run)
     finally:

@@ -44,6 +44,8 @@ class WorkerState:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{'+'.join(queues)}"
         self.engine = make_sync_engine(settings)
         self.sessions = sync_sessions(self.engine)
+        # Single-statement writes (claim, finish): no BEGIN/COMMIT round trips.
+        self.autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self.redis = redis.Redis.from_url(
             settings.redis_url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=10
         )

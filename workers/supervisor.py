@@ -4,6 +4,8 @@
   renewed was taken from us: its run is stopped with `lease_lost`), notices jobs
   marked `cancelling` in the database, and publishes this worker in Redis
   (queues, loaded models) for GET /v1/queues and /v1/models;
+- held-sync: writes which job messages this worker holds to Redis, in batches
+  (the reconciler rescues the messages of dead workers from it);
 - cancel listener: a Redis pub/sub subscription that stops a cancelled job's run
   within a millisecond or so, so generation halts within a token.
 """
@@ -21,7 +23,7 @@ from typing import TYPE_CHECKING
 import redis
 from sqlalchemy import select, update
 
-from common.constants import CANCEL_CHANNEL, CANCEL_KEY, HELD_KEY, WORKER_KEY
+from common.constants import CANCEL_CHANNEL, HELD_KEY, WORKER_KEY
 from common.db import Job, utcnow
 from common.jobs import ACTIVE, JobStatus
 
@@ -31,6 +33,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("monkey.worker")
 
+HELD_SYNC_S = 0.2
+
 
 class Supervisor:
     def __init__(self, state: WorkerState):
@@ -39,7 +43,11 @@ class Supervisor:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self.ready = False
+        self._held_lock = threading.Lock()
+        self._held_changes: dict[str, bool] = {}  # job id -> held (True) or released
+        self._held_dirty = threading.Event()
         self._threads = [
+            threading.Thread(target=self._held_loop, name="held-sync", daemon=True),
             threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True),
             threading.Thread(target=self._cancel_loop, name="cancel-listener", daemon=True),
         ]
@@ -57,27 +65,55 @@ class Supervisor:
             pass
 
     def hold(self, job_id: str) -> None:
-        """A task message for `job_id` reached this worker (not yet claimed)."""
-        try:
-            self.state.redis.sadd(HELD_KEY.format(worker_id=self.state.worker_id), job_id)
-        except redis.RedisError as exc:
-            log.warning("held job %s not recorded: %s", job_id, exc)
+        """A task message for `job_id` reached this worker (not yet claimed).
+
+        Recorded in memory and written to Redis by the held-sync thread within
+        HELD_SYNC_S, so delivery waits for no round trip. The reconciler looks only at
+        messages unacked for longer than a lease, far longer than that lag.
+        """
+        with self._held_lock:
+            self._held_changes[job_id] = True
+        self._held_dirty.set()
 
     def release(self, job_id: str) -> None:
+        with self._held_lock:
+            if self._held_changes.pop(job_id, None) is None:  # already in Redis
+                self._held_changes[job_id] = False
+        self._held_dirty.set()
+
+    def sync_held(self) -> None:
+        """Write the held set's changes since the last sync (a job held and released in
+        between costs nothing)."""
+        with self._held_lock:
+            changes, self._held_changes = self._held_changes, {}
+        if not changes:
+            return
+        key = HELD_KEY.format(worker_id=self.state.worker_id)
+        added = [j for j, held in changes.items() if held]
+        removed = [j for j, held in changes.items() if not held]
         try:
-            self.state.redis.srem(HELD_KEY.format(worker_id=self.state.worker_id), job_id)
+            pipe = self.state.redis.pipeline(transaction=False)
+            if added:
+                pipe.sadd(key, *added)
+            if removed:
+                pipe.srem(key, *removed)
+            pipe.execute()
         except redis.RedisError as exc:
-            log.warning("held job %s not released: %s", job_id, exc)
+            log.warning("held jobs not recorded (retrying): %s", exc)
+            with self._held_lock:  # newer changes win over the ones that failed
+                self._held_changes = {**changes, **self._held_changes}
+
+    def _held_loop(self) -> None:
+        while not self._stopping.is_set():
+            self._held_dirty.wait(1.0)
+            self._held_dirty.clear()
+            self.sync_held()
+            self._stopping.wait(HELD_SYNC_S)
 
     def register(self, run: JobRun) -> None:
+        """From now on a cancel message stops `run` (lifecycle looks for earlier ones)."""
         with self._lock:
             self._runs[run.spec.id] = run
-        # A cancel that came before we subscribed (or while Redis was away) left a key.
-        try:
-            if self.state.redis.exists(CANCEL_KEY.format(job_id=run.spec.id)):
-                run.stop("cancelled")
-        except redis.RedisError:
-            pass
 
     def unregister(self, run: JobRun) -> None:
         with self._lock:
