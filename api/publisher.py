@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from functools import partial
 
 from celery import Celery
@@ -40,7 +41,7 @@ class Publisher:
         self.flush_s = flush_s
         self._down_until = 0.0
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="publish")
-        self._published: set[str] = set()
+        self._published: dict[str, datetime] = {}  # job id -> when it went out
         self._pending: set[asyncio.Task] = set()
         self._flusher: asyncio.Task | None = None
 
@@ -56,6 +57,7 @@ class Publisher:
         """True when the task is on the broker; False when it is left for later."""
         if self.broker_down and not force:
             return False
+        sent_at = utcnow()
         call = partial(publish_job, self.celery, job_id=job_id, kind=kind, model=model,
                        queue=queue, priority=priority, attempt_hint=attempt_hint)
         try:
@@ -65,7 +67,7 @@ class Publisher:
             log.warning("broker unavailable, job %s left for the reconciler: %s", job_id, exc)
             return False
         self._down_until = 0.0
-        self._published.add(job_id)
+        self._published[job_id] = sent_at
         return True
 
     def publish_soon(self, **job) -> None:
@@ -76,16 +78,19 @@ class Publisher:
         task.add_done_callback(self._pending.discard)
 
     async def flush(self) -> int:
-        ids, self._published = self._published, set()
-        if not ids:
+        sent, self._published = self._published, {}
+        if not sent:
             return 0
+        ids = list(sent)
         try:
             async with self.sessions() as s:
+                # The earliest send time of the lot: a mark that lands after the
+                # reconciler found Redis emptied must still look older than that.
                 await s.execute(update(Job).where(Job.id.in_(ids), Job.published_at.is_(None))
-                                .values(published_at=utcnow()))
+                                .values(published_at=min(sent.values())))
                 await s.commit()
         except SQLAlchemyError as exc:
-            self._published |= ids
+            self._published = {**sent, **self._published}
             log.warning("could not mark %d jobs published: %s", len(ids), exc)
         return len(ids)
 

@@ -44,6 +44,7 @@ return 0
 """
 _UNPUBLISHED_GRACE_S = 2.0
 _PUBLISH_PER_TICK = 5000
+_LATE_MARKS_S = 30.0
 # kombu's Redis transport keeps delivered, unacknowledged messages here.
 _UNACKED, _UNACKED_INDEX = "unacked", "unacked_index"
 
@@ -69,6 +70,8 @@ class Reconciler:
         # After the database was unreachable, live workers renew their leases first.
         self._requeue_after = 0.0
         self._bulk: BulkPublisher | None = None
+        self._lost_at = None  # when this leader last found Redis emptied
+        self._late_marks_until = 0.0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="reconciler")
@@ -127,16 +130,29 @@ class Reconciler:
         return counts
 
     async def _check_epoch(self) -> int:
-        """Redis lost its data if the marker is gone: every queued job goes out again."""
+        """Redis lost its data if the marker is gone: every queued job goes out again.
+
+        For a while after that, jobs marked published with a send time before the loss
+        are unmarked too: an API process may have sent a task just before the loss and
+        written its mark (batched, up to a flush later) just after our first pass.
+        """
         if await self.state.redis.get(BROKER_EPOCH):
+            if self._lost_at is not None and time.monotonic() < self._late_marks_until:
+                return await self._unmark_queued(sent_before=self._lost_at)
             return 0
-        async with self.state.sessions() as s:
-            res = await s.execute(
-                update(Job).where(Job.status == S.QUEUED, Job.published_at.is_not(None))
-                .values(published_at=None)
-            )
-            await s.commit()
+        lost_at = utcnow()
+        n = await self._unmark_queued()
         await self.state.redis.set(BROKER_EPOCH, self.token)
+        self._lost_at, self._late_marks_until = lost_at, time.monotonic() + _LATE_MARKS_S
+        return n
+
+    async def _unmark_queued(self, sent_before=None) -> int:
+        stmt = update(Job).where(Job.status == S.QUEUED, Job.published_at.is_not(None))
+        if sent_before is not None:
+            stmt = stmt.where(Job.published_at < sent_before)
+        async with self.state.sessions() as s:
+            res = await s.execute(stmt.values(published_at=None))
+            await s.commit()
         return res.rowcount or 0
 
     async def _rescue_unacked(self) -> int:
