@@ -45,8 +45,8 @@ async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-async def get_read_session(state: StateDep) -> AsyncIterator[AsyncSession]:
-    async with state.read_sessions() as session:
+async def get_auto_session(state: StateDep) -> AsyncIterator[AsyncSession]:
+    async with state.auto_sessions() as session:
         yield session
 
 
@@ -56,7 +56,7 @@ def get_redis(state: StateDep) -> aioredis.Redis:
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
-ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session)]
+AutoSessionDep = Annotated[AsyncSession, Depends(get_auto_session)]
 RedisDep = Annotated[aioredis.Redis, Depends(get_redis)]
 
 

@@ -38,7 +38,7 @@ def _open_state(settings: Settings) -> AppState:
     celery = make_celery(settings)
     sessions = async_sessions(engine)
     reads = async_sessions(engine.execution_options(isolation_level="AUTOCOMMIT"))
-    return AppState(settings=settings, engine=engine, sessions=sessions, read_sessions=reads,
+    return AppState(settings=settings, engine=engine, sessions=sessions, auto_sessions=reads,
                     redis=client, celery=celery, publisher=Publisher(celery, sessions),
                     streams=StreamSlots(settings.max_streams_per_key))
 

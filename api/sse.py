@@ -37,7 +37,7 @@ def _normalise(last_id: str | None) -> str:
 
 
 async def _final_envelope(state: AppState, job_id: str) -> dict | None:
-    async with state.read_sessions() as session:
+    async with state.auto_sessions() as session:
         job = await session.get(Job, job_id, populate_existing=True)
         return envelope(job) if job is not None and job.status in TERMINAL else None
 

@@ -18,11 +18,14 @@ class AppState:
     settings: Settings
     engine: AsyncEngine
     sessions: async_sessionmaker
-    # Autocommit sessions for single reads: no BEGIN/ROLLBACK round trips.
-    read_sessions: async_sessionmaker
+    # Autocommit sessions: each statement commits on its own, so a single read or a
+    # single-row write costs one round trip (no BEGIN, no COMMIT).
+    auto_sessions: async_sessionmaker
     redis: aioredis.Redis
     celery: Celery
     publisher: Publisher
     # key hash -> (principal, expires at); saves a database read per request
     key_cache: dict = field(default_factory=dict)
     streams: StreamSlots = field(default_factory=lambda: StreamSlots(0))
+    # key id -> (interactive jobs queued, monotonic time counted): see check_queued_cap
+    queued_counts: dict = field(default_factory=dict)

@@ -2,7 +2,9 @@
 
 - raw Redis: LPUSH a request, a consumer BRPOPs it and LPUSHes a reply, BRPOP the reply;
 - bare Celery: a no-op task's delay().get() through a solo worker on the same Redis;
-- Monkey Coder: a zero-delay debug/echo job, from POST /v1/jobs until `done` over SSE;
+- Monkey Coder: a zero-delay debug/echo job, from POST /v1/jobs until `done` over SSE,
+  in one request (the submit answers with the event stream: Accept: text/event-stream)
+  and in two (POST, then GET /v1/jobs/{id}/events);
 - submit throughput (jobs/s accepted) and completed jobs/s with one llm worker.
 
     python bench/overhead.py [--samples 200] [--jobs 1000] [--postgres URL]
@@ -76,16 +78,23 @@ def bare_celery(url: str, n: int) -> dict:
         worker.wait(10)
 
 
-def echo_round_trip(stack: BenchStack, n: int) -> dict:
+def echo_round_trip(stack: BenchStack, n: int, *, one_request: bool) -> dict:
+    """Submit a zero-delay echo job and read its events until `done`: in one request
+    (POST with Accept: text/event-stream) or in two (POST, then GET .../events)."""
     headers = {"Authorization": f"Bearer {stack.key}"}
     samples, errors = [], 0
     with httpx.Client(base_url=stack.url, headers=headers, timeout=30) as c:
         for i in range(n + 20):
+            body = {"model": "debug/echo", "input": {"prompt": f"ping {i}"}}
             t0 = time.perf_counter()
-            job = c.post("/v1/jobs", json={"model": "debug/echo",
-                                           "input": {"prompt": f"ping {i}"}}).json()
+            if one_request:
+                stream = c.stream("POST", "/v1/jobs", json=body,
+                                  headers={"Accept": "text/event-stream"})
+            else:
+                job = c.post("/v1/jobs", json=body).json()
+                stream = c.stream("GET", f"/v1/jobs/{job['id']}/events")
             done = False
-            with c.stream("GET", f"/v1/jobs/{job['id']}/events") as resp:
+            with stream as resp:
                 for line in resp.iter_lines():
                     if line == "event: done":
                         done = True
@@ -158,7 +167,8 @@ def main() -> None:
         stack.start_worker("llm", concurrency=32)
         raw = raw_redis(stack.redis.url.replace("/0", "/2"), args.samples)
         celery = bare_celery(stack.redis.url.replace("/0", "/3"), args.samples)
-        echo = echo_round_trip(stack, args.samples)
+        echo = echo_round_trip(stack, args.samples, one_request=True)
+        echo_two = echo_round_trip(stack, args.samples, one_request=False)
         tput = throughput(stack, args.jobs)
     finally:
         stack.close()
@@ -169,6 +179,8 @@ def main() -> None:
         "bare_celery_noop": celery,
         "echo_job_http_to_sse_done": echo,
         "echo_p50_over_celery_p50": round(echo["p50_ms"] / celery["p50_ms"], 2),
+        "echo_job_post_then_get_events": echo_two,
+        "echo_two_requests_p50_over_celery_p50": round(echo_two["p50_ms"] / celery["p50_ms"], 2),
         "throughput_one_llm_worker": tput,
     }
     print(json.dumps(out, indent=2))

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from api.deps import PrincipalDep, ReadSessionDep, SessionDep, StateDep
+from api.deps import AutoSessionDep, PrincipalDep, SessionDep, StateDep
 from api.metrics import JOBS_SUBMITTED
 from api.responses import SSE_EVENT, errors
 from api.services import jobs as svc
-from api.sse import job_events
+from api.sse import job_events, sse
 from common.errors import RateLimited
 from common.jobs import TERMINAL, envelope
 from common.schemas import JobCreate, JobEnvelope, JobList
@@ -19,24 +19,55 @@ from common.schemas import JobCreate, JobEnvelope, JobList
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
-@router.post("", status_code=202, response_model=JobEnvelope, responses=errors(409, 413))
+_EVENT_STREAM = {"text/event-stream": {"schema": SSE_EVENT}}
+
+
+@router.post("", status_code=202, response_model=JobEnvelope, responses={
+    202: {"content": _EVENT_STREAM,
+          "description": "The job's envelope; with `Accept: text/event-stream`, its events "
+                         "instead (as GET /v1/jobs/{id}/events), the job's URL in Location."},
+    **errors(409, 413),
+})
 async def submit_job(
-    job_in: JobCreate, state: StateDep, session: SessionDep, principal: PrincipalDep,
+    job_in: JobCreate, request: Request, state: StateDep, session: AutoSessionDep,
+    principal: PrincipalDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1,
                                                   max_length=255)] = None,
-) -> JSONResponse:
-    job, created = await svc.create_job(
-        state=state, session=session, principal=principal, job_in=job_in,
-        idempotency_key=idempotency_key,
-    )
+) -> Response:
+    follow = "text/event-stream" in request.headers.get("accept", "")
+    if follow:  # submit and follow in one request: the stream slot first, so a 429 adds nothing
+        _take_stream_slot(state, principal)
+    try:
+        job, created = await svc.create_job(
+            state=state, session=session, principal=principal, job_in=job_in,
+            idempotency_key=idempotency_key,
+        )
+    except BaseException:
+        if follow:
+            state.streams.release(principal.key_id)
+        raise
     if created:
         JOBS_SUBMITTED.labels(job.kind, job.model, job.priority).inc()
-    return JSONResponse(envelope(job), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
+    headers = {"Location": f"/v1/jobs/{job.id}"}
+    if not follow:
+        return JSONResponse(envelope(job), status_code=202, headers=headers)
+    await session.close()
+    final = envelope(job) if job.status in TERMINAL else None  # an idempotent replay
+    return _event_stream(_submitted(job, job_events(state, job.id, None, final)), state,
+                         principal, status_code=202, headers=headers)
+
+
+async def _submitted(job, events):
+    """The submit's stream opens with the job's id (a status event with no event id:
+    it is not on the job's stream, so Last-Event-ID never points at it)."""
+    yield sse({"status": job.status, "job_id": job.id}, "status")
+    async for chunk in events:
+        yield chunk
 
 
 @router.get("", response_model=JobList)
 async def list_jobs(
-    session: ReadSessionDep, principal: PrincipalDep,
+    session: AutoSessionDep, principal: PrincipalDep,
     status: Annotated[str | None, Query(pattern=r"^[a-z,]+$")] = None,
     kind: Literal["generate", "embed"] | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -47,7 +78,7 @@ async def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobEnvelope, responses=errors(404))
-async def get_job(job_id: str, session: ReadSessionDep, principal: PrincipalDep) -> JSONResponse:
+async def get_job(job_id: str, session: AutoSessionDep, principal: PrincipalDep) -> JSONResponse:
     # A response object skips re-validating the envelope: the model only documents it.
     return JSONResponse(envelope(await svc.get_job(session=session, principal=principal,
                                                    job_id=job_id)))
@@ -62,28 +93,36 @@ async def cancel_job(job_id: str, state: StateDep, session: SessionDep,
 
 
 @router.get("/{job_id}/events", response_class=StreamingResponse, responses={
-    200: {"content": {"text/event-stream": {"schema": SSE_EVENT}},
+    200: {"content": _EVENT_STREAM,
           "description": "The job's events, ending with `done` (the envelope)."},
     **errors(404),
 })
 async def job_events_route(
-    job_id: str, request: Request, state: StateDep, session: ReadSessionDep,
+    job_id: str, request: Request, state: StateDep, session: AutoSessionDep,
     principal: PrincipalDep,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> StreamingResponse:
     job = await svc.get_job(session=session, principal=principal, job_id=job_id)
     final = envelope(job) if job.status in TERMINAL else None
     await session.close()  # the stream may last long: give the connection back now
+    _take_stream_slot(state, principal)
+    resume = last_event_id or request.query_params.get("last_event_id")
+    return _event_stream(job_events(state, job_id, resume, final), state, principal)
+
+
+def _take_stream_slot(state, principal) -> None:
     if not state.streams.acquire(principal.key_id):
         raise RateLimited(f"this key has {state.streams.limit} event streams open "
                           "(MONKEY_MAX_STREAMS_PER_KEY); close one or poll GET /v1/jobs/{id}",
                           retry_after=1)
-    resume = last_event_id or request.query_params.get("last_event_id")
-    return StreamingResponse(
-        _released(job_events(state, job_id, resume, final), state, principal.key_id),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+
+
+def _event_stream(events, state, principal, **kw) -> StreamingResponse:
+    """The response for a taken stream slot; the slot is given back when it ends."""
+    kw["headers"] = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
+                     **kw.get("headers", {})}
+    return StreamingResponse(_released(events, state, principal.key_id),
+                             media_type="text/event-stream", **kw)
 
 
 async def _released(events, state, key_id: str):

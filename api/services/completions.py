@@ -33,7 +33,7 @@ _DONE_GRACE_MS = 1000
 
 
 async def submit(*, state: AppState, principal: Principal, job_in: JobCreate) -> Job:
-    async with state.sessions() as session:
+    async with state.auto_sessions() as session:
         job, _ = await jobs_svc.create_job(state=state, session=session, principal=principal,
                                            job_in=job_in)
     JOBS_SUBMITTED.labels(job.kind, job.model, job.priority).inc()
