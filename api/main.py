@@ -39,7 +39,7 @@ def _open_state(settings: Settings) -> AppState:
     sessions = async_sessions(engine)
     reads = async_sessions(engine.execution_options(isolation_level="AUTOCOMMIT"))
     return AppState(settings=settings, engine=engine, sessions=sessions, auto_sessions=reads,
-                    redis=client, celery=celery, publisher=Publisher(celery, sessions),
+                    redis=client, celery=celery, publisher=Publisher(client, sessions),
                     streams=StreamSlots(settings.max_streams_per_key))
 
 

@@ -1,11 +1,14 @@
 """Publishes job tasks from the event loop without blocking it.
 
-Celery's send_task blocks (about a millisecond, seconds when Redis is away), so it
-runs in a small thread pool. After a failure the publisher stays quiet for a moment
-and leaves the job to the reconciler, so submits keep answering 202 fast while
-Redis is down. Published jobs are marked (`published_at`) in one UPDATE per
-flush interval rather than one per request; until marked, the reconciler leaves
-a young job alone (and a republished duplicate would be harmless anyway).
+Each task is one pipelined round trip on the API's asyncio Redis client: the message
+that Celery's send_task would put on the queue, and Flower's task-sent event
+(common.wire builds both). Celery's own producer blocks, and in a thread it would
+fight the event loop for the GIL on every socket call. After a failure the
+publisher stays quiet for a moment and leaves the job to the reconciler, so submits
+keep answering 202 fast while Redis is down. Published jobs are marked
+(`published_at`) in one UPDATE per flush interval rather than one per request; until
+marked, the reconciler leaves a young job alone (and a republished duplicate would
+be harmless anyway).
 """
 
 from __future__ import annotations
@@ -13,34 +16,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from functools import partial
 
-from celery import Celery
-from kombu.exceptions import KombuError, OperationalError
 from redis.exceptions import RedisError
 from sqlalchemy import update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from common.celery_app import publish_job
 from common.db import Job, utcnow
+from common.wire import TaskWire
 
 log = logging.getLogger("monkey.api")
 
-_BROKER_ERRORS = (OperationalError, KombuError, RedisError, OSError)
+_BROKER_ERRORS = (RedisError, OSError)
 
 
 class Publisher:
-    def __init__(self, celery: Celery, sessions: async_sessionmaker, *, quiet_s: float = 1.0,
-                 threads: int = 8, flush_s: float = 0.1):
-        self.celery = celery
+    def __init__(self, redis_client, sessions: async_sessionmaker, *, quiet_s: float = 1.0,
+                 flush_s: float = 0.5, send_sent_event: bool = True):
+        self.redis = redis_client
+        self.wire = TaskWire(db=redis_client.connection_pool.connection_kwargs.get("db", 0),
+                             send_sent_event=send_sent_event)
         self.sessions = sessions
         self.quiet_s = quiet_s
         self.flush_s = flush_s
         self._down_until = 0.0
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="publish")
         self._published: dict[str, datetime] = {}  # job id -> when it went out
         self._pending: set[asyncio.Task] = set()
         self._flusher: asyncio.Task | None = None
@@ -58,10 +58,13 @@ class Publisher:
         if self.broker_down and not force:
             return False
         sent_at = utcnow()
-        call = partial(publish_job, self.celery, job_id=job_id, kind=kind, model=model,
-                       queue=queue, priority=priority, attempt_hint=attempt_hint)
+        pipe = self.redis.pipeline(transaction=False)
+        for command, key, payload in self.wire.publish_commands(
+                job_id=job_id, kind=kind, model=model, queue=queue, priority=priority,
+                attempt_hint=attempt_hint):
+            getattr(pipe, command)(key, payload)
         try:
-            await asyncio.get_running_loop().run_in_executor(self._pool, call)
+            await pipe.execute()
         except _BROKER_ERRORS as exc:
             self._down_until = time.monotonic() + self.quiet_s
             log.warning("broker unavailable, job %s left for the reconciler: %s", job_id, exc)
@@ -70,12 +73,15 @@ class Publisher:
         self._published[job_id] = sent_at
         return True
 
-    def publish_soon(self, **job) -> None:
-        """Publish in the background: the submit answers without waiting for the broker.
-        If this process dies first, the reconciler publishes the job (it is unmarked)."""
+    async def publish_soon(self, wait_s: float = 0.05, **job) -> None:
+        """Publish, waiting at most `wait_s` for it: a healthy broker answers well within
+        that, so the worker has the task before the submit's reply goes out; a slow
+        one does not hold the reply up (the publish goes on in the background). If
+        this process dies first, the reconciler publishes the job (it is unmarked)."""
         task = asyncio.get_running_loop().create_task(self.publish(**job))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+        await asyncio.wait({task}, timeout=wait_s)
 
     async def flush(self) -> int:
         sent, self._published = self._published, {}
@@ -105,4 +111,3 @@ class Publisher:
         if self._pending:
             await asyncio.wait(self._pending, timeout=5)
         await self.flush()
-        self._pool.shutdown(wait=False, cancel_futures=True)

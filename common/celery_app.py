@@ -9,6 +9,7 @@ from kombu import Queue
 from common.broker import TRANSPORT
 from common.constants import PRIORITY_VALUE, QUEUES, TASK_BY_KIND
 from common.settings import Settings
+from common.wire import PRIORITY_SEP, PRIORITY_STEPS
 
 
 def celery_config(settings: Settings) -> dict:
@@ -37,8 +38,8 @@ def celery_config(settings: Settings) -> dict:
             "visibility_timeout": settings.visibility_timeout_s,
             # Per-queue priority lists: interactive (0) is served before batch (9).
             "queue_order_strategy": "priority",
-            "priority_steps": sorted(set(PRIORITY_VALUE.values())),
-            "sep": ":",
+            "priority_steps": PRIORITY_STEPS,
+            "sep": PRIORITY_SEP,
             "socket_connect_timeout": 2,
             "socket_timeout": 10,
             "socket_keepalive": True,
@@ -58,7 +59,8 @@ def publish_job(app: Celery, *, job_id: str, kind: str, model: str, queue: str, 
     """Send the job's task. The message carries the id and model, never the input.
 
     Blocks for about a millisecond (more when Redis is slow): never call it on an
-    event loop thread. Raises kombu's OperationalError when Redis is unreachable.
+    event loop thread (the API's single submits go through common.wire instead).
+    Raises kombu's OperationalError when Redis is unreachable.
     `producer` sends through one open producer (many messages, one connection).
     """
     app.send_task(

@@ -231,9 +231,13 @@ def test_interactive_jobs_start_before_the_rest_of_a_running_batch(make_stack):
     batch = start_batch(client, lines)
     wait_until(lambda: client.batches.retrieve(batch.id).request_counts.completed >= 20, 90,
                "the batch to be running")
-    submitted = []
+    submitted, on_broker = [], {}
     for i in range(5):
-        submitted.append(stack.submit(input={"prompt": f"urgent {i}"})["id"])
+        job_id = stack.submit(input={"prompt": f"urgent {i}"})["id"]
+        # The submit answers once its task is on the broker (the publish is awaited);
+        # the INSERT before it may wait on SQLite's writer, busy with the batch.
+        on_broker[job_id] = datetime.now(UTC)
+        submitted.append(job_id)
         time.sleep(0.1)
     for job_id in submitted:
         assert stack.wait(job_id, timeout=30)["status"] == "succeeded"
@@ -243,10 +247,9 @@ def test_interactive_jobs_start_before_the_rest_of_a_running_batch(make_stack):
     interactive = _started(stack, ids=submitted)
     lines_started = sorted(t for t in _started(stack, batch_id=batch.id).values() if t)
     for job_id, started in interactive.items():
-        # Batch lines that started after this job was submitted and before it started:
-        # at most those a worker thread had already taken (one per thread).
-        created = datetime.fromisoformat(stack.get(job_id)["created_at"].replace("Z", "+00:00"))
-        overtaking = [t for t in lines_started if created < t < started]
+        # Batch lines that started after this job's task was on the broker and before it
+        # started: at most those a worker thread had already taken (one per thread).
+        overtaking = [t for t in lines_started if on_broker[job_id] < t < started]
         assert len(overtaking) <= concurrency, (job_id, len(overtaking))
     wait_batch(client, batch.id, timeout=60)
 
