@@ -30,6 +30,7 @@ def current_state() -> WorkerState:
 
 def make_worker_app(settings: Settings) -> Celery:
     app = make_celery(settings)
+    app.conf.worker_consumer = "workers.consumer:Consumer"  # task events in batches
 
     @app.task(name=TASK_GENERATE, ignore_result=True)
     def generate(job_id: str, model: str | None = None) -> None:
