@@ -29,14 +29,16 @@ class Principal:
     name: str
 
 
-def get_state(request: Request) -> AppState:
+# Every dependency is `async def`, even the trivial ones: FastAPI runs a plain `def`
+# dependency in its thread pool, a thread hop (and a GIL handover) per request.
+async def get_state(request: Request) -> AppState:
     return request.app.state.monkey
 
 
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-def get_settings_dep(state: StateDep) -> Settings:
+async def get_settings_dep(state: StateDep) -> Settings:
     return state.settings
 
 
@@ -50,7 +52,7 @@ async def get_auto_session(state: StateDep) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def get_redis(state: StateDep) -> aioredis.Redis:
+async def get_redis(state: StateDep) -> aioredis.Redis:
     return state.redis
 
 

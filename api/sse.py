@@ -43,9 +43,9 @@ async def _final_envelope(state: AppState, job_id: str) -> dict | None:
 
 
 async def job_events(state: AppState, job_id: str, last_id: str | None,
-                     final: dict | None = None) -> AsyncIterator[bytes]:
+                     final: dict | None = None, opening: bytes = b"") -> AsyncIterator[bytes]:
     """`final` is the job's envelope when the caller already saw it finished; None when
-    it saw the job still going.
+    it saw the job still going. `opening` goes out first, with the reconnect delay.
 
     While events flow, only Redis is read. The database is asked only when the stream
     stays quiet for a whole block (or Redis fails): a job that ended without its own
@@ -53,7 +53,7 @@ async def job_events(state: AppState, job_id: str, last_id: str | None,
     """
     key = events_key(job_id)
     cursor = _normalise(last_id)
-    yield b"retry: 1000\n\n"
+    yield opening + b"retry: 1000\n\n"
     while True:
         try:
             block = _BLOCK_MS if final is None else await _grace_ms(state, key)
@@ -67,13 +67,17 @@ async def job_events(state: AppState, job_id: str, last_id: str | None,
             yield b": waiting for redis\n\n"
             await asyncio.sleep(1.0)
             continue
+        # One write per read: the events that arrived together go out together.
+        chunk: list[bytes] = []
         for entry_id, fields in entries[0][1] if entries else ():
             cursor = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
             type_, data = decode(fields)
-            yield sse(data, type_, cursor)
+            chunk.append(sse(data, type_, cursor))
             if type_ == "done":
+                yield b"".join(chunk)
                 return
-        if entries:
+        if chunk:
+            yield b"".join(chunk)
             continue
         if final is not None:  # over, and its stream has nothing more: end from the database
             yield sse(final, "done")

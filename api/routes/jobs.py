@@ -53,16 +53,11 @@ async def submit_job(
         return JSONResponse(envelope(job), status_code=202, headers=headers)
     await session.close()
     final = envelope(job) if job.status in TERMINAL else None  # an idempotent replay
-    return _event_stream(_submitted(job, job_events(state, job.id, None, final)), state,
-                         principal, status_code=202, headers=headers)
-
-
-async def _submitted(job, events):
-    """The submit's stream opens with the job's id (a status event with no event id:
-    it is not on the job's stream, so Last-Event-ID never points at it)."""
-    yield sse({"status": job.status, "job_id": job.id}, "status")
-    async for chunk in events:
-        yield chunk
+    # The stream opens with the job's id: a status event with no event id (it is not
+    # on the job's stream, so Last-Event-ID never points at it).
+    opening = sse({"status": job.status, "job_id": job.id}, "status")
+    return _event_stream(job_events(state, job.id, None, final, opening), state, principal,
+                         status_code=202, headers=headers)
 
 
 @router.get("", response_model=JobList)
