@@ -2,12 +2,13 @@
 
 - raw Redis: LPUSH a request, a consumer BRPOPs it and LPUSHes a reply, BRPOP the reply;
 - bare Celery: a no-op task's delay().get() through a solo worker on the same Redis;
-- Monkey Coder: a zero-delay debug/echo job, from POST /v1/jobs until `done` over SSE,
-  in one request (the submit answers with the event stream: Accept: text/event-stream)
-  and in two (POST, then GET /v1/jobs/{id}/events);
+- Monkey Coder: a zero-delay debug/echo job, from POST /v1/jobs until `done` over SSE:
+  POST, then GET /v1/jobs/{id}/events (the documented flow), and in one request (the
+  submit answers with the event stream: Accept: text/event-stream);
+  the four round trips interleaved sample by sample (see side_by_side);
 - submit throughput (jobs/s accepted) and completed jobs/s with one llm worker.
 
-    python bench/overhead.py [--samples 200] [--jobs 1000] [--postgres URL]
+    python bench/overhead.py [--samples 200] [--jobs 1000] [--postgres URL] [--sequential]
 """
 
 from __future__ import annotations
@@ -31,79 +32,106 @@ from bench.stack import REPO, BenchStack, percentiles  # noqa: E402
 from common.db import Job  # noqa: E402
 
 
-def raw_redis(url: str, n: int) -> dict:
-    producer, consumer = redis.Redis.from_url(url), redis.Redis.from_url(url)
-    stop = threading.Event()
+class RawRedis:
+    """LPUSH a request; a consumer thread BRPOPs it and LPUSHes a reply; BRPOP the reply."""
 
-    def serve() -> None:
-        while not stop.is_set():
-            got = consumer.brpop(["bench:req"], timeout=1)
-            if got:
-                consumer.lpush("bench:resp", got[1])
+    def __init__(self, url: str):
+        self.producer, consumer = redis.Redis.from_url(url), redis.Redis.from_url(url)
+        self._stop = threading.Event()
 
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    samples = []
-    for i in range(n + 20):
-        t0 = time.perf_counter()
-        producer.lpush("bench:req", i)
-        producer.brpop(["bench:resp"], timeout=5)
-        if i >= 20:
-            samples.append((time.perf_counter() - t0) * 1000)
-    stop.set()
-    return percentiles(samples)
+        def serve() -> None:
+            while not self._stop.is_set():
+                got = consumer.brpop(["bench:req"], timeout=1)
+                if got:
+                    consumer.lpush("bench:resp", got[1])
+
+        threading.Thread(target=serve, daemon=True).start()
+
+    def one(self, i: int) -> bool:
+        self.producer.lpush("bench:req", i)
+        return self.producer.brpop(["bench:resp"], timeout=5) is not None
+
+    def close(self) -> None:
+        self._stop.set()
 
 
-def bare_celery(url: str, n: int) -> dict:
-    env = {**os.environ, "BENCH_REDIS_URL": url}
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "bench.noop_app", "worker", "-P", "solo",
-         "--loglevel", "WARNING", "--without-gossip", "--without-mingle"],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    os.environ["BENCH_REDIS_URL"] = url
-    from bench.noop_app import noop
+class BareCelery:
+    """A no-op task's delay().get() through a solo Celery worker on the same Redis."""
 
-    try:
+    def __init__(self, url: str):
+        env = {**os.environ, "BENCH_REDIS_URL": url}
+        self.worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "bench.noop_app", "worker", "-P", "solo",
+             "--loglevel", "WARNING", "--without-gossip", "--without-mingle"],
+            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        os.environ["BENCH_REDIS_URL"] = url
+        from bench.noop_app import noop
+
+        self.noop = noop
         noop.delay().get(timeout=60)  # the worker is up
-        samples = []
-        for i in range(n + 20):
-            t0 = time.perf_counter()
-            noop.delay().get(timeout=10)
-            if i >= 20:
-                samples.append((time.perf_counter() - t0) * 1000)
-        return percentiles(samples)
-    finally:
-        worker.terminate()
-        worker.wait(10)
+
+    def one(self, i: int) -> bool:
+        self.noop.delay().get(timeout=10)
+        return True
+
+    def close(self) -> None:
+        self.worker.terminate()
+        self.worker.wait(10)
 
 
-def echo_round_trip(stack: BenchStack, n: int, *, one_request: bool) -> dict:
+class EchoJob:
     """Submit a zero-delay echo job and read its events until `done`: in one request
     (POST with Accept: text/event-stream) or in two (POST, then GET .../events)."""
-    headers = {"Authorization": f"Bearer {stack.key}"}
-    samples, errors = [], 0
-    with httpx.Client(base_url=stack.url, headers=headers, timeout=30) as c:
-        for i in range(n + 20):
-            body = {"model": "debug/echo", "input": {"prompt": f"ping {i}"}}
-            t0 = time.perf_counter()
-            if one_request:
-                stream = c.stream("POST", "/v1/jobs", json=body,
-                                  headers={"Accept": "text/event-stream"})
-            else:
-                job = c.post("/v1/jobs", json=body).json()
-                stream = c.stream("GET", f"/v1/jobs/{job['id']}/events")
-            done = False
-            with stream as resp:
-                for line in resp.iter_lines():
-                    if line == "event: done":
-                        done = True
-                        break
-            if not done:
-                errors += 1
-            elif i >= 20:
-                samples.append((time.perf_counter() - t0) * 1000)
-    return {**percentiles(samples), "errors": errors}
+
+    def __init__(self, stack: BenchStack, *, one_request: bool):
+        self.client = httpx.Client(base_url=stack.url, timeout=30,
+                                   headers={"Authorization": f"Bearer {stack.key}"})
+        self.one_request = one_request
+
+    def one(self, i: int) -> bool:
+        body = {"model": "debug/echo", "input": {"prompt": f"ping {i}"}}
+        if self.one_request:
+            stream = self.client.stream("POST", "/v1/jobs", json=body,
+                                        headers={"Accept": "text/event-stream"})
+        else:
+            job = self.client.post("/v1/jobs", json=body).json()
+            stream = self.client.stream("GET", f"/v1/jobs/{job['id']}/events")
+        with stream as resp:
+            return any(line == "event: done" for line in resp.iter_lines())
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def side_by_side(samplers: dict, n: int, warmup: int = 20, sequential: bool = False) -> dict:
+    """Round trips of every sampler. Interleaved by default: sample i of each runs next
+    to sample i of the others (in a rotating order), so a change in the machine's load
+    during the run weighs on all of them alike. `sequential` runs each sampler's
+    samples back to back instead (warm caches favour the smaller loops)."""
+    names = list(samplers)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    errors = dict.fromkeys(names, 0)
+
+    def sample(name: str, i: int) -> None:
+        t0 = time.perf_counter()
+        ok = samplers[name].one(i)
+        ms = (time.perf_counter() - t0) * 1000
+        if not ok:
+            errors[name] += 1
+        elif i >= warmup:
+            samples[name].append(ms)
+
+    if sequential:
+        for name in names:
+            for i in range(n + warmup):
+                sample(name, i)
+    else:
+        for i in range(n + warmup):
+            k = i % len(names)
+            for name in names[k:] + names[:k]:
+                sample(name, i)
+    return {name: {**percentiles(samples[name]), "errors": errors[name]} for name in names}
 
 
 async def _submit_many(stack: BenchStack, n: int, concurrency: int) -> tuple[float, int]:
@@ -159,28 +187,37 @@ def main() -> None:
     pg = os.environ.get("DATABASE_URL", "")
     ap.add_argument("--postgres", default=pg if pg.startswith("postgres") else None,
                     help="admin URL of a Postgres to make a bench database in (default: SQLite)")
+    ap.add_argument("--sequential", action="store_true",
+                    help="each round trip's samples back to back, not interleaved")
     args = ap.parse_args()
 
     stack = BenchStack(postgres_url=args.postgres)
+    samplers: dict = {}
     try:
         stack.start_api()
         stack.start_worker("llm", concurrency=32)
-        raw = raw_redis(stack.redis.url.replace("/0", "/2"), args.samples)
-        celery = bare_celery(stack.redis.url.replace("/0", "/3"), args.samples)
-        echo = echo_round_trip(stack, args.samples, one_request=True)
-        echo_two = echo_round_trip(stack, args.samples, one_request=False)
+        samplers = {
+            "raw_redis_lpush_brpop": RawRedis(stack.redis.url.replace("/0", "/2")),
+            "bare_celery_noop": BareCelery(stack.redis.url.replace("/0", "/3")),
+            "echo_job_http_to_sse_done": EchoJob(stack, one_request=False),
+            "echo_job_one_request": EchoJob(stack, one_request=True),
+        }
+        trips = side_by_side(samplers, args.samples, sequential=args.sequential)
         tput = throughput(stack, args.jobs)
     finally:
+        for sampler in samplers.values():
+            sampler.close()
         stack.close()
+    celery_p50 = trips["bare_celery_noop"]["p50_ms"]
     out = {
         "bench": "overhead",
         "database": "postgres" if args.postgres else "sqlite",
-        "raw_redis_lpush_brpop": raw,
-        "bare_celery_noop": celery,
-        "echo_job_http_to_sse_done": echo,
-        "echo_p50_over_celery_p50": round(echo["p50_ms"] / celery["p50_ms"], 2),
-        "echo_job_post_then_get_events": echo_two,
-        "echo_two_requests_p50_over_celery_p50": round(echo_two["p50_ms"] / celery["p50_ms"], 2),
+        "sampling": "sequential" if args.sequential else "interleaved",
+        **trips,
+        "echo_p50_over_celery_p50": round(
+            trips["echo_job_http_to_sse_done"]["p50_ms"] / celery_p50, 2),
+        "echo_one_request_p50_over_celery_p50": round(
+            trips["echo_job_one_request"]["p50_ms"] / celery_p50, 2),
         "throughput_one_llm_worker": tput,
     }
     print(json.dumps(out, indent=2))
