@@ -13,7 +13,6 @@ from fastapi import Depends, Request
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.limits import take_request_token
 from api.state import AppState
 from common.db import ApiKey
 from common.errors import RateLimited, Unauthorized
@@ -74,12 +73,11 @@ async def get_principal(request: Request, state: StateDep) -> Principal:
         principal = cached[0]
     else:
         principal = await _lookup(state, digest)
-    s = state.settings
-    wait = await take_request_token(state.redis, principal.key_id, per_s=s.rate_limit_per_s,
-                                    burst=s.rate_limit_burst)
+    wait = await state.request_tokens.take(state.redis, principal.key_id)
     if wait > 0:
         raise RateLimited(f"too many requests for this key (MONKEY_RATE_LIMIT_PER_S="
-                          f"{s.rate_limit_per_s:g}); retry after the Retry-After seconds",
+                          f"{state.settings.rate_limit_per_s:g}); retry after the Retry-After "
+                          "seconds",
                           retry_after=wait)
     return principal
 

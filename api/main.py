@@ -14,7 +14,7 @@ from starlette.routing import Match
 
 from api import errors, responses
 from api.deps import get_principal
-from api.limits import BodyLimit, StreamSlots
+from api.limits import BodyLimit, RequestTokens, StreamSlots
 from api.publisher import Publisher
 from api.reconciler import Reconciler
 from api.routes import batches, files, jobs, openai_chat, system
@@ -40,7 +40,9 @@ def _open_state(settings: Settings) -> AppState:
     reads = async_sessions(engine.execution_options(isolation_level="AUTOCOMMIT"))
     return AppState(settings=settings, engine=engine, sessions=sessions, auto_sessions=reads,
                     redis=client, celery=celery, publisher=Publisher(client, sessions),
-                    streams=StreamSlots(settings.max_streams_per_key))
+                    streams=StreamSlots(settings.max_streams_per_key),
+                    request_tokens=RequestTokens(per_s=settings.rate_limit_per_s,
+                                                 burst=settings.rate_limit_burst))
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

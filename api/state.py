@@ -8,7 +8,7 @@ import redis.asyncio as aioredis
 from celery import Celery
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from api.limits import StreamSlots
+from api.limits import RequestTokens, StreamSlots
 from api.publisher import Publisher
 from common.settings import Settings
 
@@ -27,5 +27,7 @@ class AppState:
     # key hash -> (principal, expires at); saves a database read per request
     key_cache: dict = field(default_factory=dict)
     streams: StreamSlots = field(default_factory=lambda: StreamSlots(0))
+    request_tokens: RequestTokens = field(
+        default_factory=lambda: RequestTokens(per_s=0, burst=0))
     # key id -> (interactive jobs queued, monotonic time counted): see check_queued_cap
     queued_counts: dict = field(default_factory=dict)

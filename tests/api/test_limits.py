@@ -1,0 +1,82 @@
+"""The per-key request limit taken in chunks (api.limits.RequestTokens), on real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import redis
+import redis.asyncio as aioredis
+
+from api.limits import RequestTokens
+from tests.conftest import fresh_redis_url
+
+
+def _script_calls(url: str) -> int:
+    stats = redis.Redis.from_url(url).info("commandstats")
+    return sum(stats.get(f"cmdstat_{c}", {}).get("calls", 0) for c in ("eval", "evalsha"))
+
+
+def test_two_processes_never_exceed_the_keys_limit_together(redis_base):
+    url = fresh_redis_url(redis_base)
+    per_s, burst = 100.0, 50
+
+    async def run() -> tuple[int, float]:
+        client = aioredis.Redis.from_url(url)
+        a, b = RequestTokens(per_s=per_s, burst=burst), RequestTokens(per_s=per_s, burst=burst)
+        assert a.chunk == 5
+        admitted, t0 = 0, time.monotonic()
+        for i in range(300):
+            admitted += (await (a if i % 2 else b).take(client, "key_1")) == 0
+        elapsed = time.monotonic() - t0
+        await client.aclose()
+        return admitted, elapsed
+
+    admitted, elapsed = asyncio.run(run())
+    # Tokens come out of the one shared bucket: never more than it holds plus its refill.
+    assert admitted <= burst + per_s * elapsed + 1
+    # ... and at most the chunks still held when the bucket ran dry go unspent.
+    assert admitted >= burst - 2 * 5
+
+
+def test_a_chunk_saves_round_trips_and_lapses(redis_base):
+    url = fresh_redis_url(redis_base)
+
+    async def run() -> None:
+        client = aioredis.Redis.from_url(url)
+        tokens = RequestTokens(per_s=100.0, burst=500)
+        before = _script_calls(url)
+        for _ in range(10):
+            assert await tokens.take(client, "key_2") == 0
+        assert _script_calls(url) - before == 1  # 10 tokens taken at once, spent locally
+        await asyncio.sleep(0.15)  # unspent tokens lapse: the next request asks Redis
+        assert await tokens.take(client, "key_2") == 0
+        assert _script_calls(url) - before == 2
+        await client.aclose()
+
+    asyncio.run(run())
+
+
+def test_an_empty_bucket_says_how_long_to_wait(redis_base):
+    url = fresh_redis_url(redis_base)
+
+    async def run() -> list[float]:
+        client = aioredis.Redis.from_url(url)
+        tokens = RequestTokens(per_s=2.0, burst=2)
+        waits = [await tokens.take(client, "key_3") for _ in range(3)]
+        await client.aclose()
+        return waits
+
+    waits = asyncio.run(run())
+    assert waits[:2] == [0, 0]
+    assert 0 < waits[2] <= 0.5
+
+
+def test_without_redis_requests_are_not_limited():
+    async def run() -> float:
+        client = aioredis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
+        wait = await RequestTokens(per_s=1.0, burst=1).take(client, "key_4")
+        await client.aclose()
+        return wait
+
+    assert asyncio.run(run()) == 0
