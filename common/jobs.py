@@ -65,7 +65,8 @@ def transition(
 
 # Every column of a job, labelled with Job's attribute names: a Core row of these
 # (`.returning(*JOB_COLUMNS)`) reads like a Job, without the ORM's per-row cost.
-JOB_COLUMNS = tuple(getattr(Job, a.key).label(a.key) for a in Job.__mapper__.column_attrs)
+JOB_COLUMNS = tuple(col.label(attr.key) for attr in Job.__mapper__.column_attrs
+                    for col in attr.columns)
 
 
 def _iso(dt: datetime | None) -> str | None:

@@ -9,7 +9,7 @@ import time
 from datetime import timedelta
 
 from redis.exceptions import RedisError
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,7 +21,7 @@ from common.db import Job, utcnow
 from common.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, RateLimited
 from common.events import emit_async
 from common.ids import new_id
-from common.jobs import TERMINAL, JobStatus, envelope, transition
+from common.jobs import JOB_COLUMNS, TERMINAL, JobStatus, envelope, transition
 from common.schemas import JobCreate
 
 S = JobStatus
@@ -145,8 +145,12 @@ async def _by_idempotency_key(session: AsyncSession, principal: Principal, key: 
     return (await session.execute(stmt)).scalar()
 
 
-async def get_job(*, session: AsyncSession, principal: Principal, job_id: str) -> Job:
-    job = await session.get(Job, job_id, populate_existing=True)
+_GET_JOB = select(*JOB_COLUMNS).where(Job.__table__.c.id == bindparam("job_id"))
+
+
+async def get_job(*, session: AsyncSession, principal: Principal, job_id: str):
+    """The job as a row of JOB_COLUMNS (reads like a Job; a fresh read every call)."""
+    job = (await session.execute(_GET_JOB, {"job_id": job_id})).first()
     if job is None or job.owner_id != principal.key_id:
         raise NotFound(f"no job {job_id!r}")
     return job
@@ -154,14 +158,14 @@ async def get_job(*, session: AsyncSession, principal: Principal, job_id: str) -
 
 async def list_jobs(*, session: AsyncSession, principal: Principal, status: str | None,
                     kind: str | None, limit: int, after: str | None) -> dict:
-    stmt = select(Job).where(Job.owner_id == principal.key_id)
+    stmt = select(*JOB_COLUMNS).where(Job.owner_id == principal.key_id)
     if status:
         stmt = stmt.where(Job.status.in_(status.split(",")))
     if kind:
         stmt = stmt.where(Job.kind == kind)
     if after:
         stmt = stmt.where(Job.id < after)
-    rows = list((await session.execute(stmt.order_by(Job.id.desc()).limit(limit + 1))).scalars())
+    rows = (await session.execute(stmt.order_by(Job.id.desc()).limit(limit + 1))).all()
     data = [envelope(j) for j in rows[:limit]]
     return {
         "object": "list", "data": data, "has_more": len(rows) > limit,
