@@ -3,6 +3,7 @@ rates per key, and open event streams per key."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
@@ -108,30 +109,51 @@ class RequestTokens:
         self.burst = burst
         self.chunk = max(1, min(burst // 10, int(per_s * _HOLD_S)))
         self._held: dict[str, tuple[int, float]] = {}  # key id -> (tokens, lapse at)
+        self._asking: dict[str, asyncio.Future] = {}  # key id -> its request to Redis
 
     async def take(self, redis_client, key_id: str) -> float:
         """0 when the request may go on, else the seconds until it may (Retry-After).
         Fails open: when Redis is unreachable, requests are not limited."""
         if self.per_s <= 0:
             return 0.0
-        now = time.monotonic()
-        held, lapse = self._held.get(key_id, (0, 0.0))
-        if held > 0 and now < lapse:
-            self._held[key_id] = (held - 1, lapse)
-            return 0.0
+        while True:
+            held, lapse = self._held.get(key_id, (0, 0.0))
+            if held > 0 and time.monotonic() < lapse:
+                self._held[key_id] = (held - 1, lapse)
+                return 0.0
+            asking = self._asking.get(key_id)
+            if asking is None:
+                break
+            # One request asks Redis for the key's tokens at a time; the rest wait for
+            # its answer (and fail open with it when Redis is unreachable).
+            if not await asyncio.shield(asking):
+                return 0.0
+        asking = asyncio.get_running_loop().create_future()
+        self._asking[key_id] = asking
+        reached = False
         try:
-            args = (1, f"monkey:ratelimit:{key_id}", self.per_s, self.burst, self.chunk)
-            try:
-                reply = await redis_client.evalsha(_BUCKET_SHA, *args)
-            except NoScriptError:  # a fresh (or flushed) Redis: send the script itself
-                reply = await redis_client.eval(_BUCKET, *args)
-        except (RedisError, OSError):
+            reply = await self._ask(redis_client, key_id)
+            reached = reply is not None
+        finally:
+            del self._asking[key_id]
+            asking.set_result(reached)
+        if reply is None:
             return 0.0
         granted, wait = (float(x) for x in reply.split())
         if granted < 1:
             return wait
-        self._held[key_id] = (int(granted) - 1, now + _HOLD_S)
+        self._held[key_id] = (int(granted) - 1, time.monotonic() + _HOLD_S)
         return 0.0
+
+    async def _ask(self, redis_client, key_id: str) -> bytes | None:
+        args = (1, f"monkey:ratelimit:{key_id}", self.per_s, self.burst, self.chunk)
+        try:
+            try:
+                return await redis_client.evalsha(_BUCKET_SHA, *args)
+            except NoScriptError:  # a fresh (or flushed) Redis: send the script itself
+                return await redis_client.eval(_BUCKET, *args)
+        except (RedisError, OSError):
+            return None
 
 
 class StreamSlots:

@@ -57,6 +57,23 @@ def test_a_chunk_saves_round_trips_and_lapses(redis_base):
     asyncio.run(run())
 
 
+def test_concurrent_requests_share_one_ask(redis_base):
+    """32 requests at once: one asks Redis, the others spend what it brought back (and
+    ask in turn when that is spent), so none is refused while the bucket is full."""
+    url = fresh_redis_url(redis_base)
+
+    async def run() -> list[float]:
+        client = aioredis.Redis.from_url(url)
+        tokens = RequestTokens(per_s=100.0, burst=500)
+        waits = await asyncio.gather(*(tokens.take(client, "key_5") for _ in range(32)))
+        await client.aclose()
+        return waits
+
+    before = _script_calls(url)
+    assert asyncio.run(run()) == [0] * 32
+    assert _script_calls(url) - before == 4  # 10 tokens an ask
+
+
 def test_an_empty_bucket_says_how_long_to_wait(redis_base):
     url = fresh_redis_url(redis_base)
 
@@ -73,10 +90,11 @@ def test_an_empty_bucket_says_how_long_to_wait(redis_base):
 
 
 def test_without_redis_requests_are_not_limited():
-    async def run() -> float:
+    async def run() -> list[float]:
         client = aioredis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
-        wait = await RequestTokens(per_s=1.0, burst=1).take(client, "key_4")
+        tokens = RequestTokens(per_s=1.0, burst=1)
+        waits = await asyncio.gather(*(tokens.take(client, "key_4") for _ in range(5)))
         await client.aclose()
-        return wait
+        return waits
 
-    assert asyncio.run(run()) == 0
+    assert asyncio.run(run()) == [0] * 5
