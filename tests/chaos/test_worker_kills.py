@@ -22,6 +22,21 @@ def prompt(i: int) -> str:
     return f"job {i} says " + " ".join(f"w{i}-{k}" for k in range(4))
 
 
+def stuck_report(stack, engine) -> str:
+    """What is left unfinished, and where its messages are, for a failure message."""
+    with engine.connect() as conn:
+        stuck = conn.execute(text(
+            "SELECT id, status, attempts, published_at, lease_expires_at, worker_id "
+            "FROM jobs WHERE status NOT IN ('succeeded')")).all()
+    r = redis.Redis.from_url(stack.redis_url)
+    held = {k: r.smembers(k) for k in r.scan_iter(match="monkey:held:*")}
+    workers = list(r.scan_iter(match="monkey:worker:*"))
+    return (f"stuck: {len(stuck)} {stuck[:10]} held={held} workers={workers} "
+            f"llen={r.llen('llm')} unacked={r.hlen('unacked')}\n"
+            f"{[(i, r.xrange(events_key(i))[-3:]) for i, *_ in stuck[:3]]}"
+            f"\n{stack.logs()[-3000:]}")
+
+
 def test_jobs_survive_repeated_worker_kills(make_stack):
     stack = make_stack("postgres")
     worker = stack.start_worker("llm", concurrency=32)
@@ -40,31 +55,24 @@ def test_jobs_survive_repeated_worker_kills(make_stack):
             return conn.execute(text("SELECT count(*) FROM jobs WHERE status IN "
                                      "('succeeded','failed','cancelled','expired')")).scalar()
 
+    def until(check, timeout: float, what: str) -> None:
+        try:
+            wait_until(check, timeout, what, interval=0.2)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{stuck_report(stack, engine)}") from None
+
     kill_times = []
     for _ in range(KILLS):
         before = finished()
-        wait_until(lambda b=before: finished() >= min(N_JOBS, b + 15), 60, "progress")
+        until(lambda b=before: finished() >= min(N_JOBS, b + 15), 60, "progress")
         # Kills at least 4 s apart, so each requeue (lease 3 s) maps to the kill before it.
         if kill_times:
-            wait_until(lambda: time.time() * 1000 - kill_times[-1] > 4000, 10, "spacing")
+            until(lambda: time.time() * 1000 - kill_times[-1] > 4000, 10, "spacing")
         stack.kill(worker)
         kill_times.append(time.time() * 1000)
         worker = stack.start_worker("llm", concurrency=32)
 
-    try:
-        wait_until(lambda: finished() == N_JOBS, 120, "all jobs finished", interval=0.2)
-    except AssertionError:
-        with engine.connect() as conn:
-            stuck = conn.execute(text(
-                "SELECT id, status, attempts, published_at, lease_expires_at, worker_id "
-                "FROM jobs WHERE status NOT IN ('succeeded')")).all()
-        r = redis.Redis.from_url(stack.redis_url)
-        held = {k: r.smembers(k) for k in r.scan_iter(match="monkey:held:*")}
-        workers = list(r.scan_iter(match="monkey:worker:*"))
-        raise AssertionError(f"stuck: {stuck[:10]} held={held} workers={workers} "
-                             f"llen={r.llen('llm')} unacked={r.hlen('unacked')}\n"
-                             f"{[(i, r.xrange(events_key(i))[-3:]) for i, *_ in stuck[:3]]}"
-                             f"\n{stack.logs()[-3000:]}") from None
+    until(lambda: finished() == N_JOBS, 120, "all jobs finished")
 
     with engine.connect() as conn:
         rows = conn.execute(text("SELECT id, status, attempts, output FROM jobs")).all()
