@@ -22,8 +22,8 @@ import time
 
 from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
-from sqlalchemy import select, update
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import select, text, update
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from api.services.batch_work import advance_batches
 from api.services.bulk_publish import BulkPublisher
@@ -31,7 +31,7 @@ from api.services.jobs import emit_event
 from api.state import AppState
 from common.constants import BROKER_EPOCH, HELD_PATTERN, RECONCILER_LOCK, WORKER_KEY
 from common.db import Job, utcnow
-from common.jobs import TERMINAL, JobStatus, envelope, transition
+from common.jobs import JOB_COLUMNS, TERMINAL, JobStatus, envelope, transition
 
 log = logging.getLogger("monkey.reconciler")
 S = JobStatus
@@ -45,6 +45,7 @@ return 0
 _UNPUBLISHED_GRACE_S = 2.0
 _PUBLISH_PER_TICK = 5000
 _LATE_MARKS_S = 30.0
+_LOCK_WAIT_MS = 2000
 # kombu's Redis transport keeps delivered, unacknowledged messages here.
 _UNACKED, _UNACKED_INDEX = "unacked", "unacked_index"
 
@@ -247,9 +248,23 @@ class Reconciler:
                 select(Job).where(Job.status.in_([S.RUNNING, S.CANCELLING]),
                                   Job.lease_expires_at < now).limit(1000)
             )).scalars().all()
-            for job in rows:
-                n += await self._recover(s, job)
+        for job in rows:
+            n += await self._recover_unless_locked(job)
         return n
+
+    async def _recover_unless_locked(self, job: Job) -> int:
+        """_recover in a transaction of its own that gives up on a row another
+        transaction holds for long: one stuck row (a process stopped inside a
+        transaction) must not stall the reconciler for every other job."""
+        async with self.state.sessions() as s:
+            if not self.state.settings.is_sqlite:
+                await s.execute(text(f"SET LOCAL lock_timeout = '{_LOCK_WAIT_MS}ms'"))
+            try:
+                return await self._recover(s, job)
+            except DBAPIError as exc:
+                await s.rollback()
+                log.warning("job %s not requeued this pass: %s", job.id, exc.orig)
+                return 0
 
     async def _recover(self, s, job: Job) -> int:
         now = utcnow()
@@ -272,8 +287,8 @@ class Reconciler:
         await emit_event(self.state, job.id, "status",
                          {"status": to, "requeued": to == S.QUEUED, "reason": "lease lapsed"})
         if to != S.QUEUED:
-            await s.refresh(job)
-            await emit_event(self.state, job.id, "done", envelope(job), final=True)
+            row = (await s.execute(select(*JOB_COLUMNS).where(Job.id == job.id))).first()
+            await emit_event(self.state, job.id, "done", envelope(row), final=True)
         return 1
 
     async def _expire(self) -> int:

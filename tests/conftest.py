@@ -240,7 +240,7 @@ class Stack:
             r = redis.Redis.from_url(self.redis_url)
             raise AssertionError(
                 f"{exc}; last seen: status={job.get('status')} attempts={job.get('attempts')}; "
-                f"llm queue={r.llen('llm')} unacked={r.hlen('unacked')}\n{self.logs()[-6000:]}"
+                f"llm queue={r.llen('llm')} unacked={r.hlen('unacked')}\n{self.logs()}"
             ) from None
         return found["job"]
 

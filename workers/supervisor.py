@@ -139,7 +139,11 @@ class Supervisor:
             return
         lease = timedelta(seconds=self.state.settings.lease_s)
         active = [s.value for s in ACTIVE]
-        with self.state.sessions() as s:
+        # Autocommit: each statement commits on its own, so this process never holds a
+        # row lock between statements. A worker stopped mid-heartbeat (SIGSTOP, a VM
+        # pause) would otherwise keep its jobs' rows locked, and the reconciler could
+        # not requeue them until it woke.
+        with self.state.autocommit.connect() as s:
             for run in runs:
                 res = s.execute(
                     update(Job)
@@ -158,7 +162,6 @@ class Supervisor:
                     select(Job.id).where(Job.id.in_(ids), Job.status == JobStatus.CANCELLING)
                 )
             )
-            s.commit()
         for run in runs:
             if run.spec.id in cancelling:
                 run.stop("cancelled")

@@ -87,3 +87,30 @@ def test_redis_losing_its_data_requeues_waiting_jobs(make_stack, tmp_path):
         assert done["status"] == "succeeded" and done["attempts"] == 1
     finally:
         server.stop()
+
+
+def test_a_row_locked_by_a_stopped_transaction_does_not_stall_the_reconciler(make_stack):
+    """Two running jobs whose leases lapsed; another transaction holds one's row (as a
+    process stopped inside a transaction would). The other is requeued at once; the
+    locked one as soon as the lock goes."""
+    stack = make_stack("postgres")  # no worker: the jobs stay queued once requeued
+    ids = [stack.submit(input={"prompt": f"job {i}"})["id"] for i in range(2)]
+    engine = create_engine(stack.settings.sync_database_url)
+    status = "SELECT status FROM jobs WHERE id = :id"
+    try:
+        with engine.begin() as c:
+            c.execute(text("UPDATE jobs SET status = 'running', attempts = 1, "
+                           "lease_expires_at = now() - interval '1 minute'"))
+        with engine.connect() as holder:
+            holder.execute(text("SELECT id FROM jobs WHERE id = :id FOR UPDATE"),
+                           {"id": ids[0]})
+            with engine.connect() as c:
+                wait_until(lambda: c.execute(text(status), {"id": ids[1]}).scalar()
+                           == "queued", 10, "the unlocked job requeued")
+                assert c.execute(text(status), {"id": ids[0]}).scalar() == "running"
+            holder.rollback()  # the stopped process goes away
+        with engine.connect() as c:
+            wait_until(lambda: c.execute(text(status), {"id": ids[0]}).scalar() == "queued",
+                       10, "the other job requeued once its row is free")
+    finally:
+        engine.dispose()
