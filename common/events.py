@@ -11,6 +11,7 @@ import json
 import logging
 import threading
 import time
+from contextlib import contextmanager
 
 import redis
 
@@ -70,6 +71,7 @@ class EventWriter:
         self._lock = threading.Lock()
         self._pending: dict[str, tuple[int, list[str]]] = {}  # job -> (first index, texts)
         self._last_write: dict[str, float] = {}
+        self._job_locks: dict[str, threading.Lock] = {}
         self._wake = threading.Event()
         self._closed = False
         self._flusher = threading.Thread(target=self._flush_loop, name="event-flusher", daemon=True)
@@ -90,7 +92,8 @@ class EventWriter:
                     pending[1].append(text)
                 write_now = False
         if write_now:
-            self._xadd(job_id, "token", {"text": text, "index": index})
+            with self._writing(job_id):
+                self._xadd(job_id, "token", {"text": text, "index": index})
         else:
             self._wake.set()
 
@@ -106,36 +109,52 @@ class EventWriter:
         `extra(pipe)` may queue more commands on the same pipeline; their replies are
         returned (None when Redis failed: events are best effort).
         """
-        with self._lock:
-            pending = self._pending.pop(job_id, None)
-            if final:
-                self._last_write.pop(job_id, None)
-            else:
-                self._last_write[job_id] = time.monotonic()
-        items = [("token", _joined(pending))] if pending else []
-        items += events
-        key = events_key(job_id)
-        try:
-            pipe = self._redis.pipeline(transaction=False)
-            for type_, data in items:
-                pipe.xadd(key, encode(type_, data), maxlen=self._maxlen, approximate=True)
-            if final:
-                pipe.expire(key, ttl_s or self._ttl_s)
-            skip = len(items) + int(final)
-            if extra is not None:
-                extra(pipe)
-            return pipe.execute()[skip:]
-        except redis.RedisError as exc:
-            log.warning("events %s for job %s not written: %s",
-                        ",".join(t for t, _ in items), job_id, exc)
-            return None
+        with self._writing(job_id, final=final):
+            with self._lock:
+                pending = self._pending.pop(job_id, None)
+                if final:
+                    self._last_write.pop(job_id, None)
+                else:
+                    self._last_write[job_id] = time.monotonic()
+            items = [("token", _joined(pending))] if pending else []
+            items += events
+            key = events_key(job_id)
+            try:
+                pipe = self._redis.pipeline(transaction=False)
+                for type_, data in items:
+                    pipe.xadd(key, encode(type_, data), maxlen=self._maxlen, approximate=True)
+                if final:
+                    pipe.expire(key, ttl_s or self._ttl_s)
+                skip = len(items) + int(final)
+                if extra is not None:
+                    extra(pipe)
+                return pipe.execute()[skip:]
+            except redis.RedisError as exc:
+                log.warning("events %s for job %s not written: %s",
+                            ",".join(t for t, _ in items), job_id, exc)
+                return None
 
     def flush(self, job_id: str) -> None:
-        with self._lock:
-            pending = self._pending.pop(job_id, None)
-            self._last_write[job_id] = time.monotonic()
-        if pending:
+        with self._writing(job_id):
+            with self._lock:
+                pending = self._pending.pop(job_id, None)
+                if pending is None:
+                    return
+                self._last_write[job_id] = time.monotonic()
             self._xadd(job_id, "token", _joined(pending))
+
+    @contextmanager
+    def _writing(self, job_id: str, final: bool = False):
+        """One writer per job at a time, from taking its buffered tokens until they are
+        on the stream: the flusher thread and the job's own thread must not overtake
+        each other (a `done` written before the last tokens would end readers early)."""
+        with self._lock:
+            lock = self._job_locks.setdefault(job_id, threading.Lock())
+        with lock:
+            yield
+        with self._lock:  # a job that ended (or never wrote) needs no lock any more
+            if final or (job_id not in self._last_write and job_id not in self._pending):
+                self._job_locks.pop(job_id, None)
 
     def close(self) -> None:
         self._closed = True
