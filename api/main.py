@@ -19,7 +19,6 @@ from api.publisher import Publisher
 from api.reconciler import Reconciler
 from api.routes import batches, files, jobs, openai_chat, system
 from api.state import AppState
-from common.celery_app import make_celery
 from common.db import async_sessions, make_async_engine
 from common.errors import NotFound
 from common.settings import Settings, get_settings
@@ -35,11 +34,10 @@ def _open_state(settings: Settings) -> AppState:
         settings.redis_url, socket_connect_timeout=2, socket_timeout=10,
         health_check_interval=10, max_connections=4096,
     )
-    celery = make_celery(settings)
     sessions = async_sessions(engine)
     reads = async_sessions(engine.execution_options(isolation_level="AUTOCOMMIT"))
     return AppState(settings=settings, engine=engine, sessions=sessions, auto_sessions=reads,
-                    redis=client, celery=celery, publisher=Publisher(client, sessions),
+                    redis=client, publisher=Publisher(client, sessions),
                     streams=StreamSlots(settings.max_streams_per_key),
                     request_tokens=RequestTokens(per_s=settings.rate_limit_per_s,
                                                  burst=settings.rate_limit_burst))

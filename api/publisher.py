@@ -33,10 +33,9 @@ _BROKER_ERRORS = (RedisError, OSError)
 
 class Publisher:
     def __init__(self, redis_client, sessions: async_sessionmaker, *, quiet_s: float = 1.0,
-                 flush_s: float = 0.5, send_sent_event: bool = True):
+                 flush_s: float = 0.5):
         self.redis = redis_client
-        self.wire = TaskWire(db=redis_client.connection_pool.connection_kwargs.get("db", 0),
-                             send_sent_event=send_sent_event)
+        self.wire = TaskWire(db=redis_client.connection_pool.connection_kwargs.get("db", 0))
         self.sessions = sessions
         self.quiet_s = quiet_s
         self.flush_s = flush_s

@@ -10,11 +10,12 @@ import logging
 from collections.abc import AsyncIterator
 
 from redis.exceptions import RedisError
+from sqlalchemy import select
 
 from api.state import AppState
 from common.db import Job
 from common.events import decode, events_key
-from common.jobs import TERMINAL, envelope
+from common.jobs import JOB_COLUMNS, TERMINAL, envelope
 
 log = logging.getLogger("monkey.api")
 
@@ -36,9 +37,10 @@ def _normalise(last_id: str | None) -> str:
     return "0-0"
 
 
-async def _final_envelope(state: AppState, job_id: str) -> dict | None:
+async def final_envelope(state: AppState, job_id: str) -> dict | None:
+    """The job's envelope from the database once it is over, else None."""
     async with state.auto_sessions() as session:
-        job = await session.get(Job, job_id, populate_existing=True)
+        job = (await session.execute(select(*JOB_COLUMNS).where(Job.id == job_id))).first()
         return envelope(job) if job is not None and job.status in TERMINAL else None
 
 
@@ -60,7 +62,7 @@ async def job_events(state: AppState, job_id: str, last_id: str | None,
             entries = await state.redis.xread({key: cursor}, count=1000, block=block)
         except (RedisError, OSError) as exc:
             log.warning("event stream of job %s interrupted: %s", job_id, exc)
-            final = final or await _final_envelope(state, job_id)
+            final = final or await final_envelope(state, job_id)
             if final is not None:
                 yield sse(final, "done")
                 return
@@ -82,7 +84,7 @@ async def job_events(state: AppState, job_id: str, last_id: str | None,
         if final is not None:  # over, and its stream has nothing more: end from the database
             yield sse(final, "done")
             return
-        final = await _final_envelope(state, job_id)
+        final = await final_envelope(state, job_id)
         if final is None:
             yield b": keep-alive\n\n"
 

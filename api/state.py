@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
-from celery import Celery
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from api.limits import RequestTokens, StreamSlots
@@ -22,7 +21,6 @@ class AppState:
     # single-row write costs one round trip (no BEGIN, no COMMIT).
     auto_sessions: async_sessionmaker
     redis: aioredis.Redis
-    celery: Celery
     publisher: Publisher
     # key hash -> (principal, expires at); saves a database read per request
     key_cache: dict = field(default_factory=dict)

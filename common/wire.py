@@ -52,7 +52,6 @@ class TaskWire:
     """Builds task messages and sent events for one process (its origin and clock)."""
 
     db: int = 0
-    send_sent_event: bool = True
     hostname: str = field(default_factory=lambda: f"gen{os.getpid()}@{socket.gethostname()}")
     reply_to: str = field(default_factory=lambda: str(uuid.uuid4()))
     _clock: itertools.count = field(default_factory=lambda: itertools.count(1))
@@ -82,11 +81,11 @@ class TaskWire:
                 "body_encoding": "base64", "delivery_tag": str(uuid.uuid4()),
             },
         }
-        commands = [("lpush", queue_key(queue, pri), _json(message))]
-        if self.send_sent_event:
-            commands.append(("publish", f"/{self.db}.{EVENTS_EXCHANGE}/task.sent",
-                             self._sent_event(task, task_id, args, kwargs, queue)))
-        return commands
+        return [
+            ("lpush", queue_key(queue, pri), _json(message)),
+            ("publish", f"/{self.db}.{EVENTS_EXCHANGE}/task.sent",
+             self._sent_event(task, task_id, args, kwargs, queue)),
+        ]
 
     def _sent_event(self, task: str, task_id: str, args: list, kwargs: dict,
                     queue: str) -> bytes:

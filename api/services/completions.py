@@ -19,11 +19,12 @@ from api.deps import Principal
 from api.metrics import JOBS_SUBMITTED
 from api.services import jobs as jobs_svc
 from api.services.openai_shapes import ChatRequest, chat_chunk, job_failure, unix, usage_chunk
+from api.sse import final_envelope
 from api.state import AppState
 from common.db import Job
 from common.errors import Conflict, NotFound
 from common.events import decode, events_key
-from common.jobs import TERMINAL, envelope
+from common.jobs import envelope
 from common.schemas import JobCreate
 
 log = logging.getLogger("monkey.api")
@@ -62,7 +63,7 @@ async def follow(state: AppState, job_id: str) -> AsyncIterator[tuple[str, dict]
         if final is not None:
             yield "done", final
             return
-        final = await _final_envelope(state, job_id)
+        final = await final_envelope(state, job_id)
         # The worker writes the database first and `done` a moment later: wait for it
         # once, unless the stream is not there at all.
         if final is not None and not await _exists(state, key):
@@ -86,11 +87,6 @@ async def _exists(state: AppState, key: str) -> bool:
     except (RedisError, OSError):
         return False
 
-
-async def _final_envelope(state: AppState, job_id: str) -> dict | None:
-    async with state.sessions() as session:
-        job = await session.get(Job, job_id, populate_existing=True)
-        return envelope(job) if job is not None and job.status in TERMINAL else None
 
 
 async def wait_done(state: AppState, principal: Principal, job_id: str,

@@ -94,12 +94,11 @@ async def create_job(*, state: AppState, session: AsyncSession, principal: Princ
 
 
 _INSERT_JOB = Job.__table__.insert()
-_JOB_COLUMNS = [(c.key, a.key) for a in Job.__mapper__.column_attrs for c in a.columns]
 
 
 def row_values(job: Job) -> dict:
     """A new Job's columns, for a Core INSERT (no ORM unit of work on the hot path)."""
-    return {col: getattr(job, attr) for col, attr in _JOB_COLUMNS}
+    return {col.element.key: getattr(job, col.name) for col in JOB_COLUMNS}
 
 
 # A key's queued count is asked of the database at most this often while it is far

@@ -127,8 +127,3 @@ def test_our_task_message_and_sent_event_are_celerys(redis_url, job):
     assert _strip({**my_evt, "headers": {}}) == _strip({**their_evt, "headers": {}})
     assert set(my_evt["headers"]) == set(their_evt["headers"])
 
-
-def test_without_the_sent_event_only_the_message_goes_out():
-    wire = TaskWire(send_sent_event=False)
-    commands = wire.publish_commands(**JOBS[0])
-    assert [c for c, _, _ in commands] == ["lpush"]
