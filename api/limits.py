@@ -11,6 +11,8 @@ import time
 from redis.exceptions import NoScriptError, RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from common.constants import RATE_LIMIT_KEY
+
 
 class BodyLimit:
     """Answers 413 when a body exceeds its limit (from Content-Length or as it streams).
@@ -146,7 +148,7 @@ class RequestTokens:
         return 0.0
 
     async def _ask(self, redis_client, key_id: str) -> bytes | None:
-        args = (1, f"monkey:ratelimit:{key_id}", self.per_s, self.burst, self.chunk)
+        args = (1, RATE_LIMIT_KEY.format(key_id=key_id), self.per_s, self.burst, self.chunk)
         try:
             try:
                 return await redis_client.evalsha(_BUCKET_SHA, *args)

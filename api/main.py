@@ -21,7 +21,9 @@ from api.routes import batches, files, jobs, openai_chat, system
 from api.state import AppState
 from common.db import async_sessions, make_async_engine
 from common.errors import NotFound
+from common.events import AsyncEventLog
 from common.settings import Settings, get_settings
+from common.store import AsyncJobStore
 
 log = logging.getLogger("monkey.api")
 
@@ -36,8 +38,12 @@ def _open_state(settings: Settings) -> AppState:
     )
     sessions = async_sessions(engine)
     reads = async_sessions(engine.execution_options(isolation_level="AUTOCOMMIT"))
+    events = AsyncEventLog(client, maxlen=settings.events_maxlen, ttl_s=settings.events_ttl_s)
+    store = AsyncJobStore(sessions=sessions, auto_sessions=reads, events=events,
+                          settings=settings)
     return AppState(settings=settings, engine=engine, sessions=sessions, auto_sessions=reads,
-                    redis=client, publisher=Publisher(client, sessions),
+                    redis=client, publisher=Publisher(client, sessions), events=events,
+                    store=store,
                     streams=StreamSlots(settings.max_streams_per_key),
                     request_tokens=RequestTokens(per_s=settings.rate_limit_per_s,
                                                  burst=settings.rate_limit_burst))
@@ -58,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await reconciler.stop()
+            await state.store.drain()
             await state.publisher.close()
             await state.redis.aclose()
             await state.engine.dispose()

@@ -22,16 +22,16 @@ import time
 
 from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
-from sqlalchemy import select, text, update
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from api.services.batch_work import advance_batches
 from api.services.bulk_publish import BulkPublisher
-from api.services.jobs import emit_event
 from api.state import AppState
 from common.constants import BROKER_EPOCH, HELD_PATTERN, RECONCILER_LOCK, WORKER_KEY
 from common.db import Job, utcnow
-from common.jobs import JOB_COLUMNS, TERMINAL, JobStatus, envelope, transition
+from common.jobs import TERMINAL, JobStatus
+from common.store import due_for_recovery
 
 log = logging.getLogger("monkey.reconciler")
 S = JobStatus
@@ -45,7 +45,6 @@ return 0
 _UNPUBLISHED_GRACE_S = 2.0
 _PUBLISH_PER_TICK = 5000
 _LATE_MARKS_S = 30.0
-_LOCK_WAIT_MS = 2000
 # kombu's Redis transport keeps delivered, unacknowledged messages here.
 _UNACKED, _UNACKED_INDEX = "unacked", "unacked_index"
 
@@ -241,70 +240,9 @@ class Reconciler:
     async def _requeue_lapsed(self) -> int:
         if time.monotonic() < self._requeue_after:
             return 0
-        now = utcnow()
-        n = 0
-        async with self.state.sessions() as s:
-            rows = (await s.execute(
-                select(Job).where(Job.status.in_([S.RUNNING, S.CANCELLING]),
-                                  Job.lease_expires_at < now).limit(1000)
-            )).scalars().all()
-        for job in rows:
-            n += await self._recover_unless_locked(job)
-        return n
-
-    async def _recover_unless_locked(self, job: Job) -> int:
-        """_recover in a transaction of its own that gives up on a row another
-        transaction holds for long: one stuck row (a process stopped inside a
-        transaction) must not stall the reconciler for every other job."""
-        async with self.state.sessions() as s:
-            if not self.state.settings.is_sqlite:
-                await s.execute(text(f"SET LOCAL lock_timeout = '{_LOCK_WAIT_MS}ms'"))
-            try:
-                return await self._recover(s, job)
-            except DBAPIError as exc:
-                await s.rollback()
-                log.warning("job %s not requeued this pass: %s", job.id, exc.orig)
-                return 0
-
-    async def _recover(self, s, job: Job) -> int:
-        now = utcnow()
-        fence = {"expect": {S(job.status)}, "attempt": job.attempts}
-        if job.status == S.CANCELLING:
-            to, values = S.CANCELLED, {"finished_at": now, "lease_expires_at": None}
-        elif job.attempts >= self.state.settings.max_attempts:
-            err = {"type": "worker_lost",
-                   "message": f"the worker died during each of {job.attempts} attempts"}
-            to, values = S.FAILED, {"finished_at": now, "error": err, "lease_expires_at": None}
-        else:
-            to = S.QUEUED
-            values = {"lease_expires_at": None, "worker_id": None, "published_at": None}
-        res = await s.execute(transition(job.id, to, **fence, **values))
-        await s.commit()
-        if not res.rowcount:
-            return 0
-        log.warning("lease lapsed", extra={"job_id": job.id, "attempt": job.attempts,
-                                           "to": str(to)})
-        await emit_event(self.state, job.id, "status",
-                         {"status": to, "requeued": to == S.QUEUED, "reason": "lease lapsed"})
-        if to != S.QUEUED:
-            row = (await s.execute(select(*JOB_COLUMNS).where(Job.id == job.id))).first()
-            await emit_event(self.state, job.id, "done", envelope(row), final=True)
-        return 1
+        async with self.state.auto_sessions() as s:
+            rows = (await s.execute(due_for_recovery())).all()
+        return sum([await self.state.store.recover(job) for job in rows])
 
     async def _expire(self) -> int:
-        now = utcnow()
-        n = 0
-        async with self.state.sessions() as s:
-            ids = (await s.execute(
-                select(Job.id).where(Job.status == S.QUEUED, Job.start_by < now).limit(1000)
-            )).scalars().all()
-            err = {"type": "expired", "message": "start_by passed before a worker took it"}
-            for job_id in ids:
-                res = await s.execute(transition(job_id, S.EXPIRED, finished_at=now, error=err))
-                await s.commit()
-                if res.rowcount:
-                    job = await s.get(Job, job_id, populate_existing=True)
-                    await emit_event(self.state, job_id, "status", {"status": S.EXPIRED})
-                    await emit_event(self.state, job_id, "done", envelope(job), final=True)
-                    n += 1
-        return n
+        return await self.state.store.expire_due()

@@ -9,7 +9,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from api.limits import RequestTokens, StreamSlots
 from api.publisher import Publisher
+from common.events import AsyncEventLog
 from common.settings import Settings
+from common.store import AsyncJobStore
 
 
 @dataclass
@@ -22,6 +24,8 @@ class AppState:
     auto_sessions: async_sessionmaker
     redis: aioredis.Redis
     publisher: Publisher
+    events: AsyncEventLog
+    store: AsyncJobStore
     # key hash -> (principal, expires at); saves a database read per request
     key_cache: dict = field(default_factory=dict)
     streams: StreamSlots = field(default_factory=lambda: StreamSlots(0))

@@ -1,25 +1,35 @@
-"""A job's events on a Redis stream: written by workers (and the API's own
-transitions), replayed and followed by the SSE endpoint.
+"""A job's event log: one Redis stream per job, written by the job store and the
+running job, read by every follower (SSE, chat completions, anything later).
 
 Each entry has two fields: `type` (status | token | progress | error | done) and
 `data` (JSON). The stream is capped in length and expires a while after `done`.
+
+- `append()` is the one way an entry is written: it queues the commands on a
+  pipeline, sync or asyncio alike, so every writer writes the same shape;
+- `EventWriter` is a worker process's writer (thread-safe, tokens coalesced);
+- `AsyncEventLog` is the API's: best-effort appends, and `follow()`, the one reader.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import redis
+import redis.asyncio as aioredis
 
 from common.constants import EVENTS_KEY
 
 log = logging.getLogger(__name__)
 
-EVENT_TYPES = ("status", "token", "progress", "error", "done")
+EventItem = tuple[str, dict]
 
 
 def events_key(job_id: str) -> str:
@@ -39,18 +49,19 @@ def decode(fields: dict) -> tuple[str, dict]:
     return type_, json.loads(data)
 
 
-async def emit_async(client, job_id: str, type_: str, data: dict, *, maxlen: int, ttl_s: int,
-                     final: bool = False) -> None:
-    """One event from the API's side (redis.asyncio client); best effort like EventWriter."""
+def append(pipe: Any, job_id: str, items: Iterable[EventItem], *, maxlen: int,
+           final: bool = False, ttl_s: int = 0) -> int:
+    """Queue the job's events on `pipe` (a sync or asyncio pipeline); `final` starts the
+    stream's expiry. Returns how many replies the commands will add."""
     key = events_key(job_id)
-    try:
-        pipe = client.pipeline(transaction=False)
+    n = 0
+    for type_, data in items:
         pipe.xadd(key, encode(type_, data), maxlen=maxlen, approximate=True)
-        if final:
-            pipe.expire(key, ttl_s)
-        await pipe.execute()
-    except (redis.RedisError, OSError) as exc:
-        log.warning("event %s for job %s not written: %s", type_, job_id, exc)
+        n += 1
+    if final:
+        pipe.expire(key, ttl_s)
+        n += 1
+    return n
 
 
 class EventWriter:
@@ -102,7 +113,7 @@ class EventWriter:
         """Append an event; `final` starts the stream's expiry (`ttl_s` or the default)."""
         self.emit_many(job_id, [(type_, data)], final=final, ttl_s=ttl_s)
 
-    def emit_many(self, job_id: str, events: list[tuple[str, dict]], *, final: bool = False,
+    def emit_many(self, job_id: str, events: list[EventItem], *, final: bool = False,
                   ttl_s: int | None = None, extra=None) -> list | None:
         """Append the job's buffered tokens, then `events`, in one round trip.
 
@@ -118,14 +129,10 @@ class EventWriter:
                     self._last_write[job_id] = time.monotonic()
             items = [("token", _joined(pending))] if pending else []
             items += events
-            key = events_key(job_id)
             try:
                 pipe = self._redis.pipeline(transaction=False)
-                for type_, data in items:
-                    pipe.xadd(key, encode(type_, data), maxlen=self._maxlen, approximate=True)
-                if final:
-                    pipe.expire(key, ttl_s or self._ttl_s)
-                skip = len(items) + int(final)
+                skip = append(pipe, job_id, items, maxlen=self._maxlen, final=final,
+                              ttl_s=ttl_s or self._ttl_s)
                 if extra is not None:
                     extra(pipe)
                 return pipe.execute()[skip:]
@@ -165,8 +172,7 @@ class EventWriter:
     # Internals -------------------------------------------------------------
     def _xadd(self, job_id: str, type_: str, data: dict) -> None:
         try:
-            self._redis.xadd(events_key(job_id), encode(type_, data), maxlen=self._maxlen,
-                             approximate=True)
+            append(self._redis, job_id, [(type_, data)], maxlen=self._maxlen)
         except redis.RedisError as exc:
             log.warning("event %s for job %s not written: %s", type_, job_id, exc)
 
@@ -186,3 +192,111 @@ def _joined(pending: tuple[int, list[str]]) -> dict:
     if len(texts) > 1:
         data["count"] = len(texts)
     return data
+
+
+# The API's side ------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    id: str | None  # the stream entry id (None for a `done` built from the database)
+    type: str
+    data: dict
+
+
+FinalLookup = Callable[[], Awaitable[dict | None]]
+
+
+class AsyncEventLog:
+    """The API's writer and reader of job event streams (redis.asyncio).
+
+    Writes are best effort like EventWriter's: the database is the truth.
+    """
+
+    def __init__(self, client: aioredis.Redis, *, maxlen: int, ttl_s: int):
+        self.redis = client
+        self.maxlen = maxlen
+        self.ttl_s = ttl_s
+
+    async def append(self, job_id: str, items: list[EventItem], *, final: bool = False,
+                     ttl_s: int | None = None) -> None:
+        await self.append_many([(job_id, items)], final=final, ttl_s=ttl_s)
+
+    async def append_many(self, jobs: Iterable[tuple[str, list[EventItem]]], *,
+                          final: bool = False, ttl_s: int | None = None) -> None:
+        """Events of many jobs in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        types: set[str] = set()
+        for job_id, items in jobs:
+            append(pipe, job_id, items, maxlen=self.maxlen, final=final,
+                   ttl_s=ttl_s or self.ttl_s)
+            types.update(t for t, _ in items)
+        try:
+            await pipe.execute()
+        except (redis.RedisError, OSError) as exc:
+            log.warning("events %s not written: %s", ",".join(sorted(types)), exc)
+
+    async def exists(self, job_id: str) -> bool:
+        try:
+            return bool(await self.redis.exists(events_key(job_id)))
+        except (redis.RedisError, OSError):
+            return False
+
+    async def follow(self, job_id: str, *, lookup: FinalLookup, after: str | None = None,
+                     final: dict | None = None, block_ms: int = 5000, grace_ms: int = 1000,
+                     count: int = 1000) -> AsyncIterator[list[Event]]:
+        """The job's events from `after` (a stream id), live, until `done`.
+
+        Yields the events of each read together (one write for a client); an empty list
+        when a whole block passed quietly or Redis is away (a keep-alive is due).
+        `final` is the job's envelope when the caller already saw it finished.
+
+        While events flow only Redis is read. `lookup()` (the job's envelope from the
+        database once it is over, else None) is asked when the stream stays quiet or
+        Redis fails: a job that ended without its own `done` (its worker died between
+        the two writes, the stream expired, Redis was down) still ends with one. The
+        worker writes the database first and `done` a moment later, so a finished
+        job's stream gets `grace_ms` to deliver its own.
+        """
+        key = events_key(job_id)
+        cursor = _stream_id(after)
+        while True:
+            try:
+                block = block_ms if final is None else (
+                    grace_ms if await self.redis.exists(key) else None)
+                got = await self.redis.xread({key: cursor}, count=count, block=block)
+            except (redis.RedisError, OSError) as exc:
+                log.warning("event stream of job %s interrupted: %s", job_id, exc)
+                final = final or await lookup()
+                if final is not None:
+                    yield [Event(None, "done", final)]
+                    return
+                yield []
+                await asyncio.sleep(1.0)
+                continue
+            chunk: list[Event] = []
+            for entry_id, fields in got[0][1] if got else ():
+                cursor = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                type_, data = decode(fields)
+                chunk.append(Event(cursor, type_, data))
+                if type_ == "done":
+                    yield chunk
+                    return
+            if chunk:
+                yield chunk
+                continue
+            if final is not None:  # over, and its stream has nothing more
+                yield [Event(None, "done", final)]
+                return
+            final = await lookup()
+            if final is None:
+                yield []
+
+
+def _stream_id(last_id: str | None) -> str:
+    """A client's Last-Event-ID as a stream id to read after (the start if unusable)."""
+    if not last_id:
+        return "0-0"
+    ms, _, seq = last_id.strip().partition("-")
+    if ms.isdigit() and (seq.isdigit() or not seq):
+        return f"{ms}-{seq or 0}"
+    return "0-0"

@@ -2,16 +2,20 @@
 
 Every status change in the system is one conditional UPDATE built here by
 `transition()`, so the rules (which status may follow which, and the attempt
-fence on a running job's writes) live in one place. The caller publishes the
-event that goes with it (`EVENT_FOR`).
+fence on a running job's writes) live in one place. Only the job store
+(common.store) executes them, each with the event that goes with it.
+
+Batch statuses (the OpenAI Batch API's) live here too, beside the job's.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import Update, update
+from sqlalchemy import ColumnElement, Update, update
 
 from common.db import Job
 
@@ -30,6 +34,27 @@ S = JobStatus
 TERMINAL = frozenset({S.SUCCEEDED, S.FAILED, S.CANCELLED, S.EXPIRED})
 ACTIVE = frozenset({S.RUNNING, S.CANCELLING})
 
+class BatchStatus(StrEnum):
+    VALIDATING = "validating"
+    IN_PROGRESS = "in_progress"
+    FINALIZING = "finalizing"
+    CANCELLING = "cancelling"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+B = BatchStatus
+BATCH_TERMINAL = frozenset({B.COMPLETED, B.FAILED, B.EXPIRED, B.CANCELLED})
+# Statuses in which some process still has work to do on the batch.
+BATCH_WORKING = frozenset({B.VALIDATING, B.IN_PROGRESS, B.FINALIZING, B.CANCELLING})
+
+# The error of a job whose start_by passed while it waited.
+EXPIRED_ERROR = {"type": "expired", "message": "start_by passed before a worker took it"}
+BATCH_CANCELLED_ERROR = {"type": "batch_cancelled",
+                         "message": "the batch was cancelled before this ran"}
+
 # to-status -> the statuses it may come from. RUNNING/CANCELLING -> QUEUED is the
 # requeue of a job whose worker lost its lease.
 ALLOWED_FROM: dict[JobStatus, frozenset[JobStatus]] = {
@@ -44,20 +69,25 @@ ALLOWED_FROM: dict[JobStatus, frozenset[JobStatus]] = {
 
 
 def transition(
-    job_id: str,
+    job_id: Any,
     to: JobStatus,
     *,
     expect: frozenset[JobStatus] | set[JobStatus] | None = None,
-    attempt: int | None = None,
-    **values,
+    attempt: Any = None,
+    where: Iterable[ColumnElement[bool]] = (),
+    **values: Any,
 ) -> Update:
-    """The UPDATE for one status change; it matches no row when the change is not allowed.
+    """The UPDATE for a status change; it matches no row when the change is not allowed.
 
-    `attempt` fences a running job's writes: only the attempt that holds the job may
-    finish it, so a duplicate or late delivery never overwrites a result.
+    `job_id` (a value or a bind parameter) names one job; None changes every job that
+    `where` selects (bulk forms). `attempt` fences a running job's writes: only the
+    attempt that holds the job may finish it, so a duplicate or late delivery never
+    overwrites a result.
     """
     sources = ALLOWED_FROM[to] if expect is None else frozenset(expect) & ALLOWED_FROM[to]
-    stmt = update(Job).where(Job.id == job_id, Job.status.in_([s.value for s in sources]))
+    stmt = update(Job).where(Job.status.in_([s.value for s in sources]), *where)
+    if job_id is not None:
+        stmt = stmt.where(Job.id == job_id)
     if attempt is not None:
         stmt = stmt.where(Job.attempts == attempt)
     return stmt.values(status=to.value, **values).execution_options(synchronize_session=False)

@@ -1,51 +1,25 @@
-"""A job's life on a worker: claim, run, finish. Owns every worker-side transition.
+"""A job's life on a worker: claim it, run it on its runtime, finish it.
 
-claim:  queued -> running (attempts + 1, lease taken) or queued -> expired (start_by)
-finish: running|cancelling -> succeeded | failed | cancelled, fenced by the attempt
-Each transition is a conditional UPDATE from common.jobs and publishes its event here.
+The status changes themselves (claim, finish, with their events) are the job
+store's (common.store); this module turns a claimed row into a run of a runtime
+and the run's outcome into the end to write.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
 
-from sqlalchemy import Update, bindparam, or_
-
-from common.constants import CANCEL_KEY
-from common.db import Job, utcnow
 from common.errors import JobError, JobTimeout
-from common.jobs import JOB_COLUMNS, JobStatus, envelope, transition
+from common.jobs import JobStatus
 from workers.runtimes.base import EmbedResult, GenerateResult, JobSpec
 from workers.runtimes.stopping import StopSignal
-from workers.state import WorkerState, retry_writes
+from workers.state import WorkerState
 
 log = logging.getLogger("monkey.worker")
 S = JobStatus
-
-
-# The two statements every job runs, built once: a statement built per call costs
-# more in SQLAlchemy than its round trip to the database.
-_CLAIM = (
-    transition(bindparam("job_id"), S.RUNNING, attempts=Job.attempts + 1,
-               started_at=bindparam("now"), lease_expires_at=bindparam("lease"),
-               worker_id=bindparam("worker_id"))
-    .where(or_(Job.start_by.is_(None), Job.start_by >= bindparam("now")))
-    .returning(*JOB_COLUMNS)
-)
-
-
-@functools.cache
-def _finish_statement(to: JobStatus) -> Update:
-    return transition(
-        bindparam("job_id"), to, attempt=bindparam("attempt"), output=bindparam("output"),
-        error=bindparam("error"), metrics=bindparam("metrics"),
-        finished_at=bindparam("now"), lease_expires_at=None,
-    ).returning(*JOB_COLUMNS)
 
 
 @dataclass
@@ -53,43 +27,23 @@ class Claim:
     spec: JobSpec
     queue_ms: float
     priority: str = "interactive"
+    cancel_requested: bool = False  # cancelled before this worker listened for it
     claimed_at: float = field(default_factory=time.monotonic)
 
 
 def claim(state: WorkerState, job_id: str) -> Claim | None:
-    """Take a queued job for this worker, or None if it is not ours to run."""
-
-    def attempt() -> tuple[Claim | None, dict | None]:
-        with state.autocommit.connect() as conn:
-            now = utcnow()
-            lease = now + timedelta(seconds=state.settings.lease_s)
-            # One statement (autocommit: one round trip): only a queued job within its
-            # start_by moves to running, so of two deliveries exactly one wins.
-            job = conn.execute(_CLAIM, {"job_id": job_id, "now": now, "lease": lease,
-                                        "worker_id": state.worker_id}).first()
-            if job is not None:
-                spec = JobSpec(
-                    id=job.id, kind=job.kind, model=job.model, input=job.input,
-                    params=job.params, attempt=job.attempts, timeout_s=job.timeout_s,
-                )
-                queue_ms = (now - job.created_at).total_seconds() * 1000
-                return Claim(spec, queue_ms, job.priority), None
-            # Not ours (a duplicate or late delivery), or queued past its start_by.
-            err = {"type": "expired", "message": "start_by passed before a worker took it"}
-            expired = conn.execute(
-                transition(job_id, S.EXPIRED, finished_at=now, error=err)
-                .where(Job.start_by < now).returning(*JOB_COLUMNS)
-            ).first()
-            return None, (envelope(expired) if expired is not None else None)
-
-    got, expired = retry_writes(state, attempt)
-    if expired is not None:
-        state.events.emit_many(job_id, [("status", {"status": S.EXPIRED}), ("done", expired)],
-                               final=True)
-    if got is not None:
-        log.info("job started", extra={"job_id": job_id, "attempt": got.spec.attempt,
-                                       "model": got.spec.model, "queue_ms": round(got.queue_ms)})
-    return got
+    """Take a queued job for this worker, or None if it is not ours to run (the store
+    expires it when its start_by passed)."""
+    got = state.store.claim(job_id, worker_id=state.worker_id)
+    if got is None:
+        return None
+    job = got.job
+    spec = JobSpec(id=job.id, kind=job.kind, model=job.model, input=job.input,
+                   params=job.params, attempt=job.attempts, timeout_s=job.timeout_s)
+    queue_ms = (job.started_at - job.created_at).total_seconds() * 1000
+    log.info("job started", extra={"job_id": job_id, "attempt": spec.attempt,
+                                   "model": spec.model, "queue_ms": round(queue_ms)})
+    return Claim(spec, queue_ms, job.priority, got.cancel_requested)
 
 
 class JobRun(StopSignal):
@@ -170,27 +124,15 @@ def output_of(result: GenerateResult | EmbedResult, finish_reason: str | None = 
 
 def finish(run: JobRun, to: JobStatus, *, output: dict | None = None, error: dict | None = None,
            result=None) -> bool:
-    """Write the attempt's end, fenced by its attempt number; publish status and done."""
+    """Write the attempt's end through the store (fenced by its attempt number)."""
     spec = run.spec
     metrics = run.metrics(result)
-
-    def write() -> dict | None:
-        with run.state.autocommit.connect() as conn:
-            job = conn.execute(_finish_statement(to), {
-                "job_id": spec.id, "attempt": spec.attempt, "output": output, "error": error,
-                "metrics": metrics, "now": utcnow(),
-            }).first()
-            return envelope(job) if job is not None else None
-
-    env = retry_writes(run.state, write)
+    env = run.state.store.finish(spec.id, attempt=spec.attempt, to=to, output=output,
+                                 error=error, metrics=metrics)
     if env is None:
         log.warning("result discarded: attempt no longer holds the job",
                     extra={"job_id": spec.id, "attempt": spec.attempt})
         return False
-    settings = run.state.settings
-    ttl = settings.batch_events_ttl_s if run.claim.priority == "batch" else settings.events_ttl_s
-    run.state.events.emit_many(spec.id, [("status", {"status": to}), ("done", env)],
-                               final=True, ttl_s=ttl)
     run.state.hooks.finished(spec, env)
     log.info("job finished", extra={"job_id": spec.id, "attempt": spec.attempt,
                                     "model": spec.model, "status": str(to), **metrics})
@@ -211,15 +153,7 @@ def _execute(state: WorkerState, job_id: str) -> None:
         return
     run = JobRun(state, got)
     state.supervisor.register(run)
-    started = {"status": S.RUNNING, "attempt": got.spec.attempt}
-    if got.spec.attempt > 1:
-        started["restarted"] = True  # clients drop the text of the lost attempt
-    # The running event and a look for a cancel that came before the run was
-    # registered (the pub/sub listener catches every later one): one round trip.
-    replies = state.events.emit_many(
-        job_id, [("status", started)],
-        extra=lambda pipe: pipe.exists(CANCEL_KEY.format(job_id=job_id)))
-    if replies and replies[0]:
+    if got.cancel_requested:  # before the run was registered (the listener catches later ones)
         run.stop("cancelled")
     try:
         _run_claimed(state, run)
@@ -247,7 +181,6 @@ def _run_claimed(state: WorkerState, run: JobRun) -> None:
             err = {"type": "internal_error", "message": f"{type(exc).__name__}: {exc}"}
         else:
             err = exc.as_dict()
-        state.events.emit(spec.id, "error", err)
         finish(run, S.FAILED, error=err)
         return
     _settle(run, result)
@@ -259,7 +192,6 @@ def _settle(run: JobRun, result: GenerateResult | EmbedResult) -> None:
         return  # another attempt owns the job now; our write would be refused anyway
     if reason == "timeout":
         err = JobTimeout(f"job exceeded its timeout of {run.spec.timeout_s:g}s").as_dict()
-        run.state.events.emit(run.spec.id, "error", err)
         finish(run, S.FAILED, error=err, output=output_of(result, "cancelled"), result=result)
     elif reason == "cancelled":
         finish(run, S.CANCELLED, output=output_of(result, "cancelled"), result=result)

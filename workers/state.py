@@ -7,19 +7,16 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import socket
 import threading
-import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
 import redis
-from sqlalchemy.exc import DBAPIError, OperationalError
 
 from common.db import make_sync_engine, sync_sessions
 from common.events import EventWriter
 from common.settings import Settings
+from common.store import JobStore
 
 if TYPE_CHECKING:
     from workers.runtimes.base import JobSpec, Runtime
@@ -52,6 +49,7 @@ class WorkerState:
         self.events = EventWriter(
             self.redis, maxlen=settings.events_maxlen, ttl_s=settings.events_ttl_s
         )
+        self.store = JobStore(engine=self.engine, events=self.events, settings=settings)
         self.hooks = hooks or Hooks()
         self._runtimes: dict[str, Runtime] = {}
         self._runtimes_lock = threading.Lock()  # guards the dict only, never held while loading
@@ -94,23 +92,3 @@ class WorkerState:
         self.supervisor.stop()
         self.events.close()
         self.engine.dispose()
-
-
-def retry_writes(state: WorkerState, fn: Callable[[], T]) -> T:
-    """Run a database write, retrying while the database is unreachable (a restart),
-    for up to settings.write_retry_s, with capped exponential backoff and jitter."""
-    deadline = time.monotonic() + state.settings.write_retry_s
-    delay = 0.1
-    while True:
-        try:
-            return fn()
-        except (OperationalError, DBAPIError) as exc:
-            if not getattr(exc, "connection_invalidated", False) and not isinstance(
-                exc, OperationalError
-            ):
-                raise
-            if time.monotonic() + delay > deadline:
-                raise
-            log.warning("database write failed, retrying in %.1fs: %s", delay, exc.orig)
-            time.sleep(delay * (0.5 + random.random() / 2))
-            delay = min(delay * 2, 5.0)

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from api.deps import AutoSessionDep, PrincipalDep, SessionDep, StateDep
+from api.deps import AutoSessionDep, PrincipalDep, StateDep
 from api.metrics import JOBS_SUBMITTED
 from api.responses import SSE_EVENT, errors
 from api.services import jobs as svc
@@ -73,17 +73,16 @@ async def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobEnvelope, responses=errors(404))
-async def get_job(job_id: str, session: AutoSessionDep, principal: PrincipalDep) -> JSONResponse:
+async def get_job(job_id: str, state: StateDep, principal: PrincipalDep) -> JSONResponse:
     # A response object skips re-validating the envelope: the model only documents it.
-    return JSONResponse(envelope(await svc.get_job(session=session, principal=principal,
+    return JSONResponse(envelope(await svc.get_job(state=state, principal=principal,
                                                    job_id=job_id)))
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobEnvelope,
              responses=errors(404, 409))
-async def cancel_job(job_id: str, state: StateDep, session: SessionDep,
-                     principal: PrincipalDep) -> JSONResponse:
-    job = await svc.cancel_job(state=state, session=session, principal=principal, job_id=job_id)
+async def cancel_job(job_id: str, state: StateDep, principal: PrincipalDep) -> JSONResponse:
+    job = await svc.cancel_job(state=state, principal=principal, job_id=job_id)
     return JSONResponse(envelope(job), status_code=202)
 
 
@@ -93,13 +92,11 @@ async def cancel_job(job_id: str, state: StateDep, session: SessionDep,
     **errors(404),
 })
 async def job_events_route(
-    job_id: str, request: Request, state: StateDep, session: AutoSessionDep,
-    principal: PrincipalDep,
+    job_id: str, request: Request, state: StateDep, principal: PrincipalDep,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> StreamingResponse:
-    job = await svc.get_job(session=session, principal=principal, job_id=job_id)
+    job = await svc.get_job(state=state, principal=principal, job_id=job_id)
     final = envelope(job) if job.status in TERMINAL else None
-    await session.close()  # the stream may last long: give the connection back now
     _take_stream_slot(state, principal)
     resume = last_event_id or request.query_params.get("last_event_id")
     return _event_stream(job_events(state, job_id, resume, final), state, principal)

@@ -16,8 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.state import AppState
 from common.batches_db import Batch
 from common.db import utcnow
-
-WORKING = ("validating", "in_progress", "finalizing", "cancelling")
+from common.jobs import BATCH_WORKING
 
 
 class ClaimLost(Exception):
@@ -34,7 +33,7 @@ async def claim(state: AppState, batch_id: str, token: str) -> bool:
     now = utcnow()
     async with state.sessions() as s:
         res = await s.execute(
-            update(Batch).where(Batch.id == batch_id, Batch.status.in_(WORKING),
+            update(Batch).where(Batch.id == batch_id, Batch.status.in_(BATCH_WORKING),
                                 or_(Batch.claimed_until.is_(None), Batch.claimed_until < now))
             .values(claim_token=token, claimed_until=now + timedelta(seconds=claim_s(state)))
             .execution_options(synchronize_session=False))
@@ -69,4 +68,4 @@ async def load(state: AppState, batch_id: str) -> Batch:
                                 .execution_options(populate_existing=True))).scalar_one()
 
 
-__all__ = ["WORKING", "ClaimLost", "claim", "claim_s", "load", "release", "renew"]
+__all__ = ["ClaimLost", "claim", "claim_s", "load", "release", "renew"]

@@ -19,25 +19,26 @@ from api.services.files import FileWriter, iter_lines, remove_files
 from api.state import AppState
 from common.batches_db import Batch, File
 from common.db import Job, utcnow
-from common.jobs import JobStatus
+from common.jobs import BatchStatus, JobStatus
 
 log = logging.getLogger("monkey.batches")
 S = JobStatus
+B = BatchStatus
 
 PAGE = 500  # jobs read per page
 
 
 async def finalize(state: AppState, b: Batch, token: str) -> None:
-    if b.status == "in_progress":
+    if b.status == B.IN_PROGRESS:
         async with state.sessions() as s:
             res = await s.execute(
-                update(Batch).where(Batch.id == b.id, Batch.status == "in_progress",
+                update(Batch).where(Batch.id == b.id, Batch.status == B.IN_PROGRESS,
                                     Batch.claim_token == token)
-                .values(status="finalizing", finalizing_at=utcnow())
+                .values(status=B.FINALIZING, finalizing_at=utcnow())
                 .execution_options(synchronize_session=False))
             await s.commit()
         b = await load(state, b.id)
-        if not res.rowcount and b.status != "cancelling":
+        if not res.rowcount and b.status != B.CANCELLING:
             return
     async with state.sessions() as s:
         # Files of an attempt that died half way are thrown away and written anew.
@@ -99,10 +100,10 @@ async def _flush_ready(state: AppState, b: Batch, token: str, out: FileWriter,
 
 async def _settle(state: AppState, b: Batch, token: str, out: FileWriter, err: FileWriter,
                   counts: dict) -> None:
-    if b.status == "cancelling":
-        final = "cancelled"
+    if b.status == B.CANCELLING:
+        final = B.CANCELLED
     else:
-        final = "expired" if counts["expired"] else "completed"
+        final = B.EXPIRED if counts["expired"] else B.COMPLETED
     async with state.sessions() as s:
         await renew(state, s, b.id, token)
         ids = {}
@@ -112,8 +113,8 @@ async def _settle(state: AppState, b: Batch, token: str, out: FileWriter, err: F
                 ids[name] = writer.file.id
         res = await s.execute(
             update(Batch).where(Batch.id == b.id, Batch.claim_token == token,
-                                Batch.status == ("cancelling" if final == "cancelled"
-                                                 else "finalizing"))
+                                Batch.status == (B.CANCELLING if final == B.CANCELLED
+                                                 else B.FINALIZING))
             .values(status=final, **{f"{final}_at": utcnow()}, **ids,
                     request_completed=counts["ok"], request_failed=counts["failed"],
                     claim_token=None, claimed_until=None)

@@ -19,40 +19,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-from redis.exceptions import RedisError
 from sqlalchemy import insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import Principal
 from api.services import batch_lines
-from api.services.batch_claim import WORKING, ClaimLost, claim, claim_s, load, release, renew
+from api.services.batch_claim import ClaimLost, claim, claim_s, load, release, renew
 from api.services.batch_finalize import finalize
 from api.services.bulk_publish import BulkPublisher
 from api.services.files import iter_lines
 from api.state import AppState
 from common.batches_db import Batch
 from common.db import Job, utcnow
-from common.events import encode, events_key
-from common.jobs import ALLOWED_FROM, JobStatus, envelope
+from common.jobs import BATCH_WORKING, BatchStatus, JobStatus
 
 log = logging.getLogger("monkey.batches")
 S = JobStatus
+B = BatchStatus
 
 CHUNK = 500  # lines per insert transaction and per publish
-PAGE = 500  # cancelled lines announced per Redis pipeline
 ACTIVE_JOB = (S.QUEUED, S.RUNNING, S.CANCELLING)
 
 _tasks: dict[str, asyncio.Task] = {}
-_side_tasks: set[asyncio.Task] = set()
-
-
-def spawn(coro, name: str) -> asyncio.Task:
-    task = asyncio.get_running_loop().create_task(coro, name=name)
-    _side_tasks.add(task)
-    task.add_done_callback(_side_tasks.discard)
-    return task
 
 
 def start(state: AppState, batch_id: str) -> bool:
@@ -87,14 +76,14 @@ async def run(state: AppState, batch_id: str) -> None:
         return
     try:
         b = await load(state, batch_id)
-        if b.status == "validating":
+        if b.status == B.VALIDATING:
             await validate(state, b, token)
             b = await load(state, batch_id)
-        if b.status == "in_progress" and b.lines_enqueued < b.request_total:
+        if b.status == B.IN_PROGRESS and b.lines_enqueued < b.request_total:
             await enqueue(state, b, token)
             b = await load(state, batch_id)
-        enqueued = b.lines_enqueued >= b.request_total or b.status != "in_progress"
-        if b.status in ("in_progress", "cancelling", "finalizing") and enqueued \
+        enqueued = b.lines_enqueued >= b.request_total or b.status != B.IN_PROGRESS
+        if b.status in (B.IN_PROGRESS, B.CANCELLING, B.FINALIZING) and enqueued \
                 and not await _active_lines(state, batch_id):
             await finalize(state, b, token)
     except ClaimLost:
@@ -113,12 +102,12 @@ async def advance_batches(state: AppState) -> int:
     async with state.sessions() as s:
         rows = (await s.execute(
             select(Batch.id, Batch.status, Batch.lines_enqueued, Batch.request_total)
-            .where(Batch.status.in_(WORKING),
+            .where(Batch.status.in_(BATCH_WORKING),
                    or_(Batch.claimed_until.is_(None), Batch.claimed_until < now))
         )).all()
     started = 0
     for batch_id, status, enqueued, total in rows:
-        if status in ("validating", "finalizing") or (status == "in_progress" and enqueued < total):
+        if status in (B.VALIDATING, B.FINALIZING) or (status == B.IN_PROGRESS and enqueued < total):
             needed = True
         else:
             needed = not await _active_lines(state, batch_id)
@@ -141,12 +130,12 @@ async def validate(state: AppState, b: Batch, token: str) -> None:
     errors = checker.finish()
     now = utcnow()
     if errors:
-        values = {"status": "failed", "failed_at": now, "errors": errors}
+        values = {"status": B.FAILED, "failed_at": now, "errors": errors}
     else:
-        values = {"status": "in_progress", "in_progress_at": now, "request_total": checker.count}
+        values = {"status": B.IN_PROGRESS, "in_progress_at": now, "request_total": checker.count}
     async with state.sessions() as s:
         res = await s.execute(
-            update(Batch).where(Batch.id == b.id, Batch.status == "validating",
+            update(Batch).where(Batch.id == b.id, Batch.status == B.VALIDATING,
                                 Batch.claim_token == token)
             .values(**values).execution_options(synchronize_session=False))
         await s.commit()
@@ -191,7 +180,7 @@ async def _enqueue_chunk(state: AppState, b: Batch, token: str, lines: list,
         # The batch row first: it serialises us with a cancel, which locks it too.
         res = await s.execute(
             update(Batch).where(Batch.id == b.id, Batch.claim_token == token,
-                                Batch.status == "in_progress",
+                                Batch.status == B.IN_PROGRESS,
                                 Batch.lines_enqueued == b.lines_enqueued)
             .values(lines_enqueued=b.lines_enqueued + len(rows),
                     claimed_until=utcnow() + timedelta(seconds=claim_s(state)))
@@ -223,43 +212,4 @@ async def _publish(state: AppState, rows: list[dict], publisher: BulkPublisher) 
         await s.commit()
 
 
-# Cancel ----------------------------------------------------------------------------------
-
-async def cancel_queued_lines(s: AsyncSession, batch_id: str, now: datetime) -> list[str]:
-    """queued -> cancelled for every line of the batch, in the caller's transaction.
-
-    The same conditional change as common.jobs.transition, for many jobs at once.
-    """
-    assert S.QUEUED in ALLOWED_FROM[S.CANCELLED]
-    err = {"type": "batch_cancelled", "message": "the batch was cancelled before this ran"}
-    res = await s.execute(
-        update(Job).where(Job.batch_id == batch_id, Job.status == S.QUEUED)
-        .values(status=S.CANCELLED, finished_at=now, error=err).returning(Job.id)
-        .execution_options(synchronize_session=False))
-    return list(res.scalars())
-
-
-async def announce_cancelled(state: AppState, job_ids: list[str]) -> None:
-    """The `status` and `done` events of lines cancelled in bulk, pipelined."""
-    st = state.settings
-    for i in range(0, len(job_ids), PAGE):
-        ids = job_ids[i:i + PAGE]
-        async with state.sessions() as s:
-            jobs = (await s.execute(select(Job).where(Job.id.in_(ids)))).scalars().all()
-        pipe = state.redis.pipeline(transaction=False)
-        for job in jobs:
-            key = events_key(job.id)
-            pipe.xadd(key, encode("status", {"status": S.CANCELLED}), maxlen=st.events_maxlen,
-                      approximate=True)
-            pipe.xadd(key, encode("done", envelope(job)), maxlen=st.events_maxlen,
-                      approximate=True)
-            pipe.expire(key, st.events_ttl_s)
-        try:
-            await pipe.execute()
-        except (RedisError, OSError) as exc:  # best effort, as every event
-            log.warning("events of cancelled batch lines not written: %s", exc)
-            return
-
-
-__all__ = ["advance_batches", "announce_cancelled", "cancel_queued_lines", "run", "spawn",
-           "start"]
+__all__ = ["advance_batches", "run", "start"]

@@ -26,12 +26,12 @@ from common.batches_db import Batch
 from common.db import Job, utcnow
 from common.errors import Conflict, InvalidRequest, NotFound
 from common.ids import new_id
-from common.jobs import JobStatus
+from common.jobs import BATCH_TERMINAL, BatchStatus, JobStatus
 from common.schemas import METADATA_DOC, check_metadata
 
+B = BatchStatus
 log = logging.getLogger("monkey.api")
 
-TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 WINDOWS = {"24h": timedelta(hours=24)}
 
 
@@ -84,7 +84,7 @@ def batch_object(b: Batch, counts: dict | None = None) -> dict:
 
 async def live_counts(session: AsyncSession, b: Batch) -> dict:
     """A running batch's counts, from its jobs; a finished one's are on its row."""
-    if b.status in TERMINAL:
+    if b.status in BATCH_TERMINAL:
         return {"total": b.request_total, "completed": b.request_completed,
                 "failed": b.request_failed}
     rows = (await session.execute(
@@ -103,7 +103,7 @@ async def create_batch(*, state: AppState, session: AsyncSession, principal: Pri
     now = utcnow()
     b = Batch(id=new_id("batch"), owner_id=principal.key_id, endpoint=batch_in.endpoint,
               input_file_id=f.id, completion_window=batch_in.completion_window,
-              status="validating", metadata_=batch_in.metadata, request_total=0,
+              status=B.VALIDATING, metadata_=batch_in.metadata, request_total=0,
               request_completed=0, request_failed=0, lines_enqueued=0, created_at=now,
               expires_at=now + WINDOWS[batch_in.completion_window])
     session.add(b)
@@ -138,21 +138,16 @@ async def cancel_batch(*, state: AppState, session: AsyncSession, principal: Pri
     kept; the batch is `cancelled` when its files are written."""
     for _ in range(5):  # the batch may move under us (validating -> in_progress): look again
         b = await get_batch(session=session, principal=principal, batch_id=batch_id)
-        if b.status in ("cancelling", "cancelled"):
+        if b.status in (B.CANCELLING, B.CANCELLED):
             return b
-        if b.status not in ("validating", "in_progress"):
+        if b.status not in (B.VALIDATING, B.IN_PROGRESS):
             raise Conflict(f"batch {batch_id} is {b.status}; there is nothing to cancel")
-        now = utcnow()
-        res = await session.execute(
-            update(Batch).where(Batch.id == b.id, Batch.status == b.status)
-            .values(status="cancelling", cancelling_at=now)
-            .execution_options(synchronize_session=False))
-        if not res.rowcount:
-            await session.rollback()
+        await session.rollback()  # the store's transaction takes the batch row's lock
+        guard = (update(Batch).where(Batch.id == b.id, Batch.status == b.status)
+                 .values(status=B.CANCELLING, cancelling_at=utcnow())
+                 .execution_options(synchronize_session=False))
+        if await state.store.cancel_batch_lines(b.id, guard=guard) is None:
             continue
-        ids = await batch_work.cancel_queued_lines(session, b.id, now)
-        await session.commit()
-        batch_work.spawn(batch_work.announce_cancelled(state, ids), f"announce-{b.id}")
         batch_work.start(state, b.id)
         return await get_batch(session=session, principal=principal, batch_id=batch_id)
     raise Conflict(f"batch {batch_id} keeps changing state; try cancelling again")

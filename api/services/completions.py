@@ -8,22 +8,20 @@ and a worker should not keep generating it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
-from redis.exceptions import RedisError
 
 from api.deps import Principal
 from api.metrics import JOBS_SUBMITTED
 from api.services import jobs as jobs_svc
 from api.services.openai_shapes import ChatRequest, chat_chunk, job_failure, unix, usage_chunk
-from api.sse import final_envelope
 from api.state import AppState
 from common.db import Job
 from common.errors import Conflict, NotFound
-from common.events import decode, events_key
 from common.jobs import envelope
 from common.schemas import JobCreate
 
@@ -42,51 +40,12 @@ async def submit(*, state: AppState, principal: Principal, job_in: JobCreate) ->
 
 
 async def follow(state: AppState, job_id: str) -> AsyncIterator[tuple[str, dict]]:
-    """The job's events as (type, data), ending with `done`.
-
-    When the stream is gone (expired, or never written while Redis was down) or Redis
-    is away, `done` is built from the database once the job is over.
-    """
-    key = events_key(job_id)
-    cursor = "0-0"
-    final: dict | None = None
-    while True:
-        entries = await _read(state, key, cursor, _DONE_GRACE_MS if final else _BLOCK_MS)
-        for entry_id, fields in entries:
-            cursor = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-            type_, data = decode(fields)
-            yield type_, data
-            if type_ == "done":
-                return
-        if entries:
-            continue
-        if final is not None:
-            yield "done", final
-            return
-        final = await final_envelope(state, job_id)
-        # The worker writes the database first and `done` a moment later: wait for it
-        # once, unless the stream is not there at all.
-        if final is not None and not await _exists(state, key):
-            yield "done", final
-            return
-
-
-async def _read(state: AppState, key: str, cursor: str, block_ms: int) -> list:
-    try:
-        got = await state.redis.xread({key: cursor}, count=500, block=block_ms)
-    except (RedisError, OSError) as exc:
-        log.warning("event stream %s unreadable, polling the database: %s", key, exc)
-        await asyncio.sleep(0.5)
-        return []
-    return got[0][1] if got else []
-
-
-async def _exists(state: AppState, key: str) -> bool:
-    try:
-        return bool(await state.redis.exists(key))
-    except (RedisError, OSError):
-        return False
-
+    """The job's events as (type, data), ending with `done` (common.events' reader)."""
+    async for events in state.events.follow(
+            job_id, block_ms=_BLOCK_MS, grace_ms=_DONE_GRACE_MS, count=500,
+            lookup=functools.partial(state.store.final_envelope, job_id)):
+        for event in events:
+            yield event.type, event.data
 
 
 async def wait_done(state: AppState, principal: Principal, job_id: str,
@@ -116,9 +75,7 @@ async def cancel_quietly(state: AppState, principal: Principal, job_id: str) -> 
     # Shielded: this runs while the request that owned the job is being torn down.
     with anyio.CancelScope(shield=True):
         try:
-            async with state.sessions() as session:
-                await jobs_svc.cancel_job(state=state, session=session, principal=principal,
-                                          job_id=job_id)
+            await jobs_svc.cancel_job(state=state, principal=principal, job_id=job_id)
         except (Conflict, NotFound):
             pass  # it ended meanwhile
         except Exception:  # noqa: BLE001 - best effort; the job still ends on its own

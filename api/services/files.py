@@ -20,9 +20,9 @@ from common.batches_db import PART_BYTES, Batch, File, FilePart
 from common.db import utcnow
 from common.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
 from common.ids import new_id
+from common.jobs import BATCH_WORKING
 
 UPLOAD_PURPOSES = ("batch",)
-ACTIVE_BATCH = ("validating", "in_progress", "finalizing", "cancelling")
 
 
 def file_object(f: File) -> dict:
@@ -158,7 +158,7 @@ async def list_files(*, session: AsyncSession, principal: Principal, purpose: st
 async def delete_file(*, session: AsyncSession, principal: Principal, file_id: str) -> dict:
     f = await get_file(session=session, principal=principal, file_id=file_id)
     busy = (await session.execute(
-        select(Batch.id).where(Batch.input_file_id == f.id, Batch.status.in_(ACTIVE_BATCH))
+        select(Batch.id).where(Batch.input_file_id == f.id, Batch.status.in_(BATCH_WORKING))
         .limit(1))).scalar()
     if busy:
         raise Conflict(f"file {file_id} is the input of batch {busy}, which is still active")

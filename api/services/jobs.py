@@ -8,20 +8,17 @@ import logging
 import time
 from datetime import timedelta
 
-from redis.exceptions import RedisError
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import Principal
 from api.state import AppState
 from common.catalog import resolve
-from common.constants import CANCEL_CHANNEL, CANCEL_KEY
 from common.db import Job, utcnow
-from common.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, RateLimited
-from common.events import emit_async
+from common.errors import Conflict, InvalidRequest, PayloadTooLarge, RateLimited
 from common.ids import new_id
-from common.jobs import JOB_COLUMNS, TERMINAL, JobStatus, envelope, transition
+from common.jobs import JOB_COLUMNS, JobStatus, envelope
 from common.schemas import JobCreate
 
 S = JobStatus
@@ -144,15 +141,9 @@ async def _by_idempotency_key(session: AsyncSession, principal: Principal, key: 
     return (await session.execute(stmt)).scalar()
 
 
-_GET_JOB = select(*JOB_COLUMNS).where(Job.__table__.c.id == bindparam("job_id"))
-
-
-async def get_job(*, session: AsyncSession, principal: Principal, job_id: str):
+async def get_job(*, state: AppState, principal: Principal, job_id: str):
     """The job as a row of JOB_COLUMNS (reads like a Job; a fresh read every call)."""
-    job = (await session.execute(_GET_JOB, {"job_id": job_id})).first()
-    if job is None or job.owner_id != principal.key_id:
-        raise NotFound(f"no job {job_id!r}")
-    return job
+    return await state.store.get(job_id, owner_id=principal.key_id)
 
 
 async def list_jobs(*, session: AsyncSession, principal: Principal, status: str | None,
@@ -172,50 +163,6 @@ async def list_jobs(*, session: AsyncSession, principal: Principal, status: str 
     }
 
 
-async def cancel_job(*, state: AppState, session: AsyncSession, principal: Principal,
-                     job_id: str) -> Job:
+async def cancel_job(*, state: AppState, principal: Principal, job_id: str):
     """queued -> cancelled at once; running -> cancelling, and the worker is told."""
-    for _ in range(5):  # the job may move under us (queued -> running): look again
-        job = await get_job(session=session, principal=principal, job_id=job_id)
-        status = S(job.status)
-        if status in TERMINAL:
-            if status == S.CANCELLED:
-                return job
-            raise Conflict(f"job {job_id} already ended as {status}; nothing to cancel")
-        if status == S.CANCELLING:
-            await _signal_cancel(state, job_id)
-            return job
-        to = S.CANCELLED if status == S.QUEUED else S.CANCELLING
-        extra = {"finished_at": utcnow()} if to == S.CANCELLED else {}
-        res = await session.execute(transition(job_id, to, expect={status}, **extra))
-        await session.commit()
-        if not res.rowcount:
-            continue
-        job = await get_job(session=session, principal=principal, job_id=job_id)
-        await emit_event(state, job_id, "status", {"status": to})
-        if to == S.CANCELLED:
-            await emit_event(state, job_id, "done", envelope(job), final=True)
-        else:
-            await _signal_cancel(state, job_id)
-        return job
-    raise Conflict(f"job {job_id} keeps changing state; try cancelling again")
-
-
-async def emit_event(state: AppState, job_id: str, type_: str, data: dict,
-                     final: bool = False) -> None:
-    s = state.settings
-    await emit_async(state.redis, job_id, type_, data, maxlen=s.events_maxlen,
-                     ttl_s=s.events_ttl_s, final=final)
-
-
-async def _signal_cancel(state: AppState, job_id: str) -> None:
-    # The key covers a worker that picks the job up later; the message reaches a
-    # running one at once. If Redis is away, the worker's heartbeat reads the
-    # `cancelling` status from the database instead.
-    try:
-        pipe = state.redis.pipeline(transaction=False)
-        pipe.set(CANCEL_KEY.format(job_id=job_id), "1", ex=24 * 3600)
-        pipe.publish(CANCEL_CHANNEL, job_id)
-        await pipe.execute()
-    except (RedisError, OSError) as exc:  # best effort: the database says cancelling
-        log.warning("cancel signal for job %s not sent: %s", job_id, exc)
+    return await state.store.cancel(job_id, owner_id=principal.key_id)

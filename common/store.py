@@ -1,0 +1,348 @@
+"""The job store: the only code that changes a job's status.
+
+Each method is one conditional UPDATE from `common.jobs.transition` plus the events
+that go with it, so no caller can change a status and forget to tell its followers:
+
+    claim       queued -> running (attempt + 1, lease), or queued -> expired (start_by)
+    finish      running|cancelling -> succeeded | failed | cancelled (attempt fence)
+    cancel      queued -> cancelled, running -> cancelling (and the worker is told)
+    recover     a lapsed lease: -> queued again, failed (attempts spent) or cancelled
+    expire_due  queued past start_by -> expired
+    cancel_batch_lines  every queued line of a batch -> cancelled (bulk)
+
+The statements are built once, here; `JobStore` runs them for a worker thread
+(sync engine, `EventWriter`), `AsyncJobStore` for the API and the control loop
+(async sessions, `AsyncEventLog`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from redis.exceptions import RedisError
+from sqlalchemy import Engine, Update, bindparam, or_, select, text
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from common.constants import CANCEL_CHANNEL, CANCEL_KEY
+from common.db import Job, utcnow
+from common.errors import Conflict, NotFound
+from common.events import AsyncEventLog, EventItem, EventWriter
+from common.jobs import (
+    BATCH_CANCELLED_ERROR,
+    EXPIRED_ERROR,
+    JOB_COLUMNS,
+    TERMINAL,
+    JobStatus,
+    envelope,
+    transition,
+)
+from common.settings import Settings
+
+log = logging.getLogger("monkey.store")
+S = JobStatus
+T = TypeVar("T")
+
+# The statements, built once: one built per call costs more in SQLAlchemy than its
+# round trip to the database.
+_CLAIM = (
+    transition(bindparam("job_id"), S.RUNNING, attempts=Job.attempts + 1,
+               started_at=bindparam("now"), lease_expires_at=bindparam("lease"),
+               worker_id=bindparam("worker_id"))
+    .where(or_(Job.start_by.is_(None), Job.start_by >= bindparam("now")))
+    .returning(*JOB_COLUMNS)
+)
+_EXPIRE = (
+    transition(bindparam("job_id"), S.EXPIRED, finished_at=bindparam("now"), error=EXPIRED_ERROR)
+    .where(Job.start_by < bindparam("now")).returning(*JOB_COLUMNS)
+)
+_GET = select(*JOB_COLUMNS).where(Job.__table__.c.id == bindparam("job_id"))
+
+
+@functools.cache
+def _finish_statement(to: JobStatus) -> Update:
+    return transition(
+        bindparam("job_id"), to, attempt=bindparam("attempt"), output=bindparam("output"),
+        error=bindparam("error"), metrics=bindparam("metrics"),
+        finished_at=bindparam("now"), lease_expires_at=None,
+    ).returning(*JOB_COLUMNS)
+
+
+def _ended(to: JobStatus, env: dict, error: dict | None = None) -> list[EventItem]:
+    """The events of a job reaching a terminal status."""
+    items: list[EventItem] = [("error", error)] if error is not None and to == S.FAILED else []
+    return items + [("status", {"status": to}), ("done", env)]
+
+
+def events_ttl(settings: Settings, priority: str) -> int:
+    """How long a finished job's stream is kept: batch lines are rarely followed."""
+    return settings.batch_events_ttl_s if priority == "batch" else settings.events_ttl_s
+
+
+# The worker's face ------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    job: Any  # a row of JOB_COLUMNS, after the claim (attempts is this attempt)
+    cancel_requested: bool  # cancelled before the claim: stop at once
+
+
+class JobStore:
+    """Transitions of a worker process (threads), on an autocommit engine: each is one
+    statement, one round trip. Writes are retried while the database is unreachable
+    (a restart), for up to `settings.write_retry_s`."""
+
+    def __init__(self, *, engine: Engine, events: EventWriter, settings: Settings):
+        self.autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.events = events
+        self.settings = settings
+
+    def claim(self, job_id: str, *, worker_id: str) -> Claimed | None:
+        """Take a queued job for this worker, or None: not queued (a duplicate or late
+        delivery), or past its start_by (then it expires, with its events)."""
+
+        def attempt() -> tuple[Any, Any]:
+            with self.autocommit.connect() as conn:
+                now = utcnow()
+                lease = now + timedelta(seconds=self.settings.lease_s)
+                # Only a queued job within its start_by moves: of two deliveries one wins.
+                job = conn.execute(_CLAIM, {"job_id": job_id, "now": now, "lease": lease,
+                                            "worker_id": worker_id}).first()
+                if job is not None:
+                    return job, None
+                return None, conn.execute(_EXPIRE, {"job_id": job_id, "now": now}).first()
+
+        job, expired = self.retry(attempt)
+        if expired is not None:
+            self.events.emit_many(job_id, _ended(S.EXPIRED, envelope(expired)), final=True)
+        if job is None:
+            return None
+        started: dict[str, Any] = {"status": S.RUNNING, "attempt": job.attempts}
+        if job.attempts > 1:
+            started["restarted"] = True  # clients drop the text of the lost attempt
+        # The running event, and a look for a cancel that came before this worker
+        # listened for it: one round trip.
+        replies = self.events.emit_many(
+            job_id, [("status", started)],
+            extra=lambda pipe: pipe.exists(CANCEL_KEY.format(job_id=job_id)))
+        return Claimed(job, bool(replies and replies[0]))
+
+    def finish(self, job_id: str, *, attempt: int, to: JobStatus, output: dict | None = None,
+               error: dict | None = None, metrics: dict | None = None) -> dict | None:
+        """Write an attempt's end, fenced by its attempt number, and publish it (an
+        `error` event first for a failure). None when the attempt no longer holds the job."""
+
+        def write() -> Any:
+            with self.autocommit.connect() as conn:
+                return conn.execute(_finish_statement(to), {
+                    "job_id": job_id, "attempt": attempt, "output": output, "error": error,
+                    "metrics": metrics or {}, "now": utcnow(),
+                }).first()
+
+        job = self.retry(write)
+        if job is None:
+            return None
+        env = envelope(job)
+        self.events.emit_many(job_id, _ended(to, env, error), final=True,
+                              ttl_s=events_ttl(self.settings, job.priority))
+        return env
+
+    def retry(self, fn: Callable[[], T]) -> T:
+        """Run a database write, retrying while the database is unreachable, with
+        capped exponential backoff and jitter."""
+        deadline = time.monotonic() + self.settings.write_retry_s
+        delay = 0.1
+        while True:
+            try:
+                return fn()
+            except (OperationalError, DBAPIError) as exc:
+                if not getattr(exc, "connection_invalidated", False) and not isinstance(
+                        exc, OperationalError):
+                    raise
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("database write failed, retrying in %.1fs: %s", delay, exc.orig)
+                time.sleep(delay * (0.5 + random.random() / 2))
+                delay = min(delay * 2, 5.0)
+
+
+# The API's and the control loop's face ---------------------------------------------------
+
+_LOCK_WAIT_MS = 2000
+_ANNOUNCE_PAGE = 500
+
+
+class AsyncJobStore:
+    """Transitions from the event loop: cancels from requests, recoveries and expiries
+    from the control loop."""
+
+    def __init__(self, *, sessions: async_sessionmaker, auto_sessions: async_sessionmaker,
+                 events: AsyncEventLog, settings: Settings):
+        self.sessions = sessions
+        self.auto_sessions = auto_sessions
+        self.events = events
+        self.settings = settings
+        self._side_tasks: set[asyncio.Task] = set()
+
+    async def get(self, job_id: str, *, owner_id: str | None = None) -> Any:
+        """The job as a row of JOB_COLUMNS (a fresh read); NotFound if it is not there
+        or belongs to another key."""
+        async with self.auto_sessions() as s:
+            job = (await s.execute(_GET, {"job_id": job_id})).first()
+        if job is None or (owner_id is not None and job.owner_id != owner_id):
+            raise NotFound(f"no job {job_id!r}")
+        return job
+
+    async def final_envelope(self, job_id: str) -> dict | None:
+        """The job's envelope once it is over, else None."""
+        async with self.auto_sessions() as s:
+            job = (await s.execute(_GET, {"job_id": job_id})).first()
+        return envelope(job) if job is not None and job.status in TERMINAL else None
+
+    async def cancel(self, job_id: str, *, owner_id: str) -> Any:
+        """queued -> cancelled at once; running -> cancelling, and the worker is told.
+        Returns the job after the change."""
+        for _ in range(5):  # the job may move under us (queued -> running): look again
+            job = await self.get(job_id, owner_id=owner_id)
+            status = S(job.status)
+            if status in TERMINAL:
+                if status == S.CANCELLED:
+                    return job
+                raise Conflict(f"job {job_id} already ended as {status}; nothing to cancel")
+            if status == S.CANCELLING:
+                await self._signal_cancel(job_id)
+                return job
+            to = S.CANCELLED if status == S.QUEUED else S.CANCELLING
+            extra = {"finished_at": utcnow()} if to == S.CANCELLED else {}
+            async with self.auto_sessions() as s:
+                job = (await s.execute(transition(job_id, to, expect={status}, **extra)
+                                       .returning(*JOB_COLUMNS))).first()
+            if job is None:
+                continue
+            if to == S.CANCELLED:
+                await self.events.append(job_id, _ended(to, envelope(job)), final=True)
+            else:
+                await self.events.append(job_id, [("status", {"status": to})])
+                await self._signal_cancel(job_id)
+            return job
+        raise Conflict(f"job {job_id} keeps changing state; try cancelling again")
+
+    async def _signal_cancel(self, job_id: str) -> None:
+        # The key covers a worker that picks the job up later; the message reaches a
+        # running one at once. If Redis is away, the worker's heartbeat reads the
+        # `cancelling` status from the database instead.
+        try:
+            pipe = self.events.redis.pipeline(transaction=False)
+            pipe.set(CANCEL_KEY.format(job_id=job_id), "1", ex=24 * 3600)
+            pipe.publish(CANCEL_CHANNEL, job_id)
+            await pipe.execute()
+        except (RedisError, OSError) as exc:  # best effort: the database says cancelling
+            log.warning("cancel signal for job %s not sent: %s", job_id, exc)
+
+    async def recover(self, job: Any) -> bool:
+        """A job whose lease lapsed (its worker died): queued again, or failed once its
+        attempts are spent, or cancelled if it was cancelling. Fenced by its status and
+        attempt; gives up on a row another transaction holds for long (a process stopped
+        inside a transaction must not stall every other recovery)."""
+        now = utcnow()
+        if job.status == S.CANCELLING:
+            to, values = S.CANCELLED, {"finished_at": now, "lease_expires_at": None}
+        elif job.attempts >= self.settings.max_attempts:
+            err = {"type": "worker_lost",
+                   "message": f"the worker died during each of {job.attempts} attempts"}
+            to, values = S.FAILED, {"finished_at": now, "error": err, "lease_expires_at": None}
+        else:
+            to = S.QUEUED
+            values = {"lease_expires_at": None, "worker_id": None, "published_at": None}
+        stmt = transition(job.id, to, expect={S(job.status)}, attempt=job.attempts, **values)
+        async with self.sessions() as s:
+            if not self.settings.is_sqlite:
+                await s.execute(text(f"SET LOCAL lock_timeout = '{_LOCK_WAIT_MS}ms'"))
+            try:
+                row = (await s.execute(stmt.returning(*JOB_COLUMNS))).first()
+                await s.commit()
+            except DBAPIError as exc:
+                await s.rollback()
+                log.warning("job %s not requeued this pass: %s", job.id, exc.orig)
+                return False
+        if row is None:
+            return False
+        log.warning("lease lapsed", extra={"job_id": job.id, "attempt": job.attempts,
+                                           "to": str(to)})
+        status: list[EventItem] = [
+            ("status", {"status": to, "requeued": to == S.QUEUED, "reason": "lease lapsed"})]
+        if to == S.QUEUED:
+            await self.events.append(job.id, status)
+        else:
+            await self.events.append(job.id, status + [("done", envelope(row))], final=True)
+        return True
+
+    async def expire_due(self, *, limit: int = 1000) -> int:
+        """Queued jobs past their start_by -> expired, with their events."""
+        now = utcnow()
+        async with self.auto_sessions() as s:
+            ids = (await s.execute(
+                select(Job.id).where(Job.status == S.QUEUED, Job.start_by < now).limit(limit)
+            )).scalars().all()
+            rows = [row for job_id in ids
+                    if (row := (await s.execute(_EXPIRE, {"job_id": job_id, "now": now})).first())
+                    is not None]
+        await self.events.append_many(
+            ((row.id, _ended(S.EXPIRED, envelope(row))) for row in rows), final=True)
+        return len(rows)
+
+    async def cancel_batch_lines(self, batch_id: str, *, guard: Update) -> list[str] | None:
+        """Every queued line of a batch -> cancelled, in one transaction that first runs
+        `guard` (the batch's own status change, which serialises us with its enqueue);
+        None, and nothing changed, when the guard matched no row. The lines' events go
+        out in the background, a page per round trip."""
+        now = utcnow()
+        async with self.sessions() as s:
+            if not (await s.execute(guard)).rowcount:
+                await s.rollback()
+                return None
+            ids = list((await s.execute(
+                transition(None, S.CANCELLED, expect={S.QUEUED}, where=[Job.batch_id == batch_id],
+                           finished_at=now, error=BATCH_CANCELLED_ERROR)
+                .returning(Job.id))).scalars())
+            await s.commit()
+        self._spawn(self._announce_ended(ids, S.CANCELLED), f"announce-{batch_id}")
+        return ids
+
+    async def _announce_ended(self, job_ids: list[str], to: JobStatus) -> None:
+        for i in range(0, len(job_ids), _ANNOUNCE_PAGE):
+            async with self.auto_sessions() as s:
+                rows = (await s.execute(select(*JOB_COLUMNS).where(
+                    Job.id.in_(job_ids[i:i + _ANNOUNCE_PAGE])))).all()
+            await self.events.append_many(((r.id, _ended(to, envelope(r))) for r in rows),
+                                          final=True)
+
+    def _spawn(self, coro, name: str) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+        return task
+
+    async def drain(self) -> None:
+        """Wait for the events still being announced (shutdown, tests)."""
+        if self._side_tasks:
+            await asyncio.gather(*self._side_tasks, return_exceptions=True)
+
+
+def due_for_recovery(now: datetime | None = None, *, limit: int = 1000) -> Any:
+    """The running jobs whose lease lapsed, for `AsyncJobStore.recover`."""
+    return (select(Job.id, Job.status, Job.attempts)
+            .where(Job.status.in_([S.RUNNING, S.CANCELLING]),
+                   Job.lease_expires_at < (now or utcnow())).limit(limit))
+
+
+__all__ = ["AsyncJobStore", "Claimed", "JobStore", "due_for_recovery", "events_ttl"]
+
