@@ -6,7 +6,6 @@ import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import redis.asyncio as aioredis
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
@@ -14,39 +13,15 @@ from starlette.routing import Match
 
 from api import errors, responses
 from api.deps import get_principal
-from api.limits import BodyLimit, RequestTokens, StreamSlots
-from api.publisher import Publisher
-from api.reconciler import Reconciler
+from api.limits import BodyLimit
 from api.routes import batches, files, jobs, openai_chat, system
-from api.state import AppState
-from common.db import async_sessions, make_async_engine
+from api.state import close_state, open_state
 from common.errors import NotFound
-from common.events import AsyncEventLog
 from common.settings import Settings, get_settings
-from common.store import AsyncJobStore
 
 log = logging.getLogger("monkey.api")
 
 DEFAULT_WEB_DIR = Path(__file__).resolve().parent.parent / "web" / "out"
-
-
-def _open_state(settings: Settings) -> AppState:
-    engine = make_async_engine(settings)
-    client = aioredis.Redis.from_url(
-        settings.redis_url, socket_connect_timeout=2, socket_timeout=10,
-        health_check_interval=10, max_connections=4096,
-    )
-    sessions = async_sessions(engine)
-    reads = async_sessions(engine.execution_options(isolation_level="AUTOCOMMIT"))
-    events = AsyncEventLog(client, maxlen=settings.events_maxlen, ttl_s=settings.events_ttl_s)
-    store = AsyncJobStore(sessions=sessions, auto_sessions=reads, events=events,
-                          settings=settings)
-    return AppState(settings=settings, engine=engine, sessions=sessions, auto_sessions=reads,
-                    redis=client, publisher=Publisher(client, sessions), events=events,
-                    store=store,
-                    streams=StreamSlots(settings.max_streams_per_key),
-                    request_tokens=RequestTokens(per_s=settings.rate_limit_per_s,
-                                                 burst=settings.rate_limit_burst))
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -54,20 +29,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        state = _open_state(settings)
+        state = open_state(settings)
         app.state.monkey = state
         state.publisher.start()
-        reconciler = Reconciler(state)
-        app.state.reconciler = reconciler
-        reconciler.start()
         try:
             yield
         finally:
-            await reconciler.stop()
-            await state.store.drain()
-            await state.publisher.close()
-            await state.redis.aclose()
-            await state.engine.dispose()
+            await close_state(state)
 
     app = FastAPI(title="Monkey Coder", version="0.1.0", lifespan=lifespan)
     errors.install(app)

@@ -1,4 +1,5 @@
-"""What the API holds open for its lifetime, built in the lifespan (api/main.py)."""
+"""What the API (and the control process) hold open for their lifetime: built by
+`open_state` in the app's lifespan (api/main.py) or by the control loop (api/control.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from api.limits import RequestTokens, StreamSlots
 from api.publisher import Publisher
+from common.db import async_sessions, make_async_engine
 from common.events import AsyncEventLog
 from common.settings import Settings
 from common.store import AsyncJobStore
@@ -33,3 +35,28 @@ class AppState:
         default_factory=lambda: RequestTokens(per_s=0, burst=0))
     # key id -> (interactive jobs queued, monotonic time counted): see check_queued_cap
     queued_counts: dict = field(default_factory=dict)
+
+
+def open_state(settings: Settings) -> AppState:
+    engine = make_async_engine(settings)
+    client = aioredis.Redis.from_url(
+        settings.redis_url, socket_connect_timeout=2, socket_timeout=10,
+        health_check_interval=10, max_connections=4096,
+    )
+    sessions = async_sessions(engine)
+    reads = async_sessions(engine.execution_options(isolation_level="AUTOCOMMIT"))
+    events = AsyncEventLog(client, maxlen=settings.events_maxlen, ttl_s=settings.events_ttl_s)
+    store = AsyncJobStore(sessions=sessions, auto_sessions=reads, events=events,
+                          settings=settings)
+    return AppState(settings=settings, engine=engine, sessions=sessions, auto_sessions=reads,
+                    redis=client, publisher=Publisher(client, sessions), events=events,
+                    store=store, streams=StreamSlots(settings.max_streams_per_key),
+                    request_tokens=RequestTokens(per_s=settings.rate_limit_per_s,
+                                                 burst=settings.rate_limit_burst))
+
+
+async def close_state(state: AppState) -> None:
+    await state.store.drain()
+    await state.publisher.close()
+    await state.redis.aclose()
+    await state.engine.dispose()

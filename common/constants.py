@@ -22,6 +22,7 @@ WORKERS_PATTERN = REDIS_PREFIX + "worker:*"
 HELD_KEY = REDIS_PREFIX + "held:{worker_id}"
 HELD_PATTERN = REDIS_PREFIX + "held:*"
 RECONCILER_LOCK = REDIS_PREFIX + "reconciler"
+CONTROL_CHANNEL = REDIS_PREFIX + "control"
 RATE_LIMIT_KEY = REDIS_PREFIX + "ratelimit:{key_id}"
 BROKER_EPOCH = REDIS_PREFIX + "broker-epoch"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -48,6 +49,9 @@ class Settings(BaseSettings):
     lease_s: float = _env("MONKEY_LEASE_S", 10.0)
     heartbeat_s: float = _env("MONKEY_HEARTBEAT_S", 2.0)
     reconcile_s: float = _env("MONKEY_RECONCILE_S", 1.0)
+    # Who runs the control process (reconciler, batches): `monkey api` as its child,
+    # or a `monkey control` deployed on its own.
+    control: Literal["child", "external"] = _env("MONKEY_CONTROL", "child")
     visibility_timeout_s: int = _env("MONKEY_VISIBILITY_TIMEOUT_S", 3600)
     events_maxlen: int = _env("MONKEY_EVENTS_MAXLEN", 20_000)
     events_ttl_s: int = _env("MONKEY_EVENTS_TTL_S", 24 * 3600)

@@ -38,18 +38,40 @@ def api(host: str | None, port: int | None, processes: int) -> None:
     import uvicorn
 
     settings = get_settings()
+    child = None
+    if settings.control == "child":
+        from api.control import start_child
+
+        child = start_child(click.get_current_context().obj["log_level"])
     config = uvicorn.Config(
         "api.main:create_app", factory=True, host=host or settings.host,
         port=port or settings.port, workers=processes, log_config=None,
         proxy_headers=True, forwarded_allow_ips="*", timeout_graceful_shutdown=5,
     )
-    if processes > 1:
-        uvicorn.run(config.app, **{k: getattr(config, k) for k in ("host", "port", "workers")},
-                    factory=True, log_config=None, proxy_headers=True, forwarded_allow_ips="*")
-        return
-    # Bind the socket ourselves: for '::' it then accepts IPv4 too (uvicorn's own
-    # bind would make it IPv6-only).
-    uvicorn.Server(config).run(sockets=[config.bind_socket()])
+    try:
+        if processes > 1:
+            uvicorn.run(config.app, **{k: getattr(config, k) for k in ("host", "port", "workers")},
+                        factory=True, log_config=None, proxy_headers=True,
+                        forwarded_allow_ips="*")
+            return
+        # Bind the socket ourselves: for '::' it then accepts IPv4 too (uvicorn's own
+        # bind would make it IPv6-only).
+        uvicorn.Server(config).run(sockets=[config.bind_socket()])
+    finally:
+        if child is not None:
+            from api.control import stop_child
+
+            stop_child(child)
+
+
+@main.command()
+@click.option("--parent", type=int, default=None, hidden=True,
+              help="Stop when this process (the API that started us) is gone.")
+def control(parent: int | None) -> None:
+    """Run the control process: the reconciler and the batch engine."""
+    from api.control import run_control
+
+    run_control(get_settings(), parent_pid=parent)
 
 
 @main.command()

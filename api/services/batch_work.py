@@ -60,6 +60,14 @@ def start(state: AppState, batch_id: str) -> bool:
     return True
 
 
+async def stop_all() -> None:
+    """Stop the work of this process (its claims lapse and another process resumes)."""
+    tasks = list(_tasks.values())
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def _active_lines(state: AppState, batch_id: str) -> bool:
     async with state.sessions() as s:
         return (await s.execute(

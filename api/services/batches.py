@@ -5,7 +5,7 @@ validating -> failed (a bad line: errors name it)
 validating | in_progress -> cancelling -> cancelled (finished lines kept)
 
 The work behind these statuses (validating and enqueuing the lines, writing the output
-and error files) runs in batch_work, claimed by one API process at a time.
+and error files) runs in batch_work, in the control process (api/control.py).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api import control
 from api.deps import Principal
-from api.services import batch_work
 from api.services.files import get_file
 from api.services.openai_shapes import ENDPOINTS, ts
 from api.state import AppState
@@ -108,7 +108,7 @@ async def create_batch(*, state: AppState, session: AsyncSession, principal: Pri
               expires_at=now + WINDOWS[batch_in.completion_window])
     session.add(b)
     await session.commit()
-    batch_work.start(state, b.id)
+    await control.kick(state)
     return b
 
 
@@ -142,12 +142,12 @@ async def cancel_batch(*, state: AppState, session: AsyncSession, principal: Pri
             return b
         if b.status not in (B.VALIDATING, B.IN_PROGRESS):
             raise Conflict(f"batch {batch_id} is {b.status}; there is nothing to cancel")
-        await session.rollback()  # the store's transaction takes the batch row's lock
         guard = (update(Batch).where(Batch.id == b.id, Batch.status == b.status)
                  .values(status=B.CANCELLING, cancelling_at=utcnow())
                  .execution_options(synchronize_session=False))
-        if await state.store.cancel_batch_lines(b.id, guard=guard) is None:
+        await session.rollback()  # the store's transaction takes the batch row's lock
+        if await state.store.cancel_batch_lines(batch_id, guard=guard) is None:
             continue
-        batch_work.start(state, b.id)
+        await control.kick(state)
         return await get_batch(session=session, principal=principal, batch_id=batch_id)
     raise Conflict(f"batch {batch_id} keeps changing state; try cancelling again")
