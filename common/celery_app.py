@@ -1,5 +1,6 @@
 """The Celery app, producer side: queues, routing and task names. The API sends tasks
-by name through it; workers add the task bodies (workers/tasks.py) to the same config."""
+by name through it; the worker builds its app from the same config and adds the task
+bodies (`make_worker_app` in workers/app.py)."""
 
 from __future__ import annotations
 

@@ -119,7 +119,8 @@ class JobErrorOut(BaseModel):
 
 class JobEnvelope(_Strict):
     """What GET /v1/jobs/{id} and the `done` event carry; its fields are those of
-    common.jobs.envelope (DESIGN.md section 2), and extra="forbid" keeps the two equal."""
+    common.jobs.envelope (docs/architecture.md, "The job"), and extra="forbid" keeps the
+    two equal."""
 
     id: str
     object: Literal["job"]

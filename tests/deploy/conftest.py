@@ -1,21 +1,21 @@
-"""Fixtures for the deployment tests: the schemas from ../shared and the compose file."""
+"""Fixtures for the deployment tests: the vendored schemas and the compose file."""
 
 from __future__ import annotations
 
 import pytest
 import yaml
 
-from tests.deploy.files import COMPOSE_FILE, load_json, shared_file
+from tests.deploy.files import COMPOSE_FILE, load_json, schema_file
 
 
 @pytest.fixture(scope="session")
 def railpack_schema() -> dict:
-    return load_json(shared_file("schemas/railpack.schema.json"))
+    return load_json(schema_file("railpack.schema.json"))
 
 
 @pytest.fixture(scope="session")
 def compose_schema() -> dict:
-    return load_json(shared_file("schemas/compose-spec.json"))
+    return load_json(schema_file("compose-spec.json"))
 
 
 @pytest.fixture(scope="session")

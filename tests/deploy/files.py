@@ -1,8 +1,8 @@
 """Paths and loaders for the deployment files: Railway's railpack.json files, the
 docker-compose stack and the Dockerfiles in docker/.
 
-The JSON schemas live in ../shared/schemas, a sibling of the repository (the same
-layout in CI); a missing copy fails loudly instead of skipping.
+The JSON schemas they validate against are vendored in tests/deploy/schemas (see its
+PROVENANCE.txt); a missing copy fails loudly instead of skipping.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared"
+SCHEMAS = Path(__file__).resolve().parent / "schemas"
 
 # Each railpack.json and the Railway service it builds.
 RAILPACK_FILES = {
@@ -26,13 +26,11 @@ RAILPACK_FILES = {
 COMPOSE_FILE = REPO / "docker-compose.yml"
 
 
-def shared_file(relative: str) -> Path:
-    path = SHARED / relative
+def schema_file(name: str) -> Path:
+    path = SCHEMAS / name
     if not path.is_file():
-        pytest.fail(
-            f"{path} is missing: the shared schemas must sit next to the repository "
-            f"({REPO.parent}/shared/schemas), as they do in CI"
-        )
+        pytest.fail(f"{path} is missing: the schemas are part of the repository "
+                    f"(tests/deploy/schemas, see its PROVENANCE.txt)")
     return path
 
 

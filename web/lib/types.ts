@@ -1,4 +1,4 @@
-// The shapes of the HTTP API (shared/DESIGN.md sections 2 and 3). Fields the UI does
+// The shapes of the HTTP API (docs/architecture.md, "The job"). Fields the UI does
 // not need are left out; everything is read defensively because the server may add
 // fields or omit optional ones.
 

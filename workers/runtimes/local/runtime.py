@@ -1,7 +1,7 @@
 """LocalRuntime: every `local/...` model of one worker process, each behind its own executor.
 
 Importing this module is cheap: torch, transformers and sentence-transformers are imported in
-`load()`, which the worker calls once before it takes tasks (DESIGN.md section 1).
+`load()`, which the worker calls once before it takes tasks (docs/architecture.md, "Layout").
 """
 
 from __future__ import annotations
@@ -104,6 +104,6 @@ class LocalRuntime(Runtime):
 
 
 def make_local_runtime(settings: Settings) -> Runtime:
-    """The factory `workers.runtimes.get_runtime` calls for `local/...` models: one instance per
-    worker process serves all of them."""
+    """The factory `workers.runtimes.make_runtime` calls for `local/...` models. The worker
+    keeps one instance per process (`WorkerState.runtime_for`), serving all of them."""
     return LocalRuntime(settings)
