@@ -22,7 +22,7 @@ from common.errors import JobError, JobTimeout
 from common.jobs import JOB_COLUMNS, JobStatus, envelope, transition
 from workers.runtimes.base import EmbedResult, GenerateResult, JobSpec
 from workers.runtimes.stopping import StopSignal
-from workers.state import WorkerState, retry_writes
+from workers.worker import Worker, retry_writes
 
 log = logging.getLogger("monkey.worker")
 S = JobStatus
@@ -56,7 +56,7 @@ class Claim:
     claimed_at: float = field(default_factory=time.monotonic)
 
 
-def claim(state: WorkerState, job_id: str) -> Claim | None:
+def claim(state: Worker, job_id: str) -> Claim | None:
     """Take a queued job for this worker, or None if it is not ours to run."""
 
     def attempt() -> tuple[Claim | None, dict | None]:
@@ -95,7 +95,7 @@ def claim(state: WorkerState, job_id: str) -> Claim | None:
 class JobRun(StopSignal):
     """The RunContext of one claimed job (see workers.runtimes.base.RunContext)."""
 
-    def __init__(self, state: WorkerState, claim_: Claim):
+    def __init__(self, state: Worker, claim_: Claim):
         super().__init__()
         self.state = state
         self.claim = claim_
@@ -197,7 +197,7 @@ def finish(run: JobRun, to: JobStatus, *, output: dict | None = None, error: dic
     return True
 
 
-def execute(state: WorkerState, job_id: str) -> None:
+def execute(state: Worker, job_id: str) -> None:
     """Run one delivered task: claim the job, run it on its runtime, write the end."""
     try:
         _execute(state, job_id)
@@ -205,12 +205,12 @@ def execute(state: WorkerState, job_id: str) -> None:
         state.supervisor.release(job_id)
 
 
-def _execute(state: WorkerState, job_id: str) -> None:
+def _execute(state: Worker, job_id: str) -> None:
     got = claim(state, job_id)
     if got is None:
         return
     run = JobRun(state, got)
-    state.supervisor.register(run)
+    state.runs.add(run)
     started = {"status": S.RUNNING, "attempt": got.spec.attempt}
     if got.spec.attempt > 1:
         started["restarted"] = True  # clients drop the text of the lost attempt
@@ -224,11 +224,11 @@ def _execute(state: WorkerState, job_id: str) -> None:
     try:
         _run_claimed(state, run)
     finally:
-        state.supervisor.unregister(run)
+        state.runs.remove(run)
         run.close()
 
 
-def _run_claimed(state: WorkerState, run: JobRun) -> None:
+def _run_claimed(state: Worker, run: JobRun) -> None:
     spec = run.spec
     try:
         runtime = state.runtime_for(spec.model)

@@ -1,6 +1,8 @@
-"""Per-process state of a worker: database, Redis, event writer, runtimes, supervisor.
+"""One worker process's state: database, Redis, event writer, runtimes, the jobs it
+runs, its hooks and its supervisor, all owned by one `Worker`.
 
-Built once when the worker starts (workers/app.py), never at import time.
+Built once when the worker process starts (workers/app.py hangs it on the Celery app,
+where tasks find it), never at import time. Tests build their own.
 """
 
 from __future__ import annotations
@@ -12,32 +14,26 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 import redis
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from common.constants import LOCAL_PREFIX, QUEUE_GPU
 from common.db import make_sync_engine, sync_sessions
 from common.events import EventWriter
 from common.settings import Settings
-
-if TYPE_CHECKING:
-    from workers.runtimes.base import JobSpec, Runtime
-    from workers.supervisor import Supervisor
+from workers.hooks import Hooks
+from workers.runs import RunRegistry
+from workers.runtimes import make_runtime, runtime_key
+from workers.runtimes.base import Runtime
+from workers.supervisor import Supervisor
 
 log = logging.getLogger("monkey.worker")
 T = TypeVar("T")
 
 
-class Hooks:
-    """Cross-cutting observers of job events (metrics); the default does nothing."""
-
-    def finished(self, spec: JobSpec, envelope: dict) -> None: ...
-
-    def retried(self, spec: JobSpec, error_type: str) -> None: ...
-
-
-class WorkerState:
+class Worker:
     def __init__(self, settings: Settings, *, queues: list[str], hooks: Hooks | None = None):
         self.settings = settings
         self.queues = queues
@@ -53,13 +49,23 @@ class WorkerState:
             self.redis, maxlen=settings.events_maxlen, ttl_s=settings.events_ttl_s
         )
         self.hooks = hooks or Hooks()
+        self.runs = RunRegistry()
         self._runtimes: dict[str, Runtime] = {}
         self._runtimes_lock = threading.Lock()  # guards the dict only, never held while loading
         self._load_locks: dict[str, threading.Lock] = {}
-        self.supervisor: Supervisor
-        from workers.supervisor import Supervisor
+        self.supervisor = Supervisor(
+            settings, worker_id=self.worker_id, queues=queues, redis_client=self.redis,
+            db=self.autocommit, runs=self.runs, loaded_models=self.loaded_models,
+        )
 
-        self.supervisor = Supervisor(self)
+    def start(self) -> None:
+        """Load the models this worker serves, then start the supervisor's threads."""
+        if QUEUE_GPU in self.queues:
+            # Load every local model before taking a task: readiness waits for it.
+            self.runtime_for(f"{LOCAL_PREFIX}/*")
+        self.supervisor.start()
+        self.supervisor.ready = True
+        self.supervisor.beat()
 
     def runtime_for(self, model: str) -> Runtime:
         """The runtime serving `model`, created and loaded once per process.
@@ -67,8 +73,6 @@ class WorkerState:
         Loading (an SDK import, model weights) can take long: it holds only its own
         family's lock, so heartbeats and other families go on meanwhile.
         """
-        from workers.runtimes import make_runtime, runtime_key
-
         key = runtime_key(model)
         with self._runtimes_lock:
             runtime = self._runtimes.get(key)
@@ -96,10 +100,10 @@ class WorkerState:
         self.engine.dispose()
 
 
-def retry_writes(state: WorkerState, fn: Callable[[], T]) -> T:
+def retry_writes(worker: Worker, fn: Callable[[], T]) -> T:
     """Run a database write, retrying while the database is unreachable (a restart),
     for up to settings.write_retry_s, with capped exponential backoff and jitter."""
-    deadline = time.monotonic() + state.settings.write_retry_s
+    deadline = time.monotonic() + worker.settings.write_retry_s
     delay = 0.1
     while True:
         try:
