@@ -2,6 +2,10 @@
 
 `monkey worker --queues Q` runs Celery's threads pool (no fork, so no fork after CUDA
 starts): models load once in this process before it consumes its first task.
+
+The process's `Worker` (workers/worker.py) is built at Celery's `worker_init` and hung
+on the Celery app as `app.monkey_worker`; tasks are bound and reach it through
+`self.app`, so no module holds it.
 """
 
 from __future__ import annotations
@@ -12,53 +16,48 @@ import os
 from celery import Celery, signals
 
 from common.celery_app import make_celery
-from common.constants import LOCAL_PREFIX, QUEUE_GPU, TASK_EMBED, TASK_GENERATE
+from common.constants import TASK_EMBED, TASK_GENERATE
 from common.settings import Settings
-from workers import lifecycle
-from workers.state import Hooks, WorkerState
+from workers import lifecycle, metrics
+from workers.hooks import Hooks
+from workers.worker import Worker
 
 log = logging.getLogger("monkey.worker")
 
-_state: WorkerState | None = None
 
-
-def current_state() -> WorkerState:
-    if _state is None:
-        raise RuntimeError("the worker process state is not set up (start it with monkey worker)")
-    return _state
+def worker_of(app: Celery) -> Worker:
+    worker: Worker | None = getattr(app, "monkey_worker", None)
+    if worker is None:
+        raise RuntimeError("the worker process is not set up (start it with monkey worker)")
+    return worker
 
 
 def make_worker_app(settings: Settings) -> Celery:
     app = make_celery(settings)
     app.conf.worker_consumer = "workers.consumer:Consumer"  # task events in batches
+    app.monkey_worker = None  # set at worker_init by start_worker
 
-    @app.task(name=TASK_GENERATE, ignore_result=True)
-    def generate(job_id: str, model: str | None = None) -> None:
-        lifecycle.execute(current_state(), job_id)
+    @app.task(name=TASK_GENERATE, ignore_result=True, bind=True)
+    def generate(self, job_id: str, model: str | None = None) -> None:
+        lifecycle.execute(worker_of(self.app), job_id)
 
-    @app.task(name=TASK_EMBED, ignore_result=True)
-    def embed(job_id: str, model: str | None = None) -> None:
-        lifecycle.execute(current_state(), job_id)
+    @app.task(name=TASK_EMBED, ignore_result=True, bind=True)
+    def embed(self, job_id: str, model: str | None = None) -> None:
+        lifecycle.execute(worker_of(self.app), job_id)
 
     return app
 
 
-def setup_process(settings: Settings, queues: list[str], hooks: Hooks | None = None) -> WorkerState:
-    """Open connections, load the models this worker serves, start the supervisor."""
-    global _state
-    from workers import metrics
-
+def start_worker(app: Celery, settings: Settings, queues: list[str],
+                 hooks: Hooks | None = None) -> Worker:
+    """Open connections, load the models this worker serves, start the supervisor, and
+    hand the worker to `app`'s tasks."""
     hooks = hooks or metrics.MetricsHooks(queues[0] if len(queues) == 1 else "+".join(queues))
-    state = WorkerState(settings, queues=queues, hooks=hooks)
-    if QUEUE_GPU in queues:
-        # Load every local model before taking a task: readiness waits for it.
-        state.runtime_for(f"{LOCAL_PREFIX}/*")
+    worker = Worker(settings, queues=queues, hooks=hooks)
     metrics.serve(settings.metrics_port)
-    state.supervisor.start()
-    state.supervisor.ready = True
-    state.supervisor.beat()
-    _state = state
-    return state
+    worker.start()
+    app.monkey_worker = worker
+    return worker
 
 
 def run_worker(settings: Settings, *, queues: list[str], concurrency: int,
@@ -67,17 +66,18 @@ def run_worker(settings: Settings, *, queues: list[str], concurrency: int,
 
     @signals.worker_init.connect(weak=False)
     def _init(**_kw) -> None:
-        setup_process(settings, queues, hooks)
+        start_worker(app, settings, queues, hooks)
 
     @signals.task_received.connect(weak=False)
     def _received(request=None, **_kw) -> None:
-        if _state is not None and request is not None and request.args:
-            _state.supervisor.hold(request.args[0])
+        worker = app.monkey_worker
+        if worker is not None and request is not None and request.args:
+            worker.supervisor.hold(request.args[0])
 
     @signals.worker_shutdown.connect(weak=False)
     def _shutdown(**_kw) -> None:
-        if _state is not None:
-            _state.close()
+        if app.monkey_worker is not None:
+            app.monkey_worker.close()
 
     name = f"{'+'.join(queues)}-{os.getpid()}@%h"
     app.worker_main([

@@ -16,7 +16,7 @@ from common.errors import JobError, JobTimeout
 from common.jobs import JobStatus
 from workers.runtimes.base import EmbedResult, GenerateResult, JobSpec
 from workers.runtimes.stopping import StopSignal
-from workers.state import WorkerState
+from workers.worker import Worker
 
 log = logging.getLogger("monkey.worker")
 S = JobStatus
@@ -31,7 +31,7 @@ class Claim:
     claimed_at: float = field(default_factory=time.monotonic)
 
 
-def claim(state: WorkerState, job_id: str) -> Claim | None:
+def claim(state: Worker, job_id: str) -> Claim | None:
     """Take a queued job for this worker, or None if it is not ours to run (the store
     expires it when its start_by passed)."""
     got = state.store.claim(job_id, worker_id=state.worker_id)
@@ -49,7 +49,7 @@ def claim(state: WorkerState, job_id: str) -> Claim | None:
 class JobRun(StopSignal):
     """The RunContext of one claimed job (see workers.runtimes.base.RunContext)."""
 
-    def __init__(self, state: WorkerState, claim_: Claim):
+    def __init__(self, state: Worker, claim_: Claim):
         super().__init__()
         self.state = state
         self.claim = claim_
@@ -139,7 +139,7 @@ def finish(run: JobRun, to: JobStatus, *, output: dict | None = None, error: dic
     return True
 
 
-def execute(state: WorkerState, job_id: str) -> None:
+def execute(state: Worker, job_id: str) -> None:
     """Run one delivered task: claim the job, run it on its runtime, write the end."""
     try:
         _execute(state, job_id)
@@ -147,22 +147,22 @@ def execute(state: WorkerState, job_id: str) -> None:
         state.supervisor.release(job_id)
 
 
-def _execute(state: WorkerState, job_id: str) -> None:
+def _execute(state: Worker, job_id: str) -> None:
     got = claim(state, job_id)
     if got is None:
         return
     run = JobRun(state, got)
-    state.supervisor.register(run)
+    state.runs.add(run)
     if got.cancel_requested:  # before the run was registered (the listener catches later ones)
         run.stop("cancelled")
     try:
         _run_claimed(state, run)
     finally:
-        state.supervisor.unregister(run)
+        state.runs.remove(run)
         run.close()
 
 
-def _run_claimed(state: WorkerState, run: JobRun) -> None:
+def _run_claimed(state: Worker, run: JobRun) -> None:
     spec = run.spec
     try:
         runtime = state.runtime_for(spec.model)

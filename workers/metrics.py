@@ -11,8 +11,8 @@ import logging
 
 from prometheus_client import Counter, Histogram, start_http_server
 
+from workers.hooks import Hooks
 from workers.runtimes.base import JobSpec
-from workers.state import Hooks
 
 log = logging.getLogger("monkey.worker")
 

@@ -17,19 +17,17 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 import redis
-from sqlalchemy import select, update
+from sqlalchemy import Engine, select, update
 
 from common.constants import CANCEL_CHANNEL, HELD_KEY, WORKER_KEY
 from common.db import Job, utcnow
 from common.jobs import ACTIVE, JobStatus
-
-if TYPE_CHECKING:
-    from workers.lifecycle import JobRun
-    from workers.state import WorkerState
+from common.settings import Settings
+from workers.runs import RunRegistry
 
 log = logging.getLogger("monkey.worker")
 
@@ -37,10 +35,19 @@ HELD_SYNC_S = 0.2
 
 
 class Supervisor:
-    def __init__(self, state: WorkerState):
-        self.state = state
-        self._runs: dict[str, JobRun] = {}
-        self._lock = threading.Lock()
+    """Handed the connections and run registry its threads use rather than the Worker
+    that owns it (workers/worker.py), so neither module imports the other."""
+
+    def __init__(self, settings: Settings, *, worker_id: str, queues: list[str],
+                 redis_client: redis.Redis, db: Engine, runs: RunRegistry,
+                 loaded_models: Callable[[], list[str]]):
+        self.settings = settings
+        self.worker_id = worker_id
+        self.queues = queues
+        self.redis = redis_client
+        self.db = db  # autocommit: see beat()
+        self.runs = runs
+        self.loaded_models = loaded_models
         self._stopping = threading.Event()
         self.ready = False
         self._held_lock = threading.Lock()
@@ -60,7 +67,7 @@ class Supervisor:
         # The held set stays: jobs left in it are republished by the reconciler.
         self._stopping.set()
         try:
-            self.state.redis.delete(WORKER_KEY.format(worker_id=self.state.worker_id))
+            self.redis.delete(WORKER_KEY.format(worker_id=self.worker_id))
         except redis.RedisError:
             pass
 
@@ -88,11 +95,11 @@ class Supervisor:
             changes, self._held_changes = self._held_changes, {}
         if not changes:
             return
-        key = HELD_KEY.format(worker_id=self.state.worker_id)
+        key = HELD_KEY.format(worker_id=self.worker_id)
         added = [j for j, held in changes.items() if held]
         removed = [j for j, held in changes.items() if not held]
         try:
-            pipe = self.state.redis.pipeline(transaction=False)
+            pipe = self.redis.pipeline(transaction=False)
             if added:
                 pipe.sadd(key, *added)
             if removed:
@@ -110,22 +117,9 @@ class Supervisor:
             self.sync_held()
             self._stopping.wait(HELD_SYNC_S)
 
-    def register(self, run: JobRun) -> None:
-        """From now on a cancel message stops `run` (lifecycle looks for earlier ones)."""
-        with self._lock:
-            self._runs[run.spec.id] = run
-
-    def unregister(self, run: JobRun) -> None:
-        with self._lock:
-            self._runs.pop(run.spec.id, None)
-
-    def active(self) -> list[JobRun]:
-        with self._lock:
-            return list(self._runs.values())
-
     # Heartbeat -----------------------------------------------------------------
     def _heartbeat_loop(self) -> None:
-        interval = self.state.settings.heartbeat_s
+        interval = self.settings.heartbeat_s
         while not self._stopping.wait(interval):
             try:
                 self.beat()
@@ -133,17 +127,17 @@ class Supervisor:
                 log.exception("heartbeat failed")
 
     def beat(self) -> None:
-        runs = self.active()
+        runs = self.runs.active()
         self._publish_presence(len(runs))
         if not runs:
             return
-        lease = timedelta(seconds=self.state.settings.lease_s)
+        lease = timedelta(seconds=self.settings.lease_s)
         active = [s.value for s in ACTIVE]
         # Autocommit: each statement commits on its own, so this process never holds a
         # row lock between statements. A worker stopped mid-heartbeat (SIGSTOP, a VM
         # pause) would otherwise keep its jobs' rows locked, and the reconciler could
         # not requeue them until it woke.
-        with self.state.autocommit.connect() as s:
+        with self.db.connect() as s:
             for run in runs:
                 res = s.execute(
                     update(Job)
@@ -167,21 +161,20 @@ class Supervisor:
                 run.stop("cancelled")
 
     def _publish_presence(self, running: int) -> None:
-        st = self.state
-        key = WORKER_KEY.format(worker_id=st.worker_id)
+        key = WORKER_KEY.format(worker_id=self.worker_id)
         info = {
-            "worker_id": st.worker_id,
-            "queues": json.dumps(st.queues),
-            "models": json.dumps(st.loaded_models()),
+            "worker_id": self.worker_id,
+            "queues": json.dumps(self.queues),
+            "models": json.dumps(self.loaded_models()),
             "pid": os.getpid(),
             "running": running,
             "ready": int(self.ready),
             "seen": time.time(),
         }
         try:
-            pipe = st.redis.pipeline(transaction=False)
+            pipe = self.redis.pipeline(transaction=False)
             pipe.hset(key, mapping=info)
-            pipe.expire(key, max(int(st.settings.heartbeat_s * 3), 5))
+            pipe.expire(key, max(int(self.settings.heartbeat_s * 3), 5))
             pipe.execute()
         except redis.RedisError as exc:
             log.warning("worker presence not published: %s", exc)
@@ -190,7 +183,7 @@ class Supervisor:
     def _cancel_loop(self) -> None:
         while not self._stopping.is_set():
             try:
-                pubsub = self.state.redis.pubsub(ignore_subscribe_messages=True)
+                pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(CANCEL_CHANNEL)
                 while not self._stopping.is_set():
                     msg = pubsub.get_message(timeout=1.0)
@@ -201,7 +194,6 @@ class Supervisor:
                 self._stopping.wait(1.0)
 
     def _on_cancel(self, job_id: str) -> None:
-        with self._lock:
-            run = self._runs.get(job_id)
+        run = self.runs.get(job_id)
         if run is not None:
             run.stop("cancelled")

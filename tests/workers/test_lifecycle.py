@@ -20,7 +20,7 @@ from common.settings import Settings
 from tests.conftest import fresh_redis_url
 from workers import lifecycle
 from workers.runtimes.base import GenerateResult
-from workers.state import WorkerState
+from workers.worker import Worker
 
 
 @pytest.fixture
@@ -29,12 +29,12 @@ def state(tmp_path, redis_base):
                         REDIS_URL=fresh_redis_url(redis_base), MONKEY_DATA_DIR=str(tmp_path))
     upgrade(settings)
     asyncio.run(create_api_key(settings, "owner"))
-    st = WorkerState(settings, queues=["llm"])
+    st = Worker(settings, queues=["llm"])
     yield st
     st.close()
 
 
-def add_job(state: WorkerState, prompt: str = "a b c", start_by=None) -> str:
+def add_job(state: Worker, prompt: str = "a b c", start_by=None) -> str:
     job_id = new_id("job")
     with state.sessions() as s:
         s.add(Job(id=job_id, owner_id="key_x", kind="generate", model="debug/echo", queue="llm",
@@ -45,12 +45,12 @@ def add_job(state: WorkerState, prompt: str = "a b c", start_by=None) -> str:
     return job_id
 
 
-def row(state: WorkerState, job_id: str) -> Job:
+def row(state: Worker, job_id: str) -> Job:
     with state.sessions() as s:
         return s.execute(select(Job).where(Job.id == job_id)).scalar_one()
 
 
-def requeue(state: WorkerState, job_id: str, attempt: int) -> None:
+def requeue(state: Worker, job_id: str, attempt: int) -> None:
     """What the reconciler does when a lease lapses."""
     with state.sessions() as s:
         res = s.execute(transition(job_id, JobStatus.QUEUED, attempt=attempt,
@@ -112,10 +112,10 @@ def test_a_run_that_loses_its_lease_stops_and_writes_nothing(state):
     got = lifecycle.claim(state, job_id)
     requeue(state, job_id, attempt=1)  # the reconciler took the job away
     run = lifecycle.JobRun(state, got)
-    state.supervisor.register(run)
+    state.runs.add(run)
     state.supervisor.beat()
     assert run.stop_reason() == "lease_lost"
-    state.supervisor.unregister(run)
+    state.runs.remove(run)
     assert row(state, job_id).status == "queued"
 
 

@@ -34,7 +34,7 @@ def provider_env(fakes: dict[str, FakeProviderServer]) -> dict[str, str]:
     env = {
         "MONKEY_PROVIDER_MAX_RETRIES": "2",
         # A worker loads each provider's SDK (up to 2 s of imports here) inside the lock
-        # that its heartbeat also takes (workers/state.py), so first jobs for several
+        # that its heartbeat also takes (workers/worker.py), so first jobs for several
         # providers at once outlast the suite's 3 s lease and get requeued. Lease recovery
         # is tested elsewhere; these tests are about providers.
         "MONKEY_LEASE_S": "30",

@@ -105,5 +105,5 @@ class LocalRuntime(Runtime):
 
 def make_local_runtime(settings: Settings) -> Runtime:
     """The factory `workers.runtimes.make_runtime` calls for `local/...` models. The worker
-    keeps one instance per process (`WorkerState.runtime_for`), serving all of them."""
+    keeps one instance per process (`Worker.runtime_for`), serving all of them."""
     return LocalRuntime(settings)

@@ -1,6 +1,8 @@
-"""Per-process state of a worker: database, Redis, event writer, runtimes, supervisor.
+"""One worker process's state: database, Redis, event writer, runtimes, the jobs it
+runs, its hooks and its supervisor, all owned by one `Worker`.
 
-Built once when the worker starts (workers/app.py), never at import time.
+Built once when the worker process starts (workers/app.py hangs it on the Celery app,
+where tasks find it), never at import time. Tests build their own.
 """
 
 from __future__ import annotations
@@ -9,32 +11,24 @@ import logging
 import os
 import socket
 import threading
-from typing import TYPE_CHECKING, TypeVar
 
 import redis
 
+from common.constants import LOCAL_PREFIX, QUEUE_GPU
 from common.db import make_sync_engine, sync_sessions
 from common.events import EventWriter
 from common.settings import Settings
 from common.store import JobStore
-
-if TYPE_CHECKING:
-    from workers.runtimes.base import JobSpec, Runtime
-    from workers.supervisor import Supervisor
+from workers.hooks import Hooks
+from workers.runs import RunRegistry
+from workers.runtimes import make_runtime, runtime_key
+from workers.runtimes.base import Runtime
+from workers.supervisor import Supervisor
 
 log = logging.getLogger("monkey.worker")
-T = TypeVar("T")
 
 
-class Hooks:
-    """Cross-cutting observers of job events (metrics); the default does nothing."""
-
-    def finished(self, spec: JobSpec, envelope: dict) -> None: ...
-
-    def retried(self, spec: JobSpec, error_type: str) -> None: ...
-
-
-class WorkerState:
+class Worker:
     def __init__(self, settings: Settings, *, queues: list[str], hooks: Hooks | None = None):
         self.settings = settings
         self.queues = queues
@@ -51,13 +45,23 @@ class WorkerState:
         )
         self.store = JobStore(engine=self.engine, events=self.events, settings=settings)
         self.hooks = hooks or Hooks()
+        self.runs = RunRegistry()
         self._runtimes: dict[str, Runtime] = {}
         self._runtimes_lock = threading.Lock()  # guards the dict only, never held while loading
         self._load_locks: dict[str, threading.Lock] = {}
-        self.supervisor: Supervisor
-        from workers.supervisor import Supervisor
+        self.supervisor = Supervisor(
+            settings, worker_id=self.worker_id, queues=queues, redis_client=self.redis,
+            db=self.autocommit, runs=self.runs, loaded_models=self.loaded_models,
+        )
 
-        self.supervisor = Supervisor(self)
+    def start(self) -> None:
+        """Load the models this worker serves, then start the supervisor's threads."""
+        if QUEUE_GPU in self.queues:
+            # Load every local model before taking a task: readiness waits for it.
+            self.runtime_for(f"{LOCAL_PREFIX}/*")
+        self.supervisor.start()
+        self.supervisor.ready = True
+        self.supervisor.beat()
 
     def runtime_for(self, model: str) -> Runtime:
         """The runtime serving `model`, created and loaded once per process.
@@ -65,8 +69,6 @@ class WorkerState:
         Loading (an SDK import, model weights) can take long: it holds only its own
         family's lock, so heartbeats and other families go on meanwhile.
         """
-        from workers.runtimes import make_runtime, runtime_key
-
         key = runtime_key(model)
         with self._runtimes_lock:
             runtime = self._runtimes.get(key)
