@@ -15,6 +15,7 @@ from common.celery_app import make_celery
 from common.constants import LOCAL_PREFIX, QUEUE_GPU, TASK_EMBED, TASK_GENERATE
 from common.settings import Settings
 from workers import lifecycle
+from workers.compat.celery_consumer import CONSUMER
 from workers.state import Hooks, WorkerState
 
 log = logging.getLogger("monkey.worker")
@@ -30,7 +31,7 @@ def current_state() -> WorkerState:
 
 def make_worker_app(settings: Settings) -> Celery:
     app = make_celery(settings)
-    app.conf.worker_consumer = "workers.consumer:Consumer"  # task events in batches
+    app.conf.worker_consumer = CONSUMER  # task events in batches
 
     @app.task(name=TASK_GENERATE, ignore_result=True)
     def generate(job_id: str, model: str | None = None) -> None:
