@@ -2,8 +2,8 @@
 
 Everywhere else we extend libraries through their documented extension points. Where
 that was not enough, one module per library holds all of it, says why, and names in
-`CHECKED` the versions its code was read against; a test next to its mirror in
-tests/ fails when an upgrade leaves that range or changes what the module relies on:
+`CHECKED` the versions its code was read against; its test (tests/<same path>)
+fails when an upgrade leaves that range or changes what the module relies on:
 
 - common.compat.kombu_redis: kombu's Redis transport (ack emulation, `unacked` hash);
 - workers.compat.celery_consumer: Celery's consumer (when task events are flushed);
