@@ -15,7 +15,6 @@ It runs inside every API process; a Redis lock makes exactly one of them active.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import secrets
 import time
@@ -28,6 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from api.services.batch_work import advance_batches
 from api.services.bulk_publish import BulkPublisher
 from api.state import AppState
+from common.compat.kombu_redis import forget_unacked, stale_unacked
 from common.constants import BROKER_EPOCH, HELD_PATTERN, RECONCILER_LOCK, WORKER_KEY
 from common.db import Job, utcnow
 from common.jobs import TERMINAL, JobStatus
@@ -45,21 +45,6 @@ return 0
 _UNPUBLISHED_GRACE_S = 2.0
 _PUBLISH_PER_TICK = 5000
 _LATE_MARKS_S = 30.0
-# kombu's Redis transport keeps delivered, unacknowledged messages here.
-_UNACKED, _UNACKED_INDEX = "unacked", "unacked_index"
-
-
-def _job_of_message(raw: bytes | None) -> str | None:
-    """The job id of one of our task messages in kombu's unacked hash, else None."""
-    try:
-        message = json.loads(raw)[0]
-        headers = message["headers"]
-        if not str(headers.get("task", "")).startswith("monkey."):
-            return None
-        return str(headers["id"]).split(".", 1)[0]
-    except (TypeError, ValueError, KeyError, IndexError):
-        return None
-
 
 class Reconciler:
     def __init__(self, state: AppState):
@@ -165,15 +150,8 @@ class Reconciler:
         deliver it later (a late delivery would be harmless: the claim refuses it).
         """
         r = self.state.redis
-        ceil = time.time() - self.state.settings.lease_s
-        tags = await r.zrangebyscore(_UNACKED_INDEX, "-inf", ceil, start=0, num=2000)
-        if not tags:
-            return 0
-        by_job: dict[str, list[bytes]] = {}
-        for tag, raw in zip(tags, await r.hmget(_UNACKED, tags), strict=True):
-            job_id = _job_of_message(raw)
-            if job_id:
-                by_job.setdefault(job_id, []).append(tag)
+        by_job = await stale_unacked(
+            r, delivered_before=time.time() - self.state.settings.lease_s, limit=2000)
         if not by_job:
             return 0
         held = await self._live_held()
@@ -188,9 +166,7 @@ class Reconciler:
                 await s.commit()
         drop = [t for j, st in statuses.items()
                 if (st == S.QUEUED and j not in held) or st in TERMINAL for t in by_job[j]]
-        if drop:
-            await r.pipeline(transaction=False).zrem(_UNACKED_INDEX, *drop) \
-                .hdel(_UNACKED, *drop).execute()
+        await forget_unacked(r, drop)
         return len(rescue)
 
     async def _live_held(self) -> set[str]:

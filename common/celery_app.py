@@ -7,7 +7,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
-from common.broker import TRANSPORT
+from common.compat.kombu_redis import TRANSPORT, UNACKED_HASH, UNACKED_INDEX
 from common.constants import PRIORITY_VALUE, QUEUES, TASK_BY_KIND
 from common.settings import Settings
 from common.wire import PRIORITY_SEP, PRIORITY_STEPS
@@ -16,7 +16,7 @@ from common.wire import PRIORITY_SEP, PRIORITY_STEPS
 def celery_config(settings: Settings) -> dict:
     return {
         "broker_url": settings.redis_url,
-        # kombu's Redis transport without its restore-on-close (see common/broker.py).
+        # kombu's Redis transport without its restore-on-close (common/compat/kombu_redis.py).
         "broker_transport": TRANSPORT,
         "task_queues": [Queue(q, routing_key=q) for q in QUEUES],
         "task_default_queue": QUEUES[1],
@@ -37,6 +37,9 @@ def celery_config(settings: Settings) -> dict:
         "broker_transport_options": {
             # Must be the same in every process on this Redis database.
             "visibility_timeout": settings.visibility_timeout_s,
+            # Named here because the reconciler reads them (common/compat/kombu_redis.py).
+            "unacked_key": UNACKED_HASH,
+            "unacked_index_key": UNACKED_INDEX,
             # Per-queue priority lists: interactive (0) is served before batch (9).
             "queue_order_strategy": "priority",
             "priority_steps": PRIORITY_STEPS,

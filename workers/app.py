@@ -19,6 +19,7 @@ from common.celery_app import make_celery
 from common.constants import TASK_EMBED, TASK_GENERATE
 from common.settings import Settings
 from workers import lifecycle, metrics
+from workers.compat.celery_consumer import CONSUMER
 from workers.hooks import Hooks
 from workers.worker import Worker
 
@@ -34,7 +35,7 @@ def worker_of(app: Celery) -> Worker:
 
 def make_worker_app(settings: Settings) -> Celery:
     app = make_celery(settings)
-    app.conf.worker_consumer = "workers.consumer:Consumer"  # task events in batches
+    app.conf.worker_consumer = CONSUMER  # task events in batches
     app.monkey_worker = None  # set at worker_init by start_worker
 
     @app.task(name=TASK_GENERATE, ignore_result=True, bind=True)

@@ -11,7 +11,8 @@ So the clients given to the SDKs run on an httpcore network backend that notes,
 for every read and write, which socket the calling thread is using. A job runs
 each provider call inside an `AbortableCall`, which the job's `on_stop` callback
 aborts: that shuts down the socket the job's thread is using right now, whether it
-is connecting, waiting for the response headers or reading the stream.
+is connecting, waiting for the response headers or reading the stream. (httpx takes
+no network backend: workers/compat/httpx_pool.py puts ours under its transport.)
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import threading
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
+
+from workers.compat.httpx_pool import transport_on_backend
 
 _local = threading.local()
 
@@ -161,32 +164,20 @@ def _track_response(response: Any) -> None:
         call.track(response)
 
 
-# The SDKs pin their HTTP library: openai, anthropic and google-genai take an httpx2
-# client, groq an httpx one. The two have the same API under different names.
-_HTTPCORE_OF = {"httpx": "httpcore", "httpx2": "httpcore2"}
-
-
 def make_http_client(flavor: str, *, timeout_s: float, connect_timeout_s: float,
                      max_connections: int) -> Any:
-    """A pooled, thread-safe client of `flavor` ("httpx" or "httpx2") for one runtime."""
+    """A pooled, thread-safe client of `flavor` ("httpx" or "httpx2") for one runtime.
+
+    The SDKs pin their HTTP library: openai, anthropic and google-genai take an httpx2
+    client, groq an httpx one. The two have the same API under different names.
+    """
     httpx_mod = importlib.import_module(flavor)
-    httpcore_mod = importlib.import_module(_HTTPCORE_OF[flavor])
     limits = httpx_mod.Limits(
         max_connections=max_connections,
         max_keepalive_connections=max_connections,
         keepalive_expiry=30.0,
     )
-    transport = httpx_mod.HTTPTransport(limits=limits)
-    # HTTPTransport has no parameter for httpcore's network backend, the one place that
-    # sees the sockets; so its pool is replaced by an equal one built with ours. Proxies
-    # from the environment get their own transports from the client, without it.
-    transport._pool = httpcore_mod.ConnectionPool(
-        ssl_context=httpx_mod.create_ssl_context(),
-        max_connections=limits.max_connections,
-        max_keepalive_connections=limits.max_keepalive_connections,
-        keepalive_expiry=limits.keepalive_expiry,
-        network_backend=_AbortableBackend(httpcore_mod.SyncBackend()),
-    )
+    transport = transport_on_backend(flavor, limits=limits, wrap_backend=_AbortableBackend)
     hooks: dict[str, list[Callable[[Any], None]]] = {"response": [_track_response]}
     return httpx_mod.Client(
         transport=transport,

@@ -1,4 +1,4 @@
-"""Celery's consumer with Flower's task events sent in batches.
+"""All our use of Celery's internals: the consumer, with Flower's task events batched.
 
 With task events on, Celery's consumer flushes its event buffer on the very next
 turn of its loop after each event: three Redis publishes per task (received,
@@ -8,12 +8,21 @@ and every one of them takes the GIL from it. Measured on 2 cores, that put about
 EVENTS_FLUSH_S, as one `task.multi` message (Celery's own batch format, which Flower
 reads), so operators see a task's events within that interval and the job pays
 nothing for them. Celery still flushes at once when 24 events wait.
+
+A custom consumer class is a documented setting (`worker_consumer`), and so are the
+consumer's `hub` and `event_dispatcher`; what is not is the hook overridden here:
+the Events bootstep hands `Consumer.on_send_event_buffered` to its EventDispatcher,
+which calls it after buffering each task event (celery/worker/consumer/events.py,
+consumer.py). No setting or bootstep changes when that buffer is flushed.
+
+Checked against the Celery versions in CHECKED (tests/workers/compat/).
 """
 
 from __future__ import annotations
 
 from celery.worker.consumer import Consumer as CeleryConsumer
 
+CHECKED = {"celery": ">=5.7.0,<5.8"}
 EVENTS_FLUSH_S = 0.05
 
 
@@ -32,4 +41,10 @@ class Consumer(CeleryConsumer):
 
     def _flush_batched(self) -> None:
         self._flush_scheduled = False
-        self._flush_events()
+        if self.event_dispatcher:
+            self.event_dispatcher.flush()
+
+
+CONSUMER = f"{__name__}:Consumer"
+
+__all__ = ["CHECKED", "CONSUMER", "EVENTS_FLUSH_S", "Consumer"]
