@@ -1,4 +1,5 @@
-"""The FastAPI app: `create_app(settings)`; uvicorn runs it as a factory."""
+"""The FastAPI app: `create_app(settings)`; uvicorn runs it as a factory. Tests run it
+in-process with `create_app(settings, producer=StubProducer(), reconcile=False)`."""
 
 from __future__ import annotations
 
@@ -15,13 +16,13 @@ from starlette.routing import Match
 from api import errors, responses
 from api.deps import get_principal
 from api.limits import BodyLimit, RequestTokens, StreamSlots
-from api.publisher import Publisher
 from api.reconciler import Reconciler
 from api.routes import batches, files, jobs, openai_chat, system
 from api.state import AppState
 from common.db import async_sessions, make_async_engine
 from common.errors import NotFound
 from common.events import AsyncEventLog
+from common.producer import CeleryProducer, Producer
 from common.settings import Settings, get_settings
 from common.store import AsyncJobStore
 
@@ -30,7 +31,7 @@ log = logging.getLogger("monkey.api")
 DEFAULT_WEB_DIR = Path(__file__).resolve().parent.parent / "web" / "out"
 
 
-def _open_state(settings: Settings) -> AppState:
+def _open_state(settings: Settings, producer: Producer | None) -> AppState:
     engine = make_async_engine(settings)
     client = aioredis.Redis.from_url(
         settings.redis_url, socket_connect_timeout=2, socket_timeout=10,
@@ -42,30 +43,35 @@ def _open_state(settings: Settings) -> AppState:
     store = AsyncJobStore(sessions=sessions, auto_sessions=reads, events=events,
                           settings=settings)
     return AppState(settings=settings, engine=engine, sessions=sessions, auto_sessions=reads,
-                    redis=client, publisher=Publisher(client, sessions), events=events,
-                    store=store,
+                    redis=client, producer=producer or CeleryProducer(settings, sessions),
+                    events=events, store=store,
                     streams=StreamSlots(settings.max_streams_per_key),
                     request_tokens=RequestTokens(per_s=settings.rate_limit_per_s,
                                                  burst=settings.rate_limit_burst))
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, producer: Producer | None = None,
+               reconcile: bool = True) -> FastAPI:
+    """`producer`: where job tasks go (by default Celery's, on settings.redis_url); the
+    app closes it on shutdown. `reconcile=False` leaves the reconciler's loop off
+    (app.state.reconciler is still there, for a test to call its tick())."""
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        state = _open_state(settings)
+        state = _open_state(settings, producer)
         app.state.monkey = state
-        state.publisher.start()
+        state.producer.start()
         reconciler = Reconciler(state)
         app.state.reconciler = reconciler
-        reconciler.start()
+        if reconcile:
+            reconciler.start()
         try:
             yield
         finally:
             await reconciler.stop()
             await state.store.drain()
-            await state.publisher.close()
+            await state.producer.close()
             await state.redis.aclose()
             await state.engine.dispose()
 

@@ -8,8 +8,8 @@ import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from api.limits import RequestTokens, StreamSlots
-from api.publisher import Publisher
 from common.events import AsyncEventLog
+from common.producer import Producer
 from common.settings import Settings
 from common.store import AsyncJobStore
 
@@ -23,7 +23,7 @@ class AppState:
     # single-row write costs one round trip (no BEGIN, no COMMIT).
     auto_sessions: async_sessionmaker
     redis: aioredis.Redis
-    publisher: Publisher
+    producer: Producer
     events: AsyncEventLog
     store: AsyncJobStore
     # key hash -> (principal, expires at); saves a database read per request
@@ -33,3 +33,8 @@ class AppState:
         default_factory=lambda: RequestTokens(per_s=0, burst=0))
     # key id -> (interactive jobs queued, monotonic time counted): see check_queued_cap
     queued_counts: dict = field(default_factory=dict)
+
+    @property
+    def publisher(self) -> Producer:
+        """The producer's former name, for callers not yet moved to `producer`."""
+        return self.producer

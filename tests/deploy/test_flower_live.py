@@ -64,7 +64,7 @@ def test_flower_lists_jobs_and_workers_behind_basic_auth(flower):
     assert prompt not in raw, "Flower must never see a prompt"
     for task in found["tasks"].values():
         assert "debug/echo" in task["kwargs"]
-        # Every event reached it: the API's task-sent (common.wire) and the worker's
+        # Every event reached it: the API's task-sent (common/producer/wire.py) and the worker's
         # received/started/succeeded (sent in batches by workers.consumer).
         for stamp in ("sent", "received", "started", "succeeded"):
             assert task.get(stamp), f"Flower has no {stamp} time for task {task['uuid']}"
