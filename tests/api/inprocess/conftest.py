@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 
 from api.main import create_app
 from api.state import AppState
-from common.db import ApiKey
+from common.db import ApiKey, Job, utcnow
 from common.ids import new_id
 from common.keys import generate_key, hash_key
 from common.migrate import upgrade
@@ -44,6 +46,16 @@ class InProcess:
             s.add(ApiKey(id=new_id("key"), name=name, key_hash=hash_key(key), prefix=key[:8]))
             await s.commit()
         return key
+
+    def backdate(self, job_id: str, seconds: float) -> None:
+        """Make the job look `seconds` older (past the reconciler's grace for young jobs)."""
+        self.client.portal.call(self._backdate, job_id, seconds)
+
+    async def _backdate(self, job_id: str, seconds: float) -> None:
+        async with self.state.sessions() as s:
+            await s.execute(update(Job).where(Job.id == job_id).values(
+                created_at=utcnow() - timedelta(seconds=seconds)))
+            await s.commit()
 
     def auth(self, key: str) -> dict:
         return {"Authorization": f"Bearer {key}"}
