@@ -59,7 +59,7 @@ async def _serve(settings: Settings, parent_pid: int | None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     state = open_state(settings)
-    state.publisher.start()
+    state.producer.start()
     reconciler = Reconciler(state)
     reconciler.start()
     helpers = [asyncio.create_task(_listen(state), name="control-kicks")]

@@ -1,4 +1,5 @@
-"""The FastAPI app: `create_app(settings)`; uvicorn runs it as a factory."""
+"""The FastAPI app: `create_app(settings)`; uvicorn runs it as a factory. Tests run it
+in-process with `create_app(settings, producer=StubProducer())`."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from api.limits import BodyLimit
 from api.routes import batches, files, jobs, openai_chat, system
 from api.state import close_state, open_state
 from common.errors import NotFound
+from common.producer import Producer
 from common.settings import Settings, get_settings
 
 log = logging.getLogger("monkey.api")
@@ -24,14 +26,17 @@ log = logging.getLogger("monkey.api")
 DEFAULT_WEB_DIR = Path(__file__).resolve().parent.parent / "web" / "out"
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, producer: Producer | None = None
+               ) -> FastAPI:
+    """`producer`: where job tasks go (by default Celery's, on settings.redis_url); the
+    app closes it on shutdown."""
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        state = open_state(settings)
+        state = open_state(settings, producer)
         app.state.monkey = state
-        state.publisher.start()
+        state.producer.start()
         try:
             yield
         finally:

@@ -19,17 +19,16 @@ import logging
 import secrets
 import time
 
-from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.services.batch_work import advance_batches
-from api.services.bulk_publish import BulkPublisher
 from api.state import AppState
 from common.compat.kombu_redis import forget_unacked, stale_unacked
 from common.constants import BROKER_EPOCH, HELD_PATTERN, RECONCILER_LOCK, WORKER_KEY
 from common.db import Job, utcnow
+from common.errors import BrokerUnavailable
 from common.jobs import TERMINAL, JobStatus
 from common.store import due_for_recovery
 
@@ -54,7 +53,6 @@ class Reconciler:
         self._task: asyncio.Task | None = None
         # After the database was unreachable, live workers renew their leases first.
         self._requeue_after = 0.0
-        self._bulk: BulkPublisher | None = None
         self._lost_at = None  # when this leader last found Redis emptied
         self._late_marks_until = 0.0
 
@@ -68,8 +66,6 @@ class Reconciler:
                 await self._task
             except asyncio.CancelledError:
                 pass
-        if self._bulk is not None:
-            self._bulk.close()
         if self.leader:
             try:
                 await self.state.redis.eval(
@@ -197,11 +193,9 @@ class Reconciler:
                if r["attempts"] or r["created_at"].timestamp() <= cutoff]
         if not due:
             return 0
-        if self._bulk is None:
-            self._bulk = BulkPublisher(self.state.settings)
         try:
-            await asyncio.get_running_loop().run_in_executor(None, self._bulk.publish, due)
-        except (KombuError, RedisError, OSError) as exc:
+            await self.state.producer.publish_many(due)
+        except BrokerUnavailable as exc:
             log.warning("broker unavailable, %d jobs wait for it: %s", len(due), exc)
             return 0
         now = utcnow()

@@ -9,9 +9,9 @@ import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from api.limits import RequestTokens, StreamSlots
-from api.publisher import Publisher
 from common.db import async_sessions, make_async_engine
 from common.events import AsyncEventLog
+from common.producer import CeleryProducer, Producer
 from common.settings import Settings
 from common.store import AsyncJobStore
 
@@ -25,7 +25,7 @@ class AppState:
     # single-row write costs one round trip (no BEGIN, no COMMIT).
     auto_sessions: async_sessionmaker
     redis: aioredis.Redis
-    publisher: Publisher
+    producer: Producer
     events: AsyncEventLog
     store: AsyncJobStore
     # key hash -> (principal, expires at); saves a database read per request
@@ -37,7 +37,8 @@ class AppState:
     queued_counts: dict = field(default_factory=dict)
 
 
-def open_state(settings: Settings) -> AppState:
+
+def open_state(settings: Settings, producer: Producer | None = None) -> AppState:
     engine = make_async_engine(settings)
     client = aioredis.Redis.from_url(
         settings.redis_url, socket_connect_timeout=2, socket_timeout=10,
@@ -49,14 +50,15 @@ def open_state(settings: Settings) -> AppState:
     store = AsyncJobStore(sessions=sessions, auto_sessions=reads, events=events,
                           settings=settings)
     return AppState(settings=settings, engine=engine, sessions=sessions, auto_sessions=reads,
-                    redis=client, publisher=Publisher(client, sessions), events=events,
-                    store=store, streams=StreamSlots(settings.max_streams_per_key),
+                    redis=client, producer=producer or CeleryProducer(settings, sessions),
+                    events=events, store=store,
+                    streams=StreamSlots(settings.max_streams_per_key),
                     request_tokens=RequestTokens(per_s=settings.rate_limit_per_s,
                                                  burst=settings.rate_limit_burst))
 
 
 async def close_state(state: AppState) -> None:
     await state.store.drain()
-    await state.publisher.close()
+    await state.producer.close()
     await state.redis.aclose()
     await state.engine.dispose()

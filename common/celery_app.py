@@ -8,9 +8,8 @@ from celery import Celery
 from kombu import Queue
 
 from common.compat.kombu_redis import TRANSPORT, UNACKED_HASH, UNACKED_INDEX
-from common.constants import PRIORITY_VALUE, QUEUES, TASK_BY_KIND
+from common.constants import PRIORITY_SEP, PRIORITY_STEPS, QUEUES
 from common.settings import Settings
-from common.wire import PRIORITY_SEP, PRIORITY_STEPS
 
 
 def celery_config(settings: Settings) -> dict:
@@ -56,25 +55,3 @@ def make_celery(settings: Settings) -> Celery:
     app = Celery("monkey", set_as_current=False)
     app.conf.update(celery_config(settings))
     return app
-
-
-def publish_job(app: Celery, *, job_id: str, kind: str, model: str, queue: str, priority: str,
-                attempt_hint: int = 0, producer=None) -> None:
-    """Send the job's task. The message carries the id and model, never the input.
-
-    Blocks for about a millisecond (more when Redis is slow): never call it on an
-    event loop thread (the API's single submits go through common.wire instead).
-    Raises kombu's OperationalError when Redis is unreachable.
-    `producer` sends through one open producer (many messages, one connection).
-    """
-    app.send_task(
-        TASK_BY_KIND[kind],
-        args=[job_id],
-        kwargs={"model": model},
-        queue=queue,
-        routing_key=queue,
-        priority=PRIORITY_VALUE[priority],
-        task_id=f"{job_id}.{attempt_hint}",
-        retry=False,
-        producer=producer,
-    )

@@ -10,6 +10,10 @@ TASK_BY_KIND = {"generate": TASK_GENERATE, "embed": TASK_EMBED}
 
 # Celery message priorities on Redis: lower numbers are served first.
 PRIORITY_VALUE = {"interactive": 0, "batch": 9}
+# kombu's Redis transport keeps a queue's messages in one list per priority step,
+# named QUEUE + PRIORITY_SEP + step (step 0: the bare queue name).
+PRIORITY_STEPS = sorted(set(PRIORITY_VALUE.values()))
+PRIORITY_SEP = ":"
 
 REDIS_PREFIX = "monkey:"
 EVENTS_KEY = REDIS_PREFIX + "events:{job_id}"

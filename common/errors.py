@@ -9,14 +9,16 @@ MonkeyError
 │   ├── InvalidRequest      422
 │   ├── RateLimited         429 (+ Retry-After)
 │   └── Unavailable         503 (+ Retry-After)
-└── JobError                (a job ends `failed` with error {type, message})
-    ├── ProviderAuth            provider_auth
-    ├── ProviderRateLimited     provider_rate_limited
-    ├── ProviderUnavailable     provider_unavailable
-    ├── JobInvalid              invalid_request
-    ├── JobTimeout              timeout
-    ├── OutOfMemory             out_of_memory
-    └── ModelUnavailable        model_unavailable
+├── JobError                (a job ends `failed` with error {type, message})
+│   ├── ProviderAuth            provider_auth
+│   ├── ProviderRateLimited     provider_rate_limited
+│   ├── ProviderUnavailable     provider_unavailable
+│   ├── JobInvalid              invalid_request
+│   ├── JobTimeout              timeout
+│   ├── OutOfMemory             out_of_memory
+│   └── ModelUnavailable        model_unavailable
+└── BrokerUnavailable       a producer could not send job tasks (they stay queued for
+                            the reconciler)
 Retry                       an intended retry after `delay` seconds, not an error
 """
 
@@ -110,6 +112,10 @@ class ModelUnavailable(JobError):
     type = "model_unavailable"
 
 
+class BrokerUnavailable(MonkeyError):
+    type = "broker_unavailable"
+
+
 class Retry(Exception):  # noqa: N818 - a signal, not an error
     """Raised to ask for the same work again after `delay` seconds."""
 
@@ -123,5 +129,5 @@ __all__ = [
     "MonkeyError", "RequestError", "Unauthorized", "NotFound", "Conflict", "PayloadTooLarge",
     "InvalidRequest", "RateLimited", "Unavailable", "JobError", "ProviderAuth",
     "ProviderRateLimited", "ProviderUnavailable", "JobInvalid", "JobTimeout", "OutOfMemory",
-    "ModelUnavailable", "Retry",
+    "ModelUnavailable", "BrokerUnavailable", "Retry",
 ]

@@ -27,11 +27,11 @@ from api.deps import Principal
 from api.services import batch_lines
 from api.services.batch_claim import ClaimLost, claim, claim_s, load, release, renew
 from api.services.batch_finalize import finalize
-from api.services.bulk_publish import BulkPublisher
 from api.services.files import iter_lines
 from api.state import AppState
 from common.batches_db import Batch
 from common.db import Job, utcnow
+from common.errors import BrokerUnavailable
 from common.jobs import BATCH_WORKING, BatchStatus, JobStatus
 
 log = logging.getLogger("monkey.batches")
@@ -155,7 +155,6 @@ async def validate(state: AppState, b: Batch, token: str) -> None:
 # Enqueue ---------------------------------------------------------------------------------
 
 async def enqueue(state: AppState, b: Batch, token: str) -> None:
-    publisher = BulkPublisher(state.settings)
     # One publish in flight while the next chunk is built and inserted.
     publishing: asyncio.Task | None = None
     try:
@@ -167,22 +166,19 @@ async def enqueue(state: AppState, b: Batch, token: str) -> None:
                 if seen > b.lines_enqueued:  # resume after the last committed chunk
                     pending.append(line)
                 if len(pending) >= CHUNK:
-                    publishing = await _enqueue_chunk(state, b, token, pending, publisher,
-                                                      publishing)
+                    publishing = await _enqueue_chunk(state, b, token, pending, publishing)
                     pending = []
         if pending:
-            publishing = await _enqueue_chunk(state, b, token, pending, publisher, publishing)
+            publishing = await _enqueue_chunk(state, b, token, pending, publishing)
         if publishing is not None:
             await publishing
     finally:
         if publishing is not None and not publishing.done():
             await asyncio.wait({publishing})
-        publisher.close()
 
 
 async def _enqueue_chunk(state: AppState, b: Batch, token: str, lines: list,
-                         publisher: BulkPublisher, publishing: asyncio.Task | None
-                         ) -> asyncio.Task:
+                         publishing: asyncio.Task | None) -> asyncio.Task:
     rows = await asyncio.to_thread(batch_lines.job_rows, state, b, lines)
     async with state.sessions() as s:
         # The batch row first: it serialises us with a cancel, which locks it too.
@@ -201,16 +197,16 @@ async def _enqueue_chunk(state: AppState, b: Batch, token: str, lines: list,
     b.lines_enqueued += len(rows)
     if publishing is not None:
         await publishing
-    return asyncio.get_running_loop().create_task(_publish(state, rows, publisher))
+    return asyncio.get_running_loop().create_task(_publish(state, rows))
 
 
-async def _publish(state: AppState, rows: list[dict], publisher: BulkPublisher) -> None:
+async def _publish(state: AppState, rows: list[dict]) -> None:
     # While the broker is down, the rows wait for the reconciler like any unpublished job.
-    if state.publisher.broker_down:
+    if state.producer.broker_down:
         return
     try:
-        await asyncio.to_thread(publisher.publish, rows)
-    except Exception as exc:  # noqa: BLE001 - kombu and redis raise many kinds
+        await state.producer.publish_many(rows)
+    except BrokerUnavailable as exc:
         log.warning("batch lines left for the reconciler to publish: %s", exc)
         return
     async with state.sessions() as s:

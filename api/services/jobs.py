@@ -84,9 +84,9 @@ async def create_job(*, state: AppState, session: AsyncSession, principal: Princ
         if existing is None:
             raise
         return _replay(existing, job), False
-    await state.publisher.publish_soon(job_id=job.id, kind=job.kind, model=job.model,
-                                       queue=job.queue, priority=job.priority,
-                                       attempt_hint=job.attempts)
+    await state.producer.publish_soon(job_id=job.id, kind=job.kind, model=job.model,
+                                      queue=job.queue, priority=job.priority,
+                                      attempt_hint=job.attempts)
     return job, True
 
 

@@ -1,4 +1,5 @@
-"""The API's task messages (common.wire) are the ones Celery and kombu would send.
+"""The fast path's task messages (common/producer/wire.py) are the ones Celery and
+kombu would send (the kombu path, common/producer/kombu_path.py).
 
 Both are published to a fresh Redis database and compared field by field; only what
 differs by nature (delivery tags, reply queue, host, clock, time) may differ. A Celery
@@ -16,18 +17,20 @@ import threading
 
 import pytest
 import redis
-import redis.asyncio as aioredis
 
-from common.celery_app import make_celery, publish_job
+from common.celery_app import make_celery
+from common.producer import TaskMessage
+from common.producer.fast import FastPath
+from common.producer.kombu_path import publish_job
+from common.producer.wire import queue_key
 from common.settings import Settings
-from common.wire import TaskWire, queue_key
 from tests.conftest import fresh_redis_url
 
 JOBS = [
-    {"job_id": "job_wire1", "kind": "generate", "model": "debug/echo", "queue": "llm",
-     "priority": "interactive", "attempt_hint": 0},
-    {"job_id": "job_wire2", "kind": "embed", "model": "local/all-MiniLM-L6-v2",
-     "queue": "gpu", "priority": "batch", "attempt_hint": 3},
+    TaskMessage(job_id="job_wire1", kind="generate", model="debug/echo", queue="llm",
+                priority="interactive", attempt_hint=0),
+    TaskMessage(job_id="job_wire2", kind="embed", model="local/all-MiniLM-L6-v2",
+                queue="gpu", priority="batch", attempt_hint=3),
 ]
 # Differ by nature between two senders (or two sends).
 _VOLATILE_PROPS = {"delivery_tag", "reply_to"}
@@ -87,22 +90,18 @@ def test_our_task_message_and_sent_event_are_celerys(redis_url, job):
     r = redis.Redis.from_url(redis_url)
     events = _Events(redis_url)
     try:
-        app = make_celery(Settings(REDIS_URL=redis_url, DATABASE_URL="sqlite://"))
-        publish_job(app, **job)
+        settings = Settings(REDIS_URL=redis_url, DATABASE_URL="sqlite://")
+        publish_job(make_celery(settings), job)
         [(their_key, their_raw)] = [(k, r.rpop(k)) for k in r.keys("*") if r.type(k) == b"list"]
         [(their_channel, their_event)] = events.take(1)
 
         async def ours() -> None:
-            client = aioredis.Redis.from_url(redis_url)
-            wire = TaskWire(db=client.connection_pool.connection_kwargs["db"])
-            pipe = client.pipeline(transaction=False)
-            for command, key, payload in wire.publish_commands(**job):
-                getattr(pipe, command)(key, payload)
-            await pipe.execute()
-            await client.aclose()
+            fast = FastPath.from_settings(settings)
+            await fast.send(job)
+            await fast.close()
 
         asyncio.run(ours())
-        our_key = queue_key(job["queue"], 9 if job["priority"] == "batch" else 0)
+        our_key = queue_key(job.queue, 9 if job.priority == "batch" else 0)
         assert our_key.encode() == their_key
         our_raw = r.rpop(our_key)
         assert r.llen(our_key) == 0

@@ -64,8 +64,9 @@ def test_flower_lists_jobs_and_workers_behind_basic_auth(flower):
     assert prompt not in raw, "Flower must never see a prompt"
     for task in found["tasks"].values():
         assert "debug/echo" in task["kwargs"]
-        # Every event reached it: the API's task-sent (common.wire) and the worker's
-        # received/started/succeeded (sent in batches by workers.compat.celery_consumer).
+        # Every event reached it: the API's task-sent (common/producer/wire.py) and the
+        # worker's received/started/succeeded (sent in batches by
+        # workers.compat.celery_consumer).
         for stamp in ("sent", "received", "started", "succeeded"):
             assert task.get(stamp), f"Flower has no {stamp} time for task {task['uuid']}"
         assert task["sent"] <= task["received"] <= task["started"] <= task["succeeded"]

@@ -20,8 +20,10 @@ from kombu.transport import virtual
 from packaging.specifiers import SpecifierSet
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from common.celery_app import celery_config, make_celery, publish_job
+from common.celery_app import celery_config, make_celery
 from common.compat import kombu_redis as compat
+from common.producer import TaskMessage
+from common.producer.kombu_path import publish_job
 from common.settings import Settings
 from monkey.embedded import EmbeddedRedis
 
@@ -91,8 +93,8 @@ def _deliver(app, n: int):
 def test_messages_a_worker_holds_parse_to_their_jobs_and_can_be_dropped(redis_server):
     app = make_celery(Settings(redis_url=redis_server.url))
     for job_id in ("job_a", "job_b"):
-        publish_job(app, job_id=job_id, kind="generate", model="debug/echo", queue="llm",
-                    priority="interactive", attempt_hint=2)
+        publish_job(app, TaskMessage(job_id=job_id, kind="generate", model="debug/echo",
+                                     queue="llm", priority="interactive", attempt_hint=2))
     conn, _channel, messages = _deliver(app, 2)
     tags = {m.headers["id"].split(".")[0]: m.delivery_tag.encode() for m in messages}
 
@@ -121,8 +123,8 @@ def test_a_channel_closed_on_a_dead_broker(redis_server, transport):
     app = make_celery(Settings(redis_url=redis_server.url))
     app.conf.broker_transport = transport
     for job_id in ("job_c", "job_d"):
-        publish_job(app, job_id=job_id, kind="generate", model="debug/echo", queue="llm",
-                    priority="interactive")
+        publish_job(app, TaskMessage(job_id=job_id, kind="generate", model="debug/echo",
+                                     queue="llm", priority="interactive"))
     conn, channel, (first, second) = _deliver(app, 2)
     redis_server.stop()
     late = [channel.close, first.ack, lambda: second.reject(requeue=True)]

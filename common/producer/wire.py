@@ -1,13 +1,14 @@
 """A job's Celery task message as bytes on Redis, built without kombu's producer.
 
-The API publishes a job from its event loop: one Redis pipeline (LPUSH the message
-onto the queue's priority list, PUBLISH Flower's `task-sent` event) through the
-asyncio client, instead of kombu's blocking producer in a thread. Handing work to a
-thread costs the event loop more than the publish itself: the GIL bounces between
-them on every socket call. The bytes are exactly what `publish_job` sends through
-kombu's Redis transport (Celery message protocol 2, JSON, body base64 in kombu's
-envelope); tests/api/test_wire.py compares the two field by field, so a Celery or
-kombu upgrade that changes the format fails there first.
+The fast path (fast.py) publishes a job from the API's event loop: one Redis pipeline
+(LPUSH the message onto the queue's priority list, PUBLISH Flower's `task-sent` event)
+through the asyncio client, instead of kombu's blocking producer in a thread. Handing
+work to a thread costs the event loop more than the publish itself: the GIL bounces
+between them on every socket call. The bytes are exactly what the kombu path
+(kombu_path.publish_job) sends through kombu's Redis transport (Celery message
+protocol 2, JSON, body base64 in kombu's envelope); tests/api/test_wire.py compares
+the two field by field, so a Celery or kombu upgrade that changes the format fails
+there first.
 """
 
 from __future__ import annotations
@@ -24,12 +25,10 @@ from dataclasses import dataclass, field
 
 from celery.utils.time import utcoffset
 
-from common.constants import PRIORITY_VALUE, TASK_BY_KIND
+from common.constants import PRIORITY_SEP, PRIORITY_STEPS
+from common.producer.base import TaskMessage
 
-# kombu's Redis transport: the separator of priority lists (celery_app's "sep"), the
-# priority steps, and the prefix of fanout channels ("/{db}.").
-PRIORITY_SEP = ":"
-PRIORITY_STEPS = sorted(set(PRIORITY_VALUE.values()))
+# Flower's events travel on this fanout exchange (kombu's channel "/{db}.celeryev/...").
 EVENTS_EXCHANGE = "celeryev"
 
 
@@ -56,12 +55,10 @@ class TaskWire:
     reply_to: str = field(default_factory=lambda: str(uuid.uuid4()))
     _clock: itertools.count = field(default_factory=lambda: itertools.count(1))
 
-    def publish_commands(self, *, job_id: str, kind: str, model: str, queue: str,
-                         priority: str, attempt_hint: int = 0) -> list[tuple[str, str, bytes]]:
+    def publish_commands(self, msg: TaskMessage) -> list[tuple[str, str, bytes]]:
         """[(redis command, key or channel, payload)] that publish the job's task."""
-        task, task_id = TASK_BY_KIND[kind], f"{job_id}.{attempt_hint}"
-        pri = PRIORITY_VALUE[priority]
-        args, kwargs = [job_id], {"model": model}
+        task, task_id, queue, pri = msg.task, msg.task_id, msg.queue, msg.priority_value
+        args, kwargs = msg.args, msg.kwargs
         headers = {
             "lang": "py", "task": task, "id": task_id, "shadow": None, "eta": None,
             "expires": None, "group": None, "group_index": None, "retries": 0,

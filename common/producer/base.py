@@ -1,0 +1,83 @@
+"""What a producer sends (`TaskMessage`) and what the API asks of one (`Producer`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from common.constants import PRIORITY_VALUE, TASK_BY_KIND
+
+
+@dataclass(frozen=True)
+class TaskMessage:
+    """One job's task: the job id and model travel, never the input (workers read it
+    from the database). Its task id carries the attempt it was sent for."""
+
+    job_id: str
+    kind: str
+    model: str
+    queue: str
+    priority: str
+    attempt_hint: int = 0
+
+    @classmethod
+    def of_row(cls, row: Mapping) -> TaskMessage:
+        """From a job row as the bulk callers hold it (id, kind, model, queue, priority,
+        attempts)."""
+        return cls(job_id=row["id"], kind=row["kind"], model=row["model"], queue=row["queue"],
+                   priority=row["priority"], attempt_hint=row.get("attempts") or 0)
+
+    @property
+    def task(self) -> str:
+        return TASK_BY_KIND[self.kind]
+
+    @property
+    def task_id(self) -> str:
+        return f"{self.job_id}.{self.attempt_hint}"
+
+    @property
+    def priority_value(self) -> int:
+        return PRIORITY_VALUE[self.priority]
+
+    @property
+    def args(self) -> list:
+        return [self.job_id]
+
+    @property
+    def kwargs(self) -> dict:
+        return {"model": self.model}
+
+
+@runtime_checkable
+class Producer(Protocol):
+    """Sends job tasks to the broker. A job row is written before its task is sent, and a
+    job whose task never went out is the reconciler's to send, so no method here may
+    hold up a request for long or lose a job by failing."""
+
+    @property
+    def broker_down(self) -> bool:
+        """True for a moment after a send failed: callers leave their jobs to the
+        reconciler instead of waiting on a broker that is away."""
+        ...
+
+    def start(self) -> None:
+        """Start background work (on the running event loop)."""
+        ...
+
+    async def publish_soon(self, *, job_id: str, kind: str, model: str, queue: str,
+                           priority: str, attempt_hint: int = 0, wait_s: float = 0.05) -> None:
+        """Send one job's task from the event loop, waiting at most `wait_s` for it. Never
+        raises for the broker: a job that did not go out waits for the reconciler. The
+        job is marked published (`published_at`) once it went out."""
+        ...
+
+    async def publish_many(self, rows: Sequence[Mapping]) -> None:
+        """Send a task per job row (id, kind, model, queue, priority, attempts) before
+        returning, without blocking the event loop. Raises BrokerUnavailable. The
+        caller marks the rows published (in its own transaction)."""
+        ...
+
+    async def close(self) -> None:
+        """Finish what is in flight and let go of connections."""
+        ...

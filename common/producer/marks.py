@@ -1,0 +1,58 @@
+"""Marks the jobs the fast path sent as published (`published_at`), in one UPDATE per
+flush interval rather than one per request. Until marked, the reconciler leaves a
+young job alone (and a duplicate it sends would be harmless anyway)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+
+from sqlalchemy import update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from common.db import Job
+
+log = logging.getLogger("monkey.producer")
+
+
+class PublishMarks:
+    def __init__(self, sessions: async_sessionmaker, *, flush_s: float = 0.5):
+        self.sessions = sessions
+        self.flush_s = flush_s
+        self._sent: dict[str, datetime] = {}  # job id -> when it went out
+        self._flusher: asyncio.Task | None = None
+
+    def add(self, job_id: str, sent_at: datetime) -> None:
+        self._sent[job_id] = sent_at
+
+    def start(self) -> None:
+        self._flusher = asyncio.create_task(self._flush_loop(), name="publish-marker")
+
+    async def flush(self) -> int:
+        sent, self._sent = self._sent, {}
+        if not sent:
+            return 0
+        ids = list(sent)
+        try:
+            async with self.sessions() as s:
+                # The earliest send time of the lot: a mark that lands after the
+                # reconciler found Redis emptied must still look older than that.
+                await s.execute(update(Job).where(Job.id.in_(ids), Job.published_at.is_(None))
+                                .values(published_at=min(sent.values())))
+                await s.commit()
+        except SQLAlchemyError as exc:
+            self._sent = {**sent, **self._sent}
+            log.warning("could not mark %d jobs published: %s", len(ids), exc)
+        return len(ids)
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_s)
+            await self.flush()
+
+    async def close(self) -> None:
+        if self._flusher:
+            self._flusher.cancel()
+        await self.flush()

@@ -1,0 +1,99 @@
+"""The native job routes in-process (see conftest.py): what each answers, what it
+writes, and what it hands the broker. The same behaviour end to end, through Redis
+and a worker, is tests/api/test_jobs.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from common.producer import TaskMessage
+
+BODY = {"model": "debug/echo", "input": {"prompt": "once only"}}
+
+
+@pytest.mark.parametrize("body, queue", [
+    ({"model": "debug/echo", "input": {"prompt": "hi"}}, "llm"),
+    ({"model": "local/all-MiniLM-L6-v2", "kind": "embed", "input": {"texts": ["hi"]},
+      "priority": "batch"}, "gpu"),
+], ids=["generate", "embed"])
+def test_submit_answers_202_with_the_envelope_and_sends_one_task(inproc, body, queue):
+    resp = inproc.client.post("/v1/jobs", json=body)
+    assert resp.status_code == 202, resp.text
+    job = resp.json()
+    assert resp.headers["location"] == f"/v1/jobs/{job['id']}"
+    assert job["object"] == "job" and job["status"] == "queued" and job["attempts"] == 0
+    assert (job["model"], job["input"]) == (body["model"], body["input"])
+    assert inproc.stub.messages == [TaskMessage(
+        job_id=job["id"], kind=job["kind"], model=body["model"], queue=queue,
+        priority=body.get("priority", "interactive"), attempt_hint=0)]
+    assert inproc.client.get(f"/v1/jobs/{job['id']}").json() == job
+
+
+def test_idempotency_key_replays_the_job_and_refuses_another_body(inproc):
+    key = {"Idempotency-Key": "k-1"}
+    first = inproc.client.post("/v1/jobs", json=BODY, headers=key)
+    again = inproc.client.post("/v1/jobs", json=BODY, headers=key)
+    assert first.status_code == again.status_code == 202
+    assert again.json() == first.json()
+    other = inproc.client.post("/v1/jobs", json={**BODY, "input": {"prompt": "another"}},
+                               headers=key)
+    assert other.status_code == 409 and other.json()["error"]["type"] == "conflict"
+    assert [m.job_id for m in inproc.stub.take()] == [first.json()["id"]]  # sent once
+    # The same Idempotency-Key under another API key is another job.
+    theirs = inproc.client.post("/v1/jobs", json=BODY,
+                                headers={**key, **inproc.auth(inproc.new_key("other"))})
+    assert theirs.status_code == 202 and theirs.json()["id"] != first.json()["id"]
+
+
+def test_another_keys_job_is_404_everywhere(inproc):
+    job = inproc.submit()
+    intruder = inproc.auth(inproc.new_key("intruder"))
+    for method, path in [("GET", f"/v1/jobs/{job['id']}"), ("POST", f"/v1/jobs/{job['id']}/cancel"),
+                         ("GET", f"/v1/jobs/{job['id']}/events")]:
+        resp = inproc.client.request(method, path, headers=intruder)
+        assert resp.status_code == 404, (path, resp.text)
+        assert resp.json()["error"]["type"] == "not_found"
+    assert inproc.client.get("/v1/jobs", headers=intruder).json()["data"] == []
+    assert inproc.client.get(f"/v1/jobs/{job['id']}").json()["status"] == "queued"
+
+
+def test_cancel_of_a_queued_job_is_immediate_and_ends_its_stream(inproc):
+    job = inproc.submit()
+    resp = inproc.client.post(f"/v1/jobs/{job['id']}/cancel")
+    assert resp.status_code == 202
+    cancelled = resp.json()
+    assert cancelled["status"] == "cancelled" and cancelled["finished_at"]
+    events = inproc.events(job["id"])
+    assert [(t, d.get("status")) for _, t, d in events] == [("status", "cancelled"),
+                                                            ("done", "cancelled")]
+    assert events[-1][2] == cancelled == inproc.client.get(f"/v1/jobs/{job['id']}").json()
+    # Again is harmless; the job stays cancelled and nothing more is sent.
+    assert inproc.client.post(f"/v1/jobs/{job['id']}/cancel").json() == cancelled
+    assert len(inproc.stub.messages) == 1
+
+
+def test_submit_while_the_broker_is_down_still_answers_202(inproc):
+    inproc.stub.broker_down = True
+    job = inproc.submit()
+    assert job["status"] == "queued"
+    assert inproc.stub.messages == []  # left for the reconciler
+
+
+@pytest.mark.parametrize("body, needle", [
+    ({"model": "nope/thing", "input": {"prompt": "x"}}, "unknown model provider"),
+    ({"model": "local/unknown", "input": {"prompt": "x"}}, "MONKEY_LOCAL_MODELS"),
+    ({"model": "openai/gpt-4o", "input": {"prompt": "x"}}, "OPENAI_API_KEY"),
+    ({"model": "debug/echo", "kind": "embed", "input": {"texts": ["x"]}}, "does not serve"),
+    ({"model": "debug/echo", "input": {}}, "exactly one of"),
+    ({"model": "debug/echo", "input": {"prompt": 5}}, "string"),
+    ({"model": "debug/echo", "input": {"prompt": "x"}, "params": {"max_tokens": 0}}, "max_tokens"),
+    ({"model": "debug/echo", "input": {"prompt": "x"}, "surprise": 1}, "surprise"),
+    ({"input": {"prompt": "x"}}, "model"),
+])
+def test_bad_requests_get_422_and_change_nothing(inproc, body, needle):
+    resp = inproc.client.post("/v1/jobs", json=body)
+    assert resp.status_code == 422, resp.text
+    err = resp.json()["error"]
+    assert err["type"] == "invalid_request" and needle in err["message"], err
+    assert inproc.client.get("/v1/jobs").json()["data"] == []
+    assert inproc.stub.messages == []

@@ -1,0 +1,123 @@
+"""The producer seam: the real producer sends one job from the event loop and many rows
+in bulk onto the queues' priority lists, marks what publish_soon sent, and turns a
+broker outage into `broker_down` and BrokerUnavailable without losing a job; the stub
+records the same messages in memory."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+
+import pytest
+import redis
+from sqlalchemy import select
+
+from common.db import Base, Job, async_sessions, make_async_engine, utcnow
+from common.errors import BrokerUnavailable
+from common.producer import CeleryProducer, Producer, StubProducer, TaskMessage
+from common.settings import Settings
+from monkey.embedded import free_port
+from tests.conftest import fresh_redis_url
+
+ONE = {"job_id": "job_one", "kind": "generate", "model": "debug/echo", "queue": "llm",
+       "priority": "interactive"}
+ROWS = [{"id": "job_many1", "kind": "embed", "model": "local/all-MiniLM-L6-v2", "queue": "gpu",
+         "priority": "batch", "attempts": 2},
+        {"id": "job_many2", "kind": "generate", "model": "debug/echo", "queue": "llm",
+         "priority": "batch", "attempts": 0}]
+
+
+def _task_ids(r: redis.Redis, key: str) -> list[str]:
+    return [json.loads(raw)["headers"]["id"] for raw in reversed(r.lrange(key, 0, -1))]
+
+
+def _run(settings: Settings, scenario) -> dict:
+    """Runs scenario(producer) against a fresh SQLite holding the jobs' rows; returns
+    job id -> published_at after the producer closed."""
+    async def main() -> dict:
+        engine = make_async_engine(settings)
+        async with engine.begin() as conn:
+            await conn.run_sync(Base.metadata.create_all)
+        sessions = async_sessions(engine)
+        async with sessions() as s:
+            for job_id in [ONE["job_id"], *(r["id"] for r in ROWS)]:
+                s.add(Job(id=job_id, owner_id="key_t", kind="generate", model="debug/echo",
+                          queue="llm", status="queued", priority="interactive", input={},
+                          params={}, created_at=utcnow()))
+            await s.commit()
+        producer = CeleryProducer(settings, sessions)
+        producer.start()
+        try:
+            await scenario(producer)
+        finally:
+            await producer.close()
+        async with sessions() as s:
+            marks = dict((await s.execute(select(Job.id, Job.published_at))).all())
+        await engine.dispose()
+        return marks
+
+    return asyncio.run(main())
+
+
+def _settings(tmp_path, redis_url: str) -> Settings:
+    return Settings(DATABASE_URL=f"sqlite:///{tmp_path / 'p.db'}", REDIS_URL=redis_url)
+
+
+def test_one_job_and_many_rows_reach_their_priority_lists(tmp_path, redis_base):
+    url = fresh_redis_url(redis_base)
+
+    async def scenario(producer: CeleryProducer) -> None:
+        assert isinstance(producer, Producer)
+        await producer.publish_soon(**ONE, wait_s=5)
+        await producer.publish_many(ROWS)
+        assert not producer.broker_down
+
+    marks = _run(_settings(tmp_path, url), scenario)
+    r = redis.Redis.from_url(url)
+    assert _task_ids(r, "llm") == ["job_one.0"]
+    assert _task_ids(r, "llm:9") == ["job_many2.0"]
+    assert _task_ids(r, "gpu:9") == ["job_many1.2"]
+    [raw] = r.lrange("gpu:9", 0, -1)
+    body = json.loads(base64.b64decode(json.loads(raw)["body"]))
+    assert body[:2] == [["job_many1"], {"model": "local/all-MiniLM-L6-v2"}]
+    # publish_soon marks what it sent; bulk callers mark their rows themselves.
+    assert marks["job_one"] is not None
+    assert marks["job_many1"] is None and marks["job_many2"] is None
+
+
+def test_a_broker_that_is_away_is_broker_down_and_loses_no_job(tmp_path):
+    closed = f"redis://127.0.0.1:{free_port()}/0"
+
+    async def scenario(producer: CeleryProducer) -> None:
+        await producer.publish_soon(**ONE, wait_s=5)  # never raises: the job waits
+        assert producer.broker_down
+        with pytest.raises(BrokerUnavailable) as caught:
+            await producer.publish_many(ROWS)
+        assert caught.value.__cause__ is not None
+        assert producer.broker_down
+
+    marks = _run(_settings(tmp_path, closed), scenario)
+    assert set(marks.values()) == {None}  # all left for the reconciler
+
+
+def test_the_stub_records_the_messages_the_real_one_sends():
+    stub = StubProducer()
+    assert isinstance(stub, Producer)
+
+    async def scenario() -> None:
+        stub.start()
+        await stub.publish_soon(**ONE)
+        await stub.publish_many(ROWS)
+        stub.broker_down = True
+        await stub.publish_soon(**{**ONE, "job_id": "job_lost"})
+        with pytest.raises(BrokerUnavailable):
+            await stub.publish_many(ROWS)
+        await stub.close()
+
+    asyncio.run(scenario())
+    assert stub.started and stub.closed
+    assert stub.take() == [TaskMessage(**ONE), *map(TaskMessage.of_row, ROWS)]
+    assert stub.take() == []
+    first = TaskMessage.of_row(ROWS[0])
+    assert (first.task, first.task_id, first.priority_value) == ("monkey.embed", "job_many1.2", 9)
