@@ -87,6 +87,8 @@ def test_submit_while_the_broker_is_down_still_answers_202(inproc):
     ({"model": "debug/echo", "input": {}}, "exactly one of"),
     ({"model": "debug/echo", "input": {"prompt": 5}}, "string"),
     ({"model": "debug/echo", "input": {"prompt": "x"}, "params": {"max_tokens": 0}}, "max_tokens"),
+    ({"model": "debug/echo", "input": {"prompt": "x"}, "params": {"temperature": "hot"}},
+     "temperature"),
     ({"model": "debug/echo", "input": {"prompt": "x"}, "surprise": 1}, "surprise"),
     ({"input": {"prompt": "x"}}, "model"),
 ])
