@@ -17,9 +17,12 @@ MonkeyError
 │   ├── JobTimeout              timeout
 │   ├── OutOfMemory             out_of_memory
 │   └── ModelUnavailable        model_unavailable
-└── BrokerUnavailable       a producer could not send job tasks (they stay queued for
-                            the reconciler)
-Retry                       an intended retry after `delay` seconds, not an error
+├── BrokerUnavailable       a producer could not send job tasks (they stay queued for
+│                           the reconciler)
+│   Raised and caught inside one module each (internal signals, never answered as is):
+├── ClaimLost               api.services.batch_claim: another process owns the batch now
+├── LineError               api.services.batch_lines: a batch line is invalid (its code)
+└── StreamCut               workers.runtimes.providers._base: a provider stream broke
 """
 
 from __future__ import annotations
@@ -116,18 +119,9 @@ class BrokerUnavailable(MonkeyError):
     type = "broker_unavailable"
 
 
-class Retry(Exception):  # noqa: N818 - a signal, not an error
-    """Raised to ask for the same work again after `delay` seconds."""
-
-    def __init__(self, delay: float = 0.0, reason: str = ""):
-        super().__init__(reason or f"retry in {delay:.2f}s")
-        self.delay = delay
-        self.reason = reason
-
-
 __all__ = [
     "MonkeyError", "RequestError", "Unauthorized", "NotFound", "Conflict", "PayloadTooLarge",
     "InvalidRequest", "RateLimited", "Unavailable", "JobError", "ProviderAuth",
     "ProviderRateLimited", "ProviderUnavailable", "JobInvalid", "JobTimeout", "OutOfMemory",
-    "ModelUnavailable", "BrokerUnavailable", "Retry",
+    "ModelUnavailable", "BrokerUnavailable",
 ]

@@ -16,10 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.state import AppState
 from common.batches_db import Batch
 from common.db import utcnow
+from common.errors import MonkeyError
 from common.jobs import BATCH_WORKING
 
 
-class ClaimLost(Exception):
+class ClaimLost(MonkeyError):
     """Another process owns the batch now (or it moved on): stop without writing."""
 
 

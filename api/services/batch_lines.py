@@ -17,7 +17,7 @@ from api.services.openai_shapes import parse_request, response_body
 from api.state import AppState
 from common.batches_db import Batch
 from common.db import Job
-from common.errors import RequestError
+from common.errors import MonkeyError, RequestError
 from common.jobs import envelope
 
 MAX_LINES = 50_000
@@ -26,10 +26,10 @@ MAX_CUSTOM_ID = 512
 JOB_ATTRS = tuple(a.key for a in Job.__mapper__.column_attrs)
 
 
-class LineError(Exception):
+class LineError(MonkeyError):
     def __init__(self, code: str, message: str, param: str | None = None):
         super().__init__(message)
-        self.code, self.message, self.param = code, message, param
+        self.code, self.param = code, param
 
 
 def parse_line(raw: bytes, endpoint: str):

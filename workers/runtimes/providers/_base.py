@@ -14,7 +14,7 @@ from abc import abstractmethod
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
-from common.errors import JobError, JobTimeout, ProviderAuth, ProviderUnavailable
+from common.errors import JobError, JobTimeout, MonkeyError, ProviderAuth, ProviderUnavailable
 from common.settings import PROVIDER_KEY_VARS, Settings
 from workers.runtimes.base import GenerateResult, JobSpec, RunContext, Runtime
 from workers.runtimes.providers._failures import STREAM_CUT, Failure, from_transport, scrub
@@ -33,7 +33,7 @@ def finish_reason(raw: Any) -> str:
     return "length" if str(name).lower() in _LENGTH_REASONS else "stop"
 
 
-class StreamCut(Exception):
+class StreamCut(MonkeyError):
     """The stream ended before the provider said it had finished."""
 
 
