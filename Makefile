@@ -5,9 +5,13 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# The lock: uv.lock, exported to requirements/*.txt (see scripts/lock.py). `make lock`
+# refreshes it with this uv, kept in .tools/.
+UV_VERSION := 0.13.9
+UV     := .tools/uv-$(UV_VERSION)/bin/uv
 WEB_SOURCES := $(shell find web -type f \( -name '*.ts' -o -name '*.tsx' -o -name '*.css' -o -name '*.json' -o -name '*.mjs' -o -name '*.js' \) -not -path 'web/node_modules/*' -not -path 'web/out/*' -not -path 'web/.next/*' 2>/dev/null)
 
-.PHONY: run test bench install web lint clean
+.PHONY: run test bench install lock web lint clean
 
 run: install web
 	$(VENV)/bin/monkey up
@@ -30,6 +34,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[all]'
 	touch $(STAMP)
+
+# Resolve again from PyPI and rewrite uv.lock and requirements/*.txt, keeping the pins
+# pyproject.toml still allows; UPGRADE=1 takes the newest releases it allows.
+lock: $(UV)
+	$(PYTHON) scripts/lock.py --uv $(UV) $(if $(UPGRADE),--upgrade)
+
+$(UV):
+	$(PYTHON) -m venv .tools/uv-$(UV_VERSION)
+	.tools/uv-$(UV_VERSION)/bin/pip install --quiet uv==$(UV_VERSION)
 
 # The web UI (a static export) served by the API on the same origin; skipped with a
 # note where Node.js is missing. The web service's own build sets NEXT_PUBLIC_API_URL.
