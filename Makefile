@@ -5,9 +5,14 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# The lock: uv.lock, exported to requirements/*.txt (see scripts/lock.py). `make lock`
+# refreshes it with this uv, kept in .tools/.
+LOCK   := requirements/dev.txt requirements/torch.txt
+UV_VERSION := 0.13.9
+UV     := .tools/uv-$(UV_VERSION)/bin/uv
 WEB_SOURCES := $(shell find web -type f \( -name '*.ts' -o -name '*.tsx' -o -name '*.css' -o -name '*.json' -o -name '*.mjs' -o -name '*.js' \) -not -path 'web/node_modules/*' -not -path 'web/out/*' -not -path 'web/.next/*' 2>/dev/null)
 
-.PHONY: run test bench install web lint clean
+.PHONY: run test bench install lock web lint clean
 
 run: install web
 	$(VENV)/bin/monkey up
@@ -23,13 +28,28 @@ bench: install
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Every extra from the lock, each file checked against its hash; then torch 2.13.0, by
+# version alone (the reason is in scripts/lock.py); then the project, editable.
+$(STAMP): pyproject.toml $(LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 	  { echo "Python 3.11 or newer is needed (found $$($(PYTHON) --version))"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[all]'
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements/dev.txt
+	$(PY) -m pip install --quiet -c requirements/torch.txt torch
+	$(PY) -m pip install --quiet --no-deps -e .
+	@$(PY) -m pip check || \
+	  { echo "the lock does not satisfy pyproject.toml: run make lock"; exit 1; }
 	touch $(STAMP)
+
+# Resolve again from PyPI and rewrite uv.lock and requirements/*.txt, keeping the pins
+# pyproject.toml still allows; UPGRADE=1 takes the newest releases it allows.
+lock: $(UV)
+	$(PYTHON) scripts/lock.py --uv $(UV) $(if $(UPGRADE),--upgrade)
+
+$(UV):
+	$(PYTHON) -m venv .tools/uv-$(UV_VERSION)
+	.tools/uv-$(UV_VERSION)/bin/pip install --quiet uv==$(UV_VERSION)
 
 # The web UI (a static export) served by the API on the same origin; skipped with a
 # note where Node.js is missing. The web service's own build sets NEXT_PUBLIC_API_URL.

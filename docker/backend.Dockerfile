@@ -13,16 +13,19 @@ ENV PYTHONUNBUFFERED=1 \
 RUN python -m venv /opt/venv && useradd --create-home --uid 10001 monkey
 WORKDIR /app
 
-# Dependencies from pyproject.toml alone (an empty package), so that editing the
-# source does not reinstall them.
-COPY pyproject.toml README.md ./
-RUN --mount=type=cache,target=/root/.cache/pip pip install ".[api,llm,ops]"
+# The locked dependencies alone (requirements/backend.txt: the api, llm and ops extras,
+# every file checked against its hash), so that editing the source does not reinstall
+# them. `make lock` rewrites the file from uv.lock.
+COPY requirements/backend.txt requirements/
+RUN --mount=type=cache,target=/root/.cache/pip \
+    pip install --require-hashes --no-deps -r requirements/backend.txt
 
+COPY pyproject.toml README.md ./
 COPY common ./common
 COPY api ./api
 COPY workers ./workers
 COPY monkey ./monkey
-RUN pip install --no-cache-dir --no-deps .
+RUN pip install --no-cache-dir --no-deps . && pip check
 
 USER monkey
 ENV PORT=8000

@@ -23,17 +23,23 @@ RUN python -m venv /opt/venv \
     && mkdir -p /data/huggingface && chown -R monkey /data
 WORKDIR /app
 
-# Dependencies from pyproject.toml alone (an empty package), so that editing the
-# source does not reinstall torch.
-COPY pyproject.toml README.md ./
+# The locked dependencies alone, so that editing the source does not reinstall torch:
+# requirements/ml.txt (the ml extra without torch, every file checked against its hash),
+# then torch 2.13.0 pinned by requirements/torch.txt, by version alone since PyPI's build
+# and the CPU index's are different files (see scripts/lock.py). From PyPI, the same file
+# pins torch's CUDA libraries. `make lock` rewrites both files from uv.lock.
+COPY requirements/ml.txt requirements/torch.txt requirements/
 RUN --mount=type=cache,target=/root/.cache/pip \
-    pip install ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} ".[ml]"
+    pip install --require-hashes --no-deps -r requirements/ml.txt \
+    && pip install ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} \
+         -c requirements/torch.txt torch
 
+COPY pyproject.toml README.md ./
 COPY common ./common
 COPY api ./api
 COPY workers ./workers
 COPY monkey ./monkey
-RUN pip install --no-cache-dir --no-deps .
+RUN pip install --no-cache-dir --no-deps . && pip check
 
 USER monkey
 CMD ["monkey", "worker", "--queues", "gpu"]

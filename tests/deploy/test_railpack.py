@@ -25,12 +25,34 @@ def package_dirs() -> set[str]:
     return {p.rstrip("*") for p in patterns}
 
 
-def installed_extras(config: dict) -> set[str]:
-    """The extras of every `pip install ".[a,b]"` in the config's build steps."""
+def locked_files(config: dict) -> list[str]:
+    """The requirements files that the config's build steps install, hashes checked."""
     text = json.dumps(config["steps"])
-    found = re.findall(r'pip install \\"\.\[([a-z,]+)\]\\"', text)
-    assert found, 'the build installs the project with pip install ".[extras]"'
-    return {extra for group in found for extra in group.split(",")}
+    found = re.findall(r"pip install --require-hashes --no-deps -r (requirements/\S+\.txt)", text)
+    assert found, "the build installs the lock: pip install --require-hashes -r requirements/..."
+    copied = [c["src"] for step in config["steps"].values() for c in step.get("commands", [])
+              if isinstance(c, dict) and "src" in c]
+    assert set(found) <= set(copied), "the deps step copies the files it installs"
+    return found
+
+
+def installed_extras(config: dict) -> set[str]:
+    """The extras of the requirements files the build installs: the --extra flags of the
+    `uv export` command that `make lock` records at the top of each."""
+    extras = set()
+    for path in locked_files(config):
+        header = (REPO / path).read_text().split("\n", 2)[1]
+        extras |= set(re.findall(r"--extra (\w+)", header))
+    return extras
+
+
+def installs_torch(config: dict) -> bool:
+    """torch from requirements/torch.txt, by version (scripts/lock.py says why)."""
+    steps = json.dumps(config["steps"])
+    if "pip install -c requirements/torch.txt torch" not in steps:
+        return False
+    assert '"src": "requirements/torch.txt"' in steps, "the deps step copies torch.txt"
+    return True
 
 
 def string_commands(config: dict):
@@ -85,13 +107,20 @@ def test_backend_build_has_no_torch():
     assert "ml" not in backend and "all" not in backend
     for extra in backend:
         assert not [d for d in extras[extra] if d.lower().startswith(HEAVY)], extra
+    config = load_json(REPO / "api/railpack.json")
+    for path in locked_files(config):
+        lines = (REPO / path).read_text().splitlines()
+        assert not [line for line in lines if line.lower().startswith(HEAVY)], path
+    assert not installs_torch(config)
 
 
 def test_ml_build_installs_torch_for_cpu():
-    config = load_json(REPO / "workers/railpack.json")
-    assert "ml" in installed_extras(config)
-    # Railway has no GPUs: the CPU wheel is a tenth of the CUDA one.
-    assert config["steps"]["deps"]["variables"]["PIP_EXTRA_INDEX_URL"].endswith("/whl/cpu")
+    for path in ["workers/railpack.json", "railpack.json"]:
+        config = load_json(REPO / path)
+        assert "ml" in installed_extras(config)
+        assert installs_torch(config), path
+        # Railway has no GPUs: the CPU wheel is a tenth of the CUDA one.
+        assert config["steps"]["deps"]["variables"]["PIP_EXTRA_INDEX_URL"].endswith("/whl/cpu")
 
 
 @pytest.mark.parametrize("path", sorted(RAILPACK_FILES))
