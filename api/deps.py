@@ -131,3 +131,10 @@ async def _lookup(sessions: async_sessionmaker, digest: str) -> Principal:
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+__all__ = [
+    "AutoSessionDep", "EventsDep", "Principal", "PrincipalDep", "ProducerDep", "QueuedCountsDep",
+    "RedisDep", "SessionDep", "SessionMakerDep", "SettingsDep", "StoreDep", "StreamsDep",
+    "get_principal",
+]
