@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 
+import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from api.reconciler import Reconciler
@@ -40,11 +41,11 @@ log = logging.getLogger("monkey.control")
 _PR_SET_PDEATHSIG = 1
 
 
-async def kick(state: AppState) -> None:
+async def kick(redis: aioredis.Redis) -> None:
     """Ask the control processes to look at the batches now (best effort: their next
     pass finds the work anyway)."""
     try:
-        await state.redis.publish(CONTROL_CHANNEL, "batches")
+        await redis.publish(CONTROL_CHANNEL, "batches")
     except (RedisError, OSError) as exc:
         log.warning("control processes not kicked: %s", exc)
 

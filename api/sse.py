@@ -8,7 +8,8 @@ import functools
 import json
 from collections.abc import AsyncIterator
 
-from api.state import AppState
+from common.events import AsyncEventLog
+from common.store import AsyncJobStore
 
 _BLOCK_MS = 5000
 _DONE_GRACE_MS = 1000
@@ -19,16 +20,17 @@ def sse(data: dict, event: str, id_: str | None = None) -> bytes:
     return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
-async def job_events(state: AppState, job_id: str, last_id: str | None,
-                     final: dict | None = None, opening: bytes = b"") -> AsyncIterator[bytes]:
+async def job_events(*, events: AsyncEventLog, store: AsyncJobStore, job_id: str,
+                     last_id: str | None, final: dict | None = None, opening: bytes = b""
+                     ) -> AsyncIterator[bytes]:
     """`final` is the job's envelope when the caller already saw it finished; None when
     it saw the job still going. `opening` goes out first, with the reconnect delay.
     One write per read: the events that arrived together go out together."""
     yield opening + b"retry: 1000\n\n"
-    async for events in state.events.follow(
+    async for arrived in events.follow(
             job_id, after=last_id, final=final, block_ms=_BLOCK_MS, grace_ms=_DONE_GRACE_MS,
-            lookup=functools.partial(state.store.final_envelope, job_id)):
-        if events:
-            yield b"".join(sse(e.data, e.type, e.id) for e in events)
+            lookup=functools.partial(store.final_envelope, job_id)):
+        if arrived:
+            yield b"".join(sse(e.data, e.type, e.id) for e in arrived)
         else:
             yield b": keep-alive\n\n"

@@ -1,5 +1,8 @@
 """What the API (and the control process) hold open for their lifetime: built by
-`open_state` in the app's lifespan (api/main.py) or by the control loop (api/control.py)."""
+`open_state` in the app's lifespan (api/main.py) or by the control loop (api/control.py).
+
+Routes take its parts one at a time, through the aliases of api/deps.py; only the
+control process's batch engine and reconciler take it whole."""
 
 from __future__ import annotations
 

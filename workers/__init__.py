@@ -1,0 +1,27 @@
+"""The worker process: `run_worker(settings, queues=...)` (what `monkey worker` runs),
+`make_worker_app(settings)` (the Celery app with our tasks), and the `Worker` that
+owns the process's state.
+
+Imported on first use (PEP 562): `import workers.runtimes.local.tiny` does not import
+Celery.
+"""
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from workers.app import make_worker_app, run_worker
+    from workers.worker import Worker
+
+__all__ = ["Worker", "make_worker_app", "run_worker"]
+
+_SOURCES = {"Worker": "workers.worker", "make_worker_app": "workers.app",
+            "run_worker": "workers.app"}
+
+
+def __getattr__(name: str) -> object:
+    if name not in _SOURCES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_SOURCES[name]), name)
+    globals()[name] = value
+    return value

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from api.deps import PrincipalDep, SessionDep, StateDep
+from api.deps import PrincipalDep, RedisDep, SessionDep, StoreDep
 from api.responses import BatchList, BatchObject, errors
 from api.services import batches as svc
 
@@ -14,9 +14,9 @@ router = APIRouter(prefix="/v1/batches", tags=["batches"])
 
 
 @router.post("", response_model=BatchObject, responses=errors(404, 413))
-async def create_batch(batch_in: svc.BatchCreate, state: StateDep, session: SessionDep,
+async def create_batch(batch_in: svc.BatchCreate, session: SessionDep, redis: RedisDep,
                        principal: PrincipalDep) -> dict:
-    b = await svc.create_batch(state=state, session=session, principal=principal,
+    b = await svc.create_batch(session=session, redis=redis, principal=principal,
                                batch_in=batch_in)
     return svc.batch_object(b)
 
@@ -38,8 +38,8 @@ async def get_batch(batch_id: str, session: SessionDep, principal: PrincipalDep)
 
 @router.post("/{batch_id}/cancel", response_model=BatchObject,
              responses=errors(404, 409))
-async def cancel_batch(batch_id: str, state: StateDep, session: SessionDep,
+async def cancel_batch(batch_id: str, session: SessionDep, store: StoreDep, redis: RedisDep,
                        principal: PrincipalDep) -> dict:
-    b = await svc.cancel_batch(state=state, session=session, principal=principal,
+    b = await svc.cancel_batch(session=session, store=store, redis=redis, principal=principal,
                                batch_id=batch_id)
     return svc.batch_object(b, await svc.live_counts(session, b))

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import StreamingResponse
 
-from api.deps import PrincipalDep, SessionDep, StateDep
+from api.deps import PrincipalDep, SessionDep, SessionMakerDep, SettingsDep
 from api.responses import FileDeleted, FileList, FileObject, errors
 from api.services import files as svc
 
@@ -16,12 +16,12 @@ router = APIRouter(prefix="/v1/files", tags=["files"])
 
 @router.post("", response_model=FileObject, responses=errors(413))
 async def upload_file(
-    state: StateDep, session: SessionDep, principal: PrincipalDep,
+    session: SessionDep, settings: SettingsDep, principal: PrincipalDep,
     file: Annotated[UploadFile, File()],
     purpose: Annotated[str, Form(json_schema_extra={"enum": list(svc.UPLOAD_PURPOSES)})],
 ) -> dict:
     try:
-        f = await svc.store_upload(state=state, session=session, principal=principal,
+        f = await svc.store_upload(session=session, settings=settings, principal=principal,
                                    upload=file, purpose=purpose)
     finally:
         await file.close()
@@ -51,12 +51,12 @@ async def get_file(file_id: str, session: SessionDep, principal: PrincipalDep) -
           "description": "The file's bytes."},
     **errors(404),
 })
-async def file_content(file_id: str, state: StateDep, session: SessionDep,
+async def file_content(file_id: str, session: SessionDep, sessions: SessionMakerDep,
                        principal: PrincipalDep) -> StreamingResponse:
     f = await svc.get_file(session=session, principal=principal, file_id=file_id)
     await session.close()  # the body streams with a session per part
     return StreamingResponse(
-        svc.iter_parts(state, f.id), media_type="application/octet-stream",
+        svc.iter_parts(sessions=sessions, file_id=f.id), media_type="application/octet-stream",
         headers={"Content-Length": str(f.size),
                  "Content-Disposition": f'attachment; filename="{_header_safe(f.filename)}"'},
     )

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from api.deps import AutoSessionDep, PrincipalDep, StateDep
+from api.deps import (
+    AutoSessionDep,
+    EventsDep,
+    Principal,
+    PrincipalDep,
+    ProducerDep,
+    QueuedCountsDep,
+    SettingsDep,
+    StoreDep,
+    StreamsDep,
+)
+from api.limits import StreamSlots
 from api.metrics import JOBS_SUBMITTED
 from api.responses import SSE_EVENT, errors
 from api.services import jobs as svc
@@ -29,22 +41,23 @@ _EVENT_STREAM = {"text/event-stream": {"schema": SSE_EVENT}}
     **errors(409, 413),
 })
 async def submit_job(
-    job_in: JobCreate, request: Request, state: StateDep, session: AutoSessionDep,
-    principal: PrincipalDep,
+    job_in: JobCreate, request: Request, session: AutoSessionDep, principal: PrincipalDep,
+    settings: SettingsDep, producer: ProducerDep, queued_counts: QueuedCountsDep,
+    streams: StreamsDep, events: EventsDep, store: StoreDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1,
                                                   max_length=255)] = None,
 ) -> Response:
     follow = "text/event-stream" in request.headers.get("accept", "")
     if follow:  # submit and follow in one request: the stream slot first, so a 429 adds nothing
-        _take_stream_slot(state, principal)
+        _take_stream_slot(streams, principal)
     try:
         job, created = await svc.create_job(
-            state=state, session=session, principal=principal, job_in=job_in,
-            idempotency_key=idempotency_key,
+            session=session, producer=producer, settings=settings, queued_counts=queued_counts,
+            principal=principal, job_in=job_in, idempotency_key=idempotency_key,
         )
     except BaseException:
         if follow:
-            state.streams.release(principal.key_id)
+            streams.release(principal.key_id)
         raise
     if created:
         JOBS_SUBMITTED.labels(job.kind, job.model, job.priority).inc()
@@ -56,8 +69,9 @@ async def submit_job(
     # The stream opens with the job's id: a status event with no event id (it is not
     # on the job's stream, so Last-Event-ID never points at it).
     opening = sse({"status": job.status, "job_id": job.id}, "status")
-    return _event_stream(job_events(state, job.id, None, final, opening), state, principal,
-                         status_code=202, headers=headers)
+    stream = job_events(events=events, store=store, job_id=job.id, last_id=None, final=final,
+                        opening=opening)
+    return _event_stream(stream, streams, principal, status_code=202, headers=headers)
 
 
 @router.get("", response_model=JobList)
@@ -73,16 +87,16 @@ async def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobEnvelope, responses=errors(404))
-async def get_job(job_id: str, state: StateDep, principal: PrincipalDep) -> JSONResponse:
+async def get_job(job_id: str, store: StoreDep, principal: PrincipalDep) -> JSONResponse:
     # A response object skips re-validating the envelope: the model only documents it.
-    return JSONResponse(envelope(await svc.get_job(state=state, principal=principal,
+    return JSONResponse(envelope(await svc.get_job(store=store, principal=principal,
                                                    job_id=job_id)))
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobEnvelope,
              responses=errors(404, 409))
-async def cancel_job(job_id: str, state: StateDep, principal: PrincipalDep) -> JSONResponse:
-    job = await svc.cancel_job(state=state, principal=principal, job_id=job_id)
+async def cancel_job(job_id: str, store: StoreDep, principal: PrincipalDep) -> JSONResponse:
+    job = await svc.cancel_job(store=store, principal=principal, job_id=job_id)
     return JSONResponse(envelope(job), status_code=202)
 
 
@@ -92,34 +106,38 @@ async def cancel_job(job_id: str, state: StateDep, principal: PrincipalDep) -> J
     **errors(404),
 })
 async def job_events_route(
-    job_id: str, request: Request, state: StateDep, principal: PrincipalDep,
+    job_id: str, request: Request, principal: PrincipalDep, store: StoreDep,
+    events: EventsDep, streams: StreamsDep,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> StreamingResponse:
-    job = await svc.get_job(state=state, principal=principal, job_id=job_id)
+    job = await svc.get_job(store=store, principal=principal, job_id=job_id)
     final = envelope(job) if job.status in TERMINAL else None
-    _take_stream_slot(state, principal)
+    _take_stream_slot(streams, principal)
     resume = last_event_id or request.query_params.get("last_event_id")
-    return _event_stream(job_events(state, job_id, resume, final), state, principal)
+    stream = job_events(events=events, store=store, job_id=job_id, last_id=resume, final=final)
+    return _event_stream(stream, streams, principal)
 
 
-def _take_stream_slot(state, principal) -> None:
-    if not state.streams.acquire(principal.key_id):
-        raise RateLimited(f"this key has {state.streams.limit} event streams open "
+def _take_stream_slot(streams: StreamSlots, principal: Principal) -> None:
+    if not streams.acquire(principal.key_id):
+        raise RateLimited(f"this key has {streams.limit} event streams open "
                           "(MONKEY_MAX_STREAMS_PER_KEY); close one or poll GET /v1/jobs/{id}",
                           retry_after=1)
 
 
-def _event_stream(events, state, principal, **kw) -> StreamingResponse:
+def _event_stream(chunks: AsyncIterator[bytes], streams: StreamSlots, principal: Principal,
+                  **kw) -> StreamingResponse:
     """The response for a taken stream slot; the slot is given back when it ends."""
     kw["headers"] = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
                      **kw.get("headers", {})}
-    return StreamingResponse(_released(events, state, principal.key_id),
+    return StreamingResponse(_released(chunks, streams, principal.key_id),
                              media_type="text/event-stream", **kw)
 
 
-async def _released(events, state, key_id: str):
+async def _released(chunks: AsyncIterator[bytes], streams: StreamSlots, key_id: str
+                    ) -> AsyncIterator[bytes]:
     try:
-        async for chunk in events:
+        async for chunk in chunks:
             yield chunk
     finally:
-        state.streams.release(key_id)
+        streams.release(key_id)

@@ -11,7 +11,15 @@ import json
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from api.deps import PrincipalDep, StateDep
+from api.deps import (
+    AutoSessionDep,
+    EventsDep,
+    PrincipalDep,
+    ProducerDep,
+    QueuedCountsDep,
+    SettingsDep,
+    StoreDep,
+)
 from api.errors import error_response
 from api.responses import SSE_EVENT, ChatCompletion, EmbeddingList, errors, json_body
 from api.services import completions
@@ -57,24 +65,39 @@ _JOB_FAILURES = errors(400, 413, 500, 502, 503, 504)
                               "`stream`, its chunks as server-sent events.",
                               "content": {"text/event-stream": {"schema": SSE_EVENT}}},
                         **_JOB_FAILURES})
-async def chat_completions(request: Request, state: StateDep,
-                           principal: PrincipalDep) -> StreamingResponse | JSONResponse:
+async def chat_completions(
+    request: Request, principal: PrincipalDep, session: AutoSessionDep, settings: SettingsDep,
+    producer: ProducerDep, queued_counts: QueuedCountsDep, events: EventsDep, store: StoreDep,
+) -> StreamingResponse | JSONResponse:
     req, job_in = parse_request("/v1/chat/completions", await _body(request))
-    job = await completions.submit(state=state, principal=principal, job_in=job_in)
+    job = await completions.submit(session=session, producer=producer, settings=settings,
+                                   queued_counts=queued_counts, principal=principal,
+                                   job_in=job_in)
+    await session.close()  # no database connection held while the job runs
     if isinstance(req, ChatRequest) and req.stream:
         return StreamingResponse(
-            completions.chat_stream(state, principal, job, req), media_type="text/event-stream",
+            completions.chat_stream(events=events, store=store, principal=principal, job=job,
+                                    req=req),
+            media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
                      "X-Monkey-Job-Id": job.id},
         )
-    env = await completions.wait_done(state, principal, job.id, request.is_disconnected)
+    env = await completions.wait_done(events=events, store=store, principal=principal,
+                                      job_id=job.id, is_disconnected=request.is_disconnected)
     return _answer(env, chat_completion)
 
 
 @router.post("/embeddings", response_model=None, openapi_extra=json_body(EmbeddingRequest),
              responses={200: {"model": EmbeddingList}, **_JOB_FAILURES})
-async def embeddings(request: Request, state: StateDep, principal: PrincipalDep) -> JSONResponse:
+async def embeddings(
+    request: Request, principal: PrincipalDep, session: AutoSessionDep, settings: SettingsDep,
+    producer: ProducerDep, queued_counts: QueuedCountsDep, events: EventsDep, store: StoreDep,
+) -> JSONResponse:
     _, job_in = parse_request("/v1/embeddings", await _body(request))
-    job = await completions.submit(state=state, principal=principal, job_in=job_in)
-    env = await completions.wait_done(state, principal, job.id, request.is_disconnected)
+    job = await completions.submit(session=session, producer=producer, settings=settings,
+                                   queued_counts=queued_counts, principal=principal,
+                                   job_in=job_in)
+    await session.close()  # no database connection held while the job runs
+    env = await completions.wait_done(events=events, store=store, principal=principal,
+                                      job_id=job.id, is_disconnected=request.is_disconnected)
     return _answer(env, embedding_response)

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import time
 
+import redis.asyncio as aioredis
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from redis.exceptions import RedisError
 from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from api import metrics
-from api.deps import PrincipalDep, StateDep
+from api.deps import PrincipalDep, RedisDep, SessionMakerDep, SettingsDep
 from api.responses import RETRY_AFTER, Alive, ModelList, QueueList, Readiness, errors
 from common.catalog import list_models
 from common.constants import QUEUES, WORKERS_PATTERN
@@ -21,12 +23,12 @@ from common.jobs import JobStatus
 router = APIRouter()
 
 
-async def workers(state) -> list[dict]:
+async def workers(redis: aioredis.Redis) -> list[dict]:
     """Workers that published themselves in Redis within their heartbeat window."""
     found = []
     try:
-        async for key in state.redis.scan_iter(match=WORKERS_PATTERN, count=200):
-            info = await state.redis.hgetall(key)
+        async for key in redis.scan_iter(match=WORKERS_PATTERN, count=200):
+            info = await redis.hgetall(key)
             if info:
                 d = {k.decode(): v.decode() for k, v in info.items()}
                 d["queues"] = json.loads(d.get("queues", "[]"))
@@ -44,19 +46,19 @@ _KEYED = errors(401, 429, 503)
 # A model's `hint` is there only when it has one (response_model_exclude_unset).
 @router.get("/v1/models", tags=["models"], response_model=ModelList,
             response_model_exclude_unset=True, responses=_KEYED)
-async def models(state: StateDep, _p: PrincipalDep) -> dict:
-    live = await workers(state)
+async def models(settings: SettingsDep, redis: RedisDep, _p: PrincipalDep) -> dict:
+    live = await workers(redis)
     data = []
-    for m in list_models(state.settings):
+    for m in list_models(settings):
         entry = m.as_dict()
         entry["loaded_on"] = [w["worker_id"] for w in live if m.id in w["models"]]
         data.append(entry)
     return {"object": "list", "data": data}
 
 
-async def queue_stats(state) -> list[dict]:
+async def queue_stats(*, sessions: async_sessionmaker, redis: aioredis.Redis) -> list[dict]:
     now = utcnow()
-    async with state.sessions() as s:
+    async with sessions() as s:
         queued = (await s.execute(
             select(Job.queue, Job.priority, func.count(), func.min(Job.created_at))
             .where(Job.status == JobStatus.QUEUED).group_by(Job.queue, Job.priority)
@@ -66,7 +68,7 @@ async def queue_stats(state) -> list[dict]:
             .where(Job.status.in_([JobStatus.RUNNING, JobStatus.CANCELLING]))
             .group_by(Job.queue)
         )).all())
-    live = await workers(state)
+    live = await workers(redis)
     out = []
     for q in QUEUES:
         prios = {p: {"depth": 0, "oldest_age_s": None} for p in ("interactive", "batch")}
@@ -88,8 +90,8 @@ def _aware(dt):
 
 
 @router.get("/v1/queues", tags=["queues"], response_model=QueueList, responses=_KEYED)
-async def queues(state: StateDep, _p: PrincipalDep) -> dict:
-    return {"object": "list", "data": await queue_stats(state)}
+async def queues(sessions: SessionMakerDep, redis: RedisDep, _p: PrincipalDep) -> dict:
+    return {"object": "list", "data": await queue_stats(sessions=sessions, redis=redis)}
 
 
 @router.get("/healthz", tags=["health"], response_model=Alive)
@@ -102,16 +104,16 @@ async def healthz() -> dict:
     503: {"model": Readiness, "description": "The database or Redis is unreachable.",
           "headers": RETRY_AFTER},
 })
-async def readyz(state: StateDep) -> JSONResponse:
+async def readyz(sessions: SessionMakerDep, redis: RedisDep) -> JSONResponse:
     checks = {}
     try:
-        async with state.sessions() as s:
+        async with sessions() as s:
             await s.execute(text("SELECT 1"))
         checks["database"] = "ok"
     except Exception as exc:  # noqa: BLE001 - reported, not raised
         checks["database"] = f"unreachable: {type(exc).__name__}"
     try:
-        await state.redis.ping()
+        await redis.ping()
         checks["redis"] = "ok"
     except (RedisError, OSError) as exc:
         checks["redis"] = f"unreachable: {type(exc).__name__}"
@@ -122,9 +124,9 @@ async def readyz(state: StateDep) -> JSONResponse:
 
 
 @router.get("/metrics", tags=["health"], response_class=PlainTextResponse)
-async def prometheus(state: StateDep) -> Response:
+async def prometheus(sessions: SessionMakerDep, redis: RedisDep) -> Response:
     try:
-        metrics.observe_queues(await queue_stats(state))
+        metrics.observe_queues(await queue_stats(sessions=sessions, redis=redis))
     except Exception:  # noqa: BLE001 - a scrape still returns the counters
         pass
     body, content_type = metrics.render()

@@ -76,7 +76,7 @@ async def _write_results(state: AppState, b: Batch, token: str):
     if b.lines_enqueued < b.request_total:
         # Cancelled while enqueuing: the lines that never became jobs are answered too.
         seen = 0
-        async for lines in iter_lines(state, b.input_file_id):
+        async for lines in iter_lines(sessions=state.sessions, file_id=b.input_file_id):
             rest = lines[max(b.lines_enqueued - seen, 0):]
             seen += len(lines)
             for line in await asyncio.to_thread(batch_lines.unrun_lines, b, rest):

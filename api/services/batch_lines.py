@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from api.deps import Principal
 from api.services.jobs import new_job_row
 from api.services.openai_shapes import parse_request, response_body
-from api.state import AppState
 from common.batches_db import Batch
 from common.db import Job
 from common.errors import MonkeyError, RequestError
 from common.jobs import envelope
+from common.settings import Settings
 
 MAX_LINES = 50_000
 MAX_ERRORS = 100
@@ -65,7 +65,7 @@ def parse_line(raw: bytes, endpoint: str):
 class Checker:
     """Validates a batch's lines in order, collecting errors with their line numbers."""
 
-    state: AppState
+    settings: Settings
     principal: Principal
     endpoint: str
     count: int = 0
@@ -87,7 +87,7 @@ class Checker:
                 return
             try:
                 custom_id, job_in = parse_line(raw, self.endpoint)
-                new_job_row(self.state, principal=self.principal, job_in=job_in)
+                new_job_row(settings=self.settings, principal=self.principal, job_in=job_in)
             except LineError as exc:
                 self._error(exc.code, exc.message, lineno, exc.param)
                 continue
@@ -117,14 +117,14 @@ def line_job_id(batch: Batch, lineno: int, suffix: str | None = None) -> str:
     return f"job_{millis}{lineno:06x}{suffix or secrets.token_hex(5)}"
 
 
-def job_rows(state: AppState, batch: Batch, lines: list[tuple[int, bytes]]) -> list[dict]:
+def job_rows(settings: Settings, batch: Batch, lines: list[tuple[int, bytes]]) -> list[dict]:
     """Rows to insert for lines that validation already passed."""
     principal = Principal(batch.owner_id, "")
     rows = []
     for lineno, raw in lines:
         custom_id, job_in = parse_line(raw, batch.endpoint)
-        job = new_job_row(state, principal=principal, job_in=job_in, batch_id=batch.id,
-                          custom_id=custom_id)
+        job = new_job_row(settings=settings, principal=principal, job_in=job_in,
+                          batch_id=batch.id, custom_id=custom_id)
         job.id = line_job_id(batch, lineno)
         # The completion window: a line no worker took by then expires (as start_by).
         job.start_by = batch.expires_at

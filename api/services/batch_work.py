@@ -127,8 +127,8 @@ async def advance_batches(state: AppState) -> int:
 # Validate --------------------------------------------------------------------------------
 
 async def validate(state: AppState, b: Batch, token: str) -> None:
-    checker = batch_lines.Checker(state, Principal(b.owner_id, ""), b.endpoint)
-    async for lines in iter_lines(state, b.input_file_id):
+    checker = batch_lines.Checker(state.settings, Principal(b.owner_id, ""), b.endpoint)
+    async for lines in iter_lines(sessions=state.sessions, file_id=b.input_file_id):
         await asyncio.to_thread(checker.check, lines)
         if checker.stop:
             break
@@ -160,7 +160,7 @@ async def enqueue(state: AppState, b: Batch, token: str) -> None:
     try:
         seen = 0
         pending: list[tuple[int, bytes]] = []
-        async for lines in iter_lines(state, b.input_file_id):
+        async for lines in iter_lines(sessions=state.sessions, file_id=b.input_file_id):
             for line in lines:
                 seen += 1
                 if seen > b.lines_enqueued:  # resume after the last committed chunk
@@ -179,7 +179,7 @@ async def enqueue(state: AppState, b: Batch, token: str) -> None:
 
 async def _enqueue_chunk(state: AppState, b: Batch, token: str, lines: list,
                          publishing: asyncio.Task | None) -> asyncio.Task:
-    rows = await asyncio.to_thread(batch_lines.job_rows, state, b, lines)
+    rows = await asyncio.to_thread(batch_lines.job_rows, state.settings, b, lines)
     async with state.sessions() as s:
         # The batch row first: it serialises us with a cancel, which locks it too.
         res = await s.execute(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,13 +22,13 @@ from api import control
 from api.deps import Principal
 from api.services.files import get_file
 from api.services.openai_shapes import ENDPOINTS, ts
-from api.state import AppState
 from common.batches_db import Batch
 from common.db import Job, utcnow
 from common.errors import Conflict, InvalidRequest, NotFound
 from common.ids import new_id
 from common.jobs import BATCH_TERMINAL, BatchStatus, JobStatus
 from common.schemas import METADATA_DOC, check_metadata
+from common.store import AsyncJobStore
 
 B = BatchStatus
 log = logging.getLogger("monkey.api")
@@ -95,7 +96,7 @@ async def live_counts(session: AsyncSession, b: Batch) -> dict:
             "failed": by.get(JobStatus.FAILED, 0)}
 
 
-async def create_batch(*, state: AppState, session: AsyncSession, principal: Principal,
+async def create_batch(*, session: AsyncSession, redis: aioredis.Redis, principal: Principal,
                        batch_in: BatchCreate) -> Batch:
     f = await get_file(session=session, principal=principal, file_id=batch_in.input_file_id)
     if f.purpose != "batch":
@@ -108,7 +109,7 @@ async def create_batch(*, state: AppState, session: AsyncSession, principal: Pri
               expires_at=now + WINDOWS[batch_in.completion_window])
     session.add(b)
     await session.commit()
-    await control.kick(state)
+    await control.kick(redis)
     return b
 
 
@@ -132,8 +133,8 @@ async def list_batches(*, session: AsyncSession, principal: Principal, limit: in
             "last_id": data[-1]["id"] if data else None}
 
 
-async def cancel_batch(*, state: AppState, session: AsyncSession, principal: Principal,
-                       batch_id: str) -> Batch:
+async def cancel_batch(*, session: AsyncSession, store: AsyncJobStore, redis: aioredis.Redis,
+                       principal: Principal, batch_id: str) -> Batch:
     """Queued lines are cancelled at once; running ones finish, and their results are
     kept; the batch is `cancelled` when its files are written."""
     for _ in range(5):  # the batch may move under us (validating -> in_progress): look again
@@ -146,8 +147,8 @@ async def cancel_batch(*, state: AppState, session: AsyncSession, principal: Pri
                  .values(status=B.CANCELLING, cancelling_at=utcnow())
                  .execution_options(synchronize_session=False))
         await session.rollback()  # the store's transaction takes the batch row's lock
-        if await state.store.cancel_batch_lines(batch_id, guard=guard) is None:
+        if await store.cancel_batch_lines(batch_id, guard=guard) is None:
             continue
-        await control.kick(state)
+        await control.kick(redis)
         return await get_batch(session=session, principal=principal, batch_id=batch_id)
     raise Conflict(f"batch {batch_id} keeps changing state; try cancelling again")

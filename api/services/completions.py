@@ -14,16 +14,20 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import Principal
 from api.metrics import JOBS_SUBMITTED
 from api.services import jobs as jobs_svc
 from api.services.openai_shapes import ChatRequest, chat_chunk, job_failure, unix, usage_chunk
-from api.state import AppState
 from common.db import Job
 from common.errors import Conflict, NotFound
+from common.events import AsyncEventLog
 from common.jobs import envelope
+from common.producer import Producer
 from common.schemas import JobCreate
+from common.settings import Settings
+from common.store import AsyncJobStore
 
 log = logging.getLogger("monkey.api")
 
@@ -31,29 +35,32 @@ _BLOCK_MS = 2000
 _DONE_GRACE_MS = 1000
 
 
-async def submit(*, state: AppState, principal: Principal, job_in: JobCreate) -> Job:
-    async with state.auto_sessions() as session:
-        job, _ = await jobs_svc.create_job(state=state, session=session, principal=principal,
-                                           job_in=job_in)
+async def submit(*, session: AsyncSession, producer: Producer, settings: Settings,
+                 queued_counts: dict, principal: Principal, job_in: JobCreate) -> Job:
+    job, _ = await jobs_svc.create_job(session=session, producer=producer, settings=settings,
+                                       queued_counts=queued_counts, principal=principal,
+                                       job_in=job_in)
     JOBS_SUBMITTED.labels(job.kind, job.model, job.priority).inc()
     return job
 
 
-async def follow(state: AppState, job_id: str) -> AsyncIterator[tuple[str, dict]]:
+async def follow(*, events: AsyncEventLog, store: AsyncJobStore, job_id: str
+                 ) -> AsyncIterator[tuple[str, dict]]:
     """The job's events as (type, data), ending with `done` (common.events' reader)."""
-    async for events in state.events.follow(
+    async for arrived in events.follow(
             job_id, block_ms=_BLOCK_MS, grace_ms=_DONE_GRACE_MS, count=500,
-            lookup=functools.partial(state.store.final_envelope, job_id)):
-        for event in events:
+            lookup=functools.partial(store.final_envelope, job_id)):
+        for event in arrived:
             yield event.type, event.data
 
 
-async def wait_done(state: AppState, principal: Principal, job_id: str,
-                    is_disconnected: Callable[[], Awaitable[bool]]) -> dict | None:
+async def wait_done(*, events: AsyncEventLog, store: AsyncJobStore, principal: Principal,
+                    job_id: str, is_disconnected: Callable[[], Awaitable[bool]]
+                    ) -> dict | None:
     """The job's final envelope; None (and the job cancelled) if the client hung up."""
 
     async def done() -> dict:
-        async for type_, data in follow(state, job_id):
+        async for type_, data in follow(events=events, store=store, job_id=job_id):
             if type_ == "done":
                 return data
         raise RuntimeError("event stream ended without done")  # follow always ends on done
@@ -65,17 +72,17 @@ async def wait_done(state: AppState, principal: Principal, job_id: str,
             if finished:
                 return waiter.result()
             if await is_disconnected():
-                await cancel_quietly(state, principal, job_id)
+                await cancel_quietly(store=store, principal=principal, job_id=job_id)
                 return None
     finally:
         waiter.cancel()
 
 
-async def cancel_quietly(state: AppState, principal: Principal, job_id: str) -> None:
+async def cancel_quietly(*, store: AsyncJobStore, principal: Principal, job_id: str) -> None:
     # Shielded: this runs while the request that owned the job is being torn down.
     with anyio.CancelScope(shield=True):
         try:
-            await jobs_svc.cancel_job(state=state, principal=principal, job_id=job_id)
+            await jobs_svc.cancel_job(store=store, principal=principal, job_id=job_id)
         except (Conflict, NotFound):
             pass  # it ended meanwhile
         except Exception:  # noqa: BLE001 - best effort; the job still ends on its own
@@ -87,8 +94,8 @@ def sse_data(payload: dict | str) -> bytes:
     return f"data: {text}\n\n".encode()
 
 
-async def chat_stream(state: AppState, principal: Principal, job: Job,
-                      req: ChatRequest) -> AsyncIterator[bytes]:
+async def chat_stream(*, events: AsyncEventLog, store: AsyncJobStore, principal: Principal,
+                      job: Job, req: ChatRequest) -> AsyncIterator[bytes]:
     """The job as the OpenAI chunk stream; usage in a last chunk when asked for."""
     created = unix(envelope(job)["created_at"])
     usage = bool(req.stream_options and req.stream_options.include_usage)
@@ -100,7 +107,7 @@ async def chat_stream(state: AppState, principal: Principal, job: Job,
     sent_text = False
     try:
         yield chunk({"role": "assistant", "content": ""})
-        async for type_, data in follow(state, job.id):
+        async for type_, data in follow(events=events, store=store, job_id=job.id):
             if type_ == "token" and data.get("text"):
                 sent_text = True
                 yield chunk({"content": data["text"]})
@@ -123,4 +130,4 @@ async def chat_stream(state: AppState, principal: Principal, job: Job,
                 return
     finally:
         if not finished:
-            await cancel_quietly(state, principal, job.id)
+            await cancel_quietly(store=store, principal=principal, job_id=job.id)

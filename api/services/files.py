@@ -10,17 +10,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from sqlalchemy import delete, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.datastructures import UploadFile
 
 from api.deps import Principal
 from api.services.openai_shapes import ts
-from api.state import AppState
 from common.batches_db import PART_BYTES, Batch, File, FilePart
 from common.db import utcnow
 from common.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
 from common.ids import new_id
 from common.jobs import BATCH_WORKING
+from common.settings import Settings
 
 UPLOAD_PURPOSES = ("batch",)
 
@@ -33,12 +33,12 @@ def file_object(f: File) -> dict:
     }
 
 
-async def store_upload(*, state: AppState, session: AsyncSession, principal: Principal,
+async def store_upload(*, session: AsyncSession, settings: Settings, principal: Principal,
                        upload: UploadFile, purpose: str) -> File:
     """Write an uploaded file in one transaction: a refused upload leaves nothing."""
     if purpose not in UPLOAD_PURPOSES:
         raise InvalidRequest(f"purpose {purpose!r} is not supported; use one of {UPLOAD_PURPOSES}")
-    limit = state.settings.max_file_bytes
+    limit = settings.max_file_bytes
     if upload.size is not None and upload.size > limit:
         raise PayloadTooLarge(f"file has {upload.size} bytes; the limit is {limit} "
                               "(MONKEY_MAX_FILE_BYTES)")
@@ -108,12 +108,13 @@ async def get_file(*, session: AsyncSession, principal: Principal, file_id: str)
     return f
 
 
-async def iter_parts(state: AppState, file_id: str, start: int = 0) -> AsyncIterator[bytes]:
+async def iter_parts(*, sessions: async_sessionmaker, file_id: str, start: int = 0
+                     ) -> AsyncIterator[bytes]:
     """The file's bytes, one part at a time; a session per part, so that a slow reader
     holds no database connection between parts."""
     seq = start
     while True:
-        async with state.sessions() as session:
+        async with sessions() as session:
             data = (await session.execute(
                 select(FilePart.data).where(FilePart.file_id == file_id, FilePart.seq == seq)
             )).scalar()
@@ -123,12 +124,13 @@ async def iter_parts(state: AppState, file_id: str, start: int = 0) -> AsyncIter
         seq += 1
 
 
-async def iter_lines(state: AppState, file_id: str) -> AsyncIterator[list[tuple[int, bytes]]]:
+async def iter_lines(*, sessions: async_sessionmaker, file_id: str
+                     ) -> AsyncIterator[list[tuple[int, bytes]]]:
     """The file's lines as lists of (line number from 1, bytes), one list per part.
     Blank lines are left out; line numbers count them, as an editor would."""
     lineno = 0
     tail = b""
-    async for part in iter_parts(state, file_id):
+    async for part in iter_parts(sessions=sessions, file_id=file_id):
         lines = (tail + part).split(b"\n")
         tail = lines.pop()
         out = []

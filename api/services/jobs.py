@@ -13,13 +13,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import Principal
-from api.state import AppState
 from common.catalog import resolve
 from common.db import Job, utcnow
 from common.errors import Conflict, InvalidRequest, PayloadTooLarge, RateLimited
 from common.ids import new_id
 from common.jobs import JOB_COLUMNS, JobStatus, envelope
+from common.producer import Producer
 from common.schemas import JobCreate
+from common.settings import Settings
+from common.store import AsyncJobStore
 
 S = JobStatus
 log = logging.getLogger("monkey.api")
@@ -29,8 +31,8 @@ def request_hash(body: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-def check_limits(state: AppState, job_in: JobCreate) -> None:
-    s = state.settings
+def check_limits(*, settings: Settings, job_in: JobCreate) -> None:
+    s = settings
     if job_in.prompt_chars() > s.max_prompt_chars:
         raise PayloadTooLarge(
             f"input has {job_in.prompt_chars()} characters; the limit is {s.max_prompt_chars} "
@@ -40,12 +42,12 @@ def check_limits(state: AppState, job_in: JobCreate) -> None:
         raise PayloadTooLarge(f"at most {s.max_texts} texts per embed job (MONKEY_MAX_TEXTS)")
 
 
-def new_job_row(state: AppState, *, principal: Principal, job_in: JobCreate,
+def new_job_row(*, settings: Settings, principal: Principal, job_in: JobCreate,
                 idempotency_key: str | None = None, batch_id: str | None = None,
                 custom_id: str | None = None) -> Job:
     """Validate a job request against the catalog and limits; the row to insert."""
-    info = resolve(state.settings, job_in.model, job_in.kind)
-    check_limits(state, job_in)
+    info = resolve(settings, job_in.model, job_in.kind)
+    check_limits(settings=settings, job_in=job_in)
     now = utcnow()
     params = job_in.params.model_dump(exclude_none=True) if job_in.kind == "generate" else {}
     if job_in.model != "debug/echo":
@@ -62,19 +64,22 @@ def new_job_row(state: AppState, *, principal: Principal, job_in: JobCreate,
     )
 
 
-async def create_job(*, state: AppState, session: AsyncSession, principal: Principal,
-                     job_in: JobCreate, idempotency_key: str | None = None) -> tuple[Job, bool]:
+async def create_job(*, session: AsyncSession, producer: Producer, settings: Settings,
+                     queued_counts: dict, principal: Principal, job_in: JobCreate,
+                     idempotency_key: str | None = None) -> tuple[Job, bool]:
     """Write the job, then publish it. Returns (job, created); an idempotent replay
     returns the earlier job with created False. `session` is an autocommit one: the
     job is one INSERT, one round trip."""
     if idempotency_key is not None and not 0 < len(idempotency_key) <= 255:
         raise InvalidRequest("Idempotency-Key must be 1 to 255 characters")
-    job = new_job_row(state, principal=principal, job_in=job_in, idempotency_key=idempotency_key)
+    job = new_job_row(settings=settings, principal=principal, job_in=job_in,
+                      idempotency_key=idempotency_key)
     if idempotency_key:
         existing = await _by_idempotency_key(session, principal, idempotency_key)
         if existing is not None:
             return _replay(existing, job), False
-    await check_queued_cap(state=state, session=session, principal=principal)
+    await check_queued_cap(session=session, settings=settings, queued_counts=queued_counts,
+                           principal=principal)
     try:
         await session.execute(_INSERT_JOB, row_values(job))
         await session.commit()
@@ -84,9 +89,8 @@ async def create_job(*, state: AppState, session: AsyncSession, principal: Princ
         if existing is None:
             raise
         return _replay(existing, job), False
-    await state.producer.publish_soon(job_id=job.id, kind=job.kind, model=job.model,
-                                      queue=job.queue, priority=job.priority,
-                                      attempt_hint=job.attempts)
+    await producer.publish_soon(job_id=job.id, kind=job.kind, model=job.model, queue=job.queue,
+                                priority=job.priority, attempt_hint=job.attempts)
     return job, True
 
 
@@ -103,8 +107,8 @@ def row_values(job: Job) -> dict:
 _QUEUED_RECOUNT_S = 1.0
 
 
-async def check_queued_cap(*, state: AppState, session: AsyncSession, principal: Principal,
-                           adding: int = 1) -> None:
+async def check_queued_cap(*, session: AsyncSession, settings: Settings, queued_counts: dict,
+                           principal: Principal, adding: int = 1) -> None:
     """429 when the key already has MONKEY_MAX_QUEUED_PER_KEY interactive jobs waiting.
     (A batch's lines are bounded by the batch limits instead.)
 
@@ -112,13 +116,13 @@ async def check_queued_cap(*, state: AppState, session: AsyncSession, principal:
     since stands in for a fresh count: the cap is a guard against runaway clients, and
     a COUNT over thousands of queued rows per submit would cost more than the submit.
     """
-    cap = state.settings.max_queued_per_key
+    cap = settings.max_queued_per_key
     if not cap:
         return
     now = time.monotonic()
-    known = state.queued_counts.get(principal.key_id)
+    known = queued_counts.get(principal.key_id)
     if known and now - known[1] < _QUEUED_RECOUNT_S and known[0] + adding <= cap // 2:
-        state.queued_counts[principal.key_id] = (known[0] + adding, known[1])
+        queued_counts[principal.key_id] = (known[0] + adding, known[1])
         return
     waiting = select(Job.id).where(Job.owner_id == principal.key_id, Job.status == S.QUEUED,
                                    Job.priority == "interactive").limit(cap).subquery()
@@ -127,7 +131,7 @@ async def check_queued_cap(*, state: AppState, session: AsyncSession, principal:
         raise RateLimited(f"this key has {queued} jobs waiting; the limit is {cap} "
                           "(MONKEY_MAX_QUEUED_PER_KEY): retry when some have started",
                           retry_after=5)
-    state.queued_counts[principal.key_id] = (queued + adding, now)
+    queued_counts[principal.key_id] = (queued + adding, now)
 
 
 def _replay(existing: Job, new: Job) -> Job:
@@ -141,9 +145,9 @@ async def _by_idempotency_key(session: AsyncSession, principal: Principal, key: 
     return (await session.execute(stmt)).scalar()
 
 
-async def get_job(*, state: AppState, principal: Principal, job_id: str):
+async def get_job(*, store: AsyncJobStore, principal: Principal, job_id: str):
     """The job as a row of JOB_COLUMNS (reads like a Job; a fresh read every call)."""
-    return await state.store.get(job_id, owner_id=principal.key_id)
+    return await store.get(job_id, owner_id=principal.key_id)
 
 
 async def list_jobs(*, session: AsyncSession, principal: Principal, status: str | None,
@@ -163,6 +167,6 @@ async def list_jobs(*, session: AsyncSession, principal: Principal, status: str 
     }
 
 
-async def cancel_job(*, state: AppState, principal: Principal, job_id: str):
+async def cancel_job(*, store: AsyncJobStore, principal: Principal, job_id: str):
     """queued -> cancelled at once; running -> cancelling, and the worker is told."""
-    return await state.store.cancel(job_id, owner_id=principal.key_id)
+    return await store.cancel(job_id, owner_id=principal.key_id)
