@@ -360,3 +360,14 @@ def echo_stack(request, tmp_path_factory, redis_base):
     stack.stop()
     if stack.db.drop:
         stack.db.drop()
+
+
+# Tests that run the services as subprocesses (end to end, chaos) carry the `e2e` marker,
+# so `pytest -m "not e2e"` is the fast loop: in-process app, store, units.
+_STACK_FIXTURES = {"make_stack", "echo_stack", "stack", "web_stack", "private_postgres"}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        if _STACK_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
