@@ -288,13 +288,11 @@ class AsyncJobStore:
     async def expire_due(self, *, limit: int = 1000) -> int:
         """Queued jobs past their start_by -> expired, with their events."""
         now = utcnow()
-        async with self.auto_sessions() as s:
-            ids = (await s.execute(
-                select(Job.id).where(Job.status == S.QUEUED, Job.start_by < now).limit(limit)
-            )).scalars().all()
-            rows = [row for job_id in ids
-                    if (row := (await s.execute(_EXPIRE, {"job_id": job_id, "now": now})).first())
-                    is not None]
+        due = select(Job.id).where(Job.status == S.QUEUED, Job.start_by < now).limit(limit)
+        stmt = transition(None, S.EXPIRED, where=[Job.id.in_(due.scalar_subquery())],
+                          finished_at=now, error=EXPIRED_ERROR).returning(*JOB_COLUMNS)
+        async with self.auto_sessions() as s:  # one statement for them all
+            rows = (await s.execute(stmt)).all()
         await self.events.append_many(
             ((row.id, _ended(S.EXPIRED, envelope(row))) for row in rows), final=True)
         return len(rows)
