@@ -24,6 +24,8 @@ Retry                       an intended retry after `delay` seconds, not an erro
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class MonkeyError(Exception):
     type = "internal_error"
@@ -32,7 +34,7 @@ class MonkeyError(Exception):
         super().__init__(message)
         self.message = message
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"type": self.type, "message": self.message}
 
 
