@@ -60,8 +60,10 @@ web/out/index.html: $(WEB_SOURCES)
 	elif ! command -v npm >/dev/null; then echo "npm not found: the web UI is not built (install Node.js 20)"; \
 	else cd web && { [ -d node_modules ] || npm ci --no-audit --no-fund; } && NEXT_PUBLIC_API_URL= NEXT_TELEMETRY_DISABLED=1 npm run build; fi
 
+# mypy reads its files and settings from pyproject.toml ([tool.mypy]).
 lint: install
 	$(VENV)/bin/ruff check common api workers monkey tests bench
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf .monkey web/out web/.next .pytest_cache

@@ -18,6 +18,7 @@ import asyncio
 import logging
 import secrets
 import time
+from datetime import datetime
 
 from redis.exceptions import RedisError
 from sqlalchemy import select, update
@@ -53,7 +54,7 @@ class Reconciler:
         self._task: asyncio.Task | None = None
         # After the database was unreachable, live workers renew their leases first.
         self._requeue_after = 0.0
-        self._lost_at = None  # when this leader last found Redis emptied
+        self._lost_at: datetime | None = None  # when this leader last found Redis emptied
         self._late_marks_until = 0.0
 
     def start(self) -> None:
@@ -170,9 +171,10 @@ class Reconciler:
         r = self.state.redis
         held: set[str] = set()
         async for key in r.scan_iter(match=HELD_PATTERN, count=100):
-            worker_id = key.decode().split(":", 2)[2]
+            worker_id = (key.decode() if isinstance(key, bytes) else key).split(":", 2)[2]
             if await r.exists(WORKER_KEY.format(worker_id=worker_id)):
-                held |= {m.decode() for m in await r.smembers(key)}
+                held |= {m.decode() if isinstance(m, bytes) else m
+                         for m in await r.smembers(key)}
             else:
                 await r.delete(key)
         return held

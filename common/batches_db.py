@@ -10,6 +10,7 @@ that one API process takes while it validates, enqueues or finalizes the batch.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import JSON, ForeignKey, Index, Integer, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
@@ -60,9 +61,9 @@ class Batch(Base):
     input_file_id: Mapped[str] = mapped_column(String(40))
     completion_window: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16))
-    metadata_: Mapped[dict | None] = mapped_column("metadata", JSON, default=None)
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON, default=None)
     # Validation errors: [{code, message, param, line}]
-    errors: Mapped[list | None] = mapped_column(JSON, default=None)
+    errors: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, default=None)
     output_file_id: Mapped[str | None] = mapped_column(String(40), default=None)
     error_file_id: Mapped[str | None] = mapped_column(String(40), default=None)
     request_total: Mapped[int] = mapped_column(Integer, default=0)

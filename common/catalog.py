@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from common.constants import DEBUG_ECHO, LOCAL_PREFIX, PROVIDERS, QUEUE_GPU, QUEUE_LLM
 from common.errors import InvalidRequest
@@ -23,7 +24,7 @@ class ModelInfo:
     source: str | None = None
     hint: str | None = None
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "object": "model",

@@ -4,15 +4,17 @@ bodies (`make_worker_app` in workers/app.py)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import Celery
-from kombu import Queue
+from kombu.entity import Queue
 
 from common.compat.kombu_redis import TRANSPORT, UNACKED_HASH, UNACKED_INDEX
 from common.constants import PRIORITY_SEP, PRIORITY_STEPS, QUEUES
 from common.settings import Settings
 
 
-def celery_config(settings: Settings) -> dict:
+def celery_config(settings: Settings) -> dict[str, Any]:
     return {
         "broker_url": settings.redis_url,
         # kombu's Redis transport without its restore-on-close (common/compat/kombu_redis.py).

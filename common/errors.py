@@ -27,6 +27,8 @@ MonkeyError
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class MonkeyError(Exception):
     type = "internal_error"
@@ -35,7 +37,7 @@ class MonkeyError(Exception):
         super().__init__(message)
         self.message = message
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"type": self.type, "message": self.message}
 
 

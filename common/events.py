@@ -17,10 +17,10 @@ import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis
 import redis.asyncio as aioredis
@@ -29,19 +29,19 @@ from common.constants import EVENTS_KEY
 
 log = logging.getLogger(__name__)
 
-EventItem = tuple[str, dict]
+EventItem = tuple[str, dict[str, Any]]
 
 
 def events_key(job_id: str) -> str:
     return EVENTS_KEY.format(job_id=job_id)
 
 
-def encode(type_: str, data: dict) -> dict[str, str]:
+def encode(type_: str, data: dict[str, Any]) -> dict[str, str]:
     return {"type": type_, "data": json.dumps(data, separators=(",", ":"))}
 
 
-def decode(fields: dict) -> tuple[str, dict]:
-    get = fields.get
+def decode(fields: Mapping[Any, Any]) -> tuple[str, dict[str, Any]]:
+    get: Callable[[Any], Any] = fields.get  # keys are bytes or str, by the client
     type_ = get(b"type") or get("type")
     data = get(b"data") or get("data")
     if isinstance(type_, bytes):
@@ -108,13 +108,14 @@ class EventWriter:
         else:
             self._wake.set()
 
-    def emit(self, job_id: str, type_: str, data: dict, *, final: bool = False,
+    def emit(self, job_id: str, type_: str, data: dict[str, Any], *, final: bool = False,
              ttl_s: int | None = None) -> None:
         """Append an event; `final` starts the stream's expiry (`ttl_s` or the default)."""
         self.emit_many(job_id, [(type_, data)], final=final, ttl_s=ttl_s)
 
     def emit_many(self, job_id: str, events: list[EventItem], *, final: bool = False,
-                  ttl_s: int | None = None, extra=None) -> list | None:
+                  ttl_s: int | None = None,
+                  extra: Callable[[Any], object] | None = None) -> list[Any] | None:
         """Append the job's buffered tokens, then `events`, in one round trip.
 
         `extra(pipe)` may queue more commands on the same pipeline; their replies are
@@ -151,7 +152,7 @@ class EventWriter:
             self._xadd(job_id, "token", _joined(pending))
 
     @contextmanager
-    def _writing(self, job_id: str, final: bool = False):
+    def _writing(self, job_id: str, final: bool = False) -> Iterator[None]:
         """One writer per job at a time, from taking its buffered tokens until they are
         on the stream: the flusher thread and the job's own thread must not overtake
         each other (a `done` written before the last tokens would end readers early)."""
@@ -170,7 +171,7 @@ class EventWriter:
             self.flush(job_id)
 
     # Internals -------------------------------------------------------------
-    def _xadd(self, job_id: str, type_: str, data: dict) -> None:
+    def _xadd(self, job_id: str, type_: str, data: dict[str, Any]) -> None:
         try:
             append(self._redis, job_id, [(type_, data)], maxlen=self._maxlen)
         except redis.RedisError as exc:
@@ -185,10 +186,10 @@ class EventWriter:
                 self.flush(job_id)
 
 
-def _joined(pending: tuple[int, list[str]]) -> dict:
+def _joined(pending: tuple[int, list[str]]) -> dict[str, Any]:
     """Buffered tokens as one token event (`count` says how many it joins)."""
     first, texts = pending
-    data = {"text": "".join(texts), "index": first}
+    data: dict[str, Any] = {"text": "".join(texts), "index": first}
     if len(texts) > 1:
         data["count"] = len(texts)
     return data
@@ -200,10 +201,10 @@ def _joined(pending: tuple[int, list[str]]) -> dict:
 class Event:
     id: str | None  # the stream entry id (None for a `done` built from the database)
     type: str
-    data: dict
+    data: dict[str, Any]
 
 
-FinalLookup = Callable[[], Awaitable[dict | None]]
+FinalLookup = Callable[[], Awaitable[dict[str, Any] | None]]
 
 
 class AsyncEventLog:
@@ -242,8 +243,8 @@ class AsyncEventLog:
             return False
 
     async def follow(self, job_id: str, *, lookup: FinalLookup, after: str | None = None,
-                     final: dict | None = None, block_ms: int = 5000, grace_ms: int = 1000,
-                     count: int = 1000) -> AsyncIterator[list[Event]]:
+                     final: dict[str, Any] | None = None, block_ms: int = 5000,
+                     grace_ms: int = 1000, count: int = 1000) -> AsyncIterator[list[Event]]:
         """The job's events from `after` (a stream id), live, until `done`.
 
         Yields the events of each read together (one write for a client); an empty list
@@ -274,7 +275,8 @@ class AsyncEventLog:
                 await asyncio.sleep(1.0)
                 continue
             chunk: list[Event] = []
-            for entry_id, fields in got[0][1] if got else ():
+            # The client speaks RESP2: [[key, [(entry id, fields), ...]]].
+            for entry_id, fields in cast("list[list[Any]]", got)[0][1] if got else ():
                 cursor = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
                 type_, data = decode(fields)
                 chunk.append(Event(cursor, type_, data))

@@ -15,7 +15,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, Update, update
+from sqlalchemy import ColumnElement, Row, Update, update
 
 from common.db import Job
 
@@ -103,7 +103,7 @@ def _iso(dt: datetime | None) -> str | None:
     return dt.isoformat().replace("+00:00", "Z") if dt else None
 
 
-def envelope(job) -> dict:
+def envelope(job: Job | Row[Any]) -> dict[str, Any]:
     """The job as clients see it (GET /v1/jobs/{id} and the `done` event): from a Job
     or a row of JOB_COLUMNS."""
     return {

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from common.settings import Settings
 
 KEY_PREFIX = "mk-"
 
@@ -17,7 +21,7 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-async def create_api_key(settings, name: str) -> str:
+async def create_api_key(settings: Settings, name: str) -> str:
     """Store a new key for `name` (hashed) and return the key itself, shown once."""
     from common.db import ApiKey, async_sessions, make_async_engine
     from common.ids import new_id

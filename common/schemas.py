@@ -3,7 +3,7 @@ envelope (common.jobs.envelope) as the API documents it."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, overload
 
 from pydantic import (
     BaseModel,
@@ -19,6 +19,10 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+@overload
+def check_metadata(v: dict[str, str]) -> dict[str, str]: ...
+@overload
+def check_metadata(v: None) -> None: ...
 def check_metadata(v: dict[str, str] | None) -> dict[str, str] | None:
     """OpenAI's metadata limits, for jobs and batches alike."""
     if v and (len(v) > 16 or any(len(k) > 64 or len(s) > 512 for k, s in v.items())):
@@ -42,7 +46,7 @@ class GenerateParams(_Strict):
 
     @field_validator("stop")
     @classmethod
-    def _stops(cls, v):
+    def _stops(cls, v: str | list[str] | None) -> str | list[str] | None:
         if isinstance(v, list) and (len(v) > 4 or any(not s for s in v)):
             raise ValueError("stop takes at most 4 non-empty strings")
         return v
@@ -60,14 +64,14 @@ _INPUT_DOC = {"anyOf": [
     {"type": "object", "required": ["texts"], "additionalProperties": False,
      "properties": {"texts": {"type": "array", "minItems": 1, "items": {"type": "string"}}}},
 ], "description": "generate: {prompt} or {messages}; embed: {texts}"}
-METADATA_DOC = {"maxProperties": 16, "propertyNames": {"maxLength": 64},
+METADATA_DOC: dict[str, Any] = {"maxProperties": 16, "propertyNames": {"maxLength": 64},
                 "additionalProperties": {"type": "string", "maxLength": 512}}
 
 
 class JobCreate(_Strict):
     kind: Literal["generate", "embed"] = "generate"
     model: str = Field(min_length=3, max_length=200)
-    input: Annotated[dict, WithJsonSchema(_INPUT_DOC)]
+    input: Annotated[dict[str, Any], WithJsonSchema(_INPUT_DOC)]
     params: GenerateParams = Field(default_factory=GenerateParams)
     priority: Literal["interactive", "batch"] = "interactive"
     metadata: dict[str, str] = Field(default_factory=dict, json_schema_extra=METADATA_DOC)

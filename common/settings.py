@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -15,7 +15,7 @@ PROVIDER_KEY_VARS = {p: f"{p.upper()}_API_KEY" for p in PROVIDERS}
 PROVIDER_URL_VARS = {p: f"{p.upper()}_BASE_URL" for p in PROVIDERS}
 
 
-def _env(name: str, default=None, **kw):
+def _env(name: str, default: Any = None, **kw: Any) -> Any:
     return Field(default, validation_alias=AliasChoices(name, name.lower()), **kw)
 
 

@@ -22,15 +22,15 @@ import functools
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from redis.exceptions import RedisError
-from sqlalchemy import Engine, Update, bindparam, or_, select, text
+from sqlalchemy import CursorResult, Engine, Update, bindparam, or_, select, text
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.constants import CANCEL_CHANNEL, CANCEL_KEY
 from common.db import Job, utcnow
@@ -76,7 +76,8 @@ def _finish_statement(to: JobStatus) -> Update:
     ).returning(*JOB_COLUMNS)
 
 
-def _ended(to: JobStatus, env: dict, error: dict | None = None) -> list[EventItem]:
+def _ended(to: JobStatus, env: dict[str, Any],
+           error: dict[str, Any] | None = None) -> list[EventItem]:
     """The events of a job reaching a terminal status."""
     items: list[EventItem] = [("error", error)] if error is not None and to == S.FAILED else []
     return items + [("status", {"status": to}), ("done", env)]
@@ -135,8 +136,9 @@ class JobStore:
             extra=lambda pipe: pipe.exists(CANCEL_KEY.format(job_id=job_id)))
         return Claimed(job, bool(replies and replies[0]))
 
-    def finish(self, job_id: str, *, attempt: int, to: JobStatus, output: dict | None = None,
-               error: dict | None = None, metrics: dict | None = None) -> dict | None:
+    def finish(self, job_id: str, *, attempt: int, to: JobStatus,
+               output: dict[str, Any] | None = None, error: dict[str, Any] | None = None,
+               metrics: dict[str, Any] | None = None) -> dict[str, Any] | None:
         """Write an attempt's end, fenced by its attempt number, and publish it (an
         `error` event first for a failure). None when the attempt no longer holds the job."""
 
@@ -184,13 +186,14 @@ class AsyncJobStore:
     """Transitions from the event loop: cancels from requests, recoveries and expiries
     from the control loop."""
 
-    def __init__(self, *, sessions: async_sessionmaker, auto_sessions: async_sessionmaker,
+    def __init__(self, *, sessions: async_sessionmaker[AsyncSession],
+                 auto_sessions: async_sessionmaker[AsyncSession],
                  events: AsyncEventLog, settings: Settings):
         self.sessions = sessions
         self.auto_sessions = auto_sessions
         self.events = events
         self.settings = settings
-        self._side_tasks: set[asyncio.Task] = set()
+        self._side_tasks: set[asyncio.Task[None]] = set()
 
     async def get(self, job_id: str, *, owner_id: str | None = None) -> Any:
         """The job as a row of JOB_COLUMNS (a fresh read); NotFound if it is not there
@@ -201,7 +204,7 @@ class AsyncJobStore:
             raise NotFound(f"no job {job_id!r}")
         return job
 
-    async def final_envelope(self, job_id: str) -> dict | None:
+    async def final_envelope(self, job_id: str) -> dict[str, Any] | None:
         """The job's envelope once it is over, else None."""
         async with self.auto_sessions() as s:
             job = (await s.execute(_GET, {"job_id": job_id})).first()
@@ -221,7 +224,7 @@ class AsyncJobStore:
                 await self._signal_cancel(job_id)
                 return job
             to = S.CANCELLED if status == S.QUEUED else S.CANCELLING
-            extra = {"finished_at": utcnow()} if to == S.CANCELLED else {}
+            extra: dict[str, Any] = {"finished_at": utcnow()} if to == S.CANCELLED else {}
             async with self.auto_sessions() as s:
                 job = (await s.execute(transition(job_id, to, expect={status}, **extra)
                                        .returning(*JOB_COLUMNS))).first()
@@ -253,6 +256,7 @@ class AsyncJobStore:
         attempt; gives up on a row another transaction holds for long (a process stopped
         inside a transaction must not stall every other recovery)."""
         now = utcnow()
+        values: dict[str, Any]
         if job.status == S.CANCELLING:
             to, values = S.CANCELLED, {"finished_at": now, "lease_expires_at": None}
         elif job.attempts >= self.settings.max_attempts:
@@ -304,7 +308,8 @@ class AsyncJobStore:
         out in the background, a page per round trip."""
         now = utcnow()
         async with self.sessions() as s:
-            if not (await s.execute(guard)).rowcount:
+            # An UPDATE's result is a CursorResult (the session's execute() says Result).
+            if not cast("CursorResult[Any]", await s.execute(guard)).rowcount:
                 await s.rollback()
                 return None
             ids = list((await s.execute(
@@ -323,7 +328,7 @@ class AsyncJobStore:
             await self.events.append_many(((r.id, _ended(to, envelope(r))) for r in rows),
                                           final=True)
 
-    def _spawn(self, coro, name: str) -> asyncio.Task:
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._side_tasks.add(task)
         task.add_done_callback(self._side_tasks.discard)

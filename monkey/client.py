@@ -18,6 +18,7 @@ error type and its message.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 import os
 import time
@@ -274,7 +275,7 @@ class MonkeyClient(_Base):
 
     def create_batch(self, input_file_id: str, endpoint: str, *, completion_window: str = "24h",
                      metadata: dict | None = None) -> dict:
-        body = {"input_file_id": input_file_id, "endpoint": endpoint,
+        body: dict[str, Any] = {"input_file_id": input_file_id, "endpoint": endpoint,
                 "completion_window": completion_window}
         if metadata:
             body["metadata"] = metadata
@@ -311,7 +312,7 @@ class MonkeyClient(_Base):
                 raise TimeoutError(f"batch {batch_id} did not end within {timeout}s")
             time.sleep(poll_s)
 
-    def batch_results(self, batch_id: str) -> list[dict]:
+    def batch_results(self, batch_id: str) -> builtins.list[dict]:
         """Every answered line (output and error files), in the input's line order."""
         batch = self.get_batch(batch_id)
         lines = []
@@ -420,7 +421,7 @@ class AsyncMonkeyClient(_Base):
 
     async def create_batch(self, input_file_id: str, endpoint: str, *,
                            completion_window: str = "24h", metadata: dict | None = None) -> dict:
-        body = {"input_file_id": input_file_id, "endpoint": endpoint,
+        body: dict[str, Any] = {"input_file_id": input_file_id, "endpoint": endpoint,
                 "completion_window": completion_window}
         if metadata:
             body["metadata"] = metadata
@@ -456,7 +457,7 @@ class AsyncMonkeyClient(_Base):
                 raise TimeoutError(f"batch {batch_id} did not end within {timeout}s")
             await asyncio.sleep(poll_s)
 
-    async def batch_results(self, batch_id: str) -> list[dict]:
+    async def batch_results(self, batch_id: str) -> builtins.list[dict]:
         batch = await self.get_batch(batch_id)
         lines = []
         for file_id in (batch.get("output_file_id"), batch.get("error_file_id")):

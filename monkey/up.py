@@ -58,7 +58,7 @@ def run_up(*, host: str | None, port: int | None, flower_port: int, gpu_worker: 
         redis_server = EmbeddedRedis(settings.data_dir / "redis").start()
         env["REDIS_URL"] = redis_server.url
     env.setdefault("DATABASE_URL", settings.database_url)
-    settings = Settings(REDIS_URL=env["REDIS_URL"], DATABASE_URL=env["DATABASE_URL"])
+    settings = Settings(redis_url=env["REDIS_URL"], database_url=env["DATABASE_URL"])
     port = port or settings.port
 
     from common.migrate import upgrade

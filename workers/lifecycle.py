@@ -91,7 +91,8 @@ class JobRun(StopSignal):
 
     def metrics(self, result: GenerateResult | EmbedResult | None) -> dict:
         run_s = time.monotonic() - self.started
-        m = {"queue_ms": round(self.claim.queue_ms, 1), "run_ms": round(run_s * 1000, 1)}
+        m: dict[str, float | None] = {"queue_ms": round(self.claim.queue_ms, 1),
+                                      "run_ms": round(run_s * 1000, 1)}
         if self.retries:
             m["retries"] = self.retries
         if self.spec.kind == "generate":

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import redis
+from redis.typing import EncodableT, FieldT
 from sqlalchemy import Engine, select, update
 
 from common.constants import CANCEL_CHANNEL, HELD_KEY, WORKER_KEY
@@ -162,7 +163,7 @@ class Supervisor:
 
     def _publish_presence(self, running: int) -> None:
         key = WORKER_KEY.format(worker_id=self.worker_id)
-        info = {
+        info: dict[FieldT, EncodableT] = {
             "worker_id": self.worker_id,
             "queues": json.dumps(self.queues),
             "models": json.dumps(self.loaded_models()),

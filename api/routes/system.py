@@ -75,7 +75,8 @@ async def queue_stats(*, sessions: async_sessionmaker, redis: aioredis.Redis) ->
         for queue, prio, count, oldest in queued:
             if queue == q:
                 age = (now - _aware(oldest)).total_seconds() if oldest else None
-                prios[prio] = {"depth": count, "oldest_age_s": round(age, 3)}
+                prios[prio] = {"depth": count,
+                               "oldest_age_s": round(age, 3) if age is not None else None}
         out.append({
             "queue": q, "running": running.get(q, 0), "priorities": prios,
             "workers": sum(1 for w in live if q in w["queues"]),

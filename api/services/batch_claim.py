@@ -9,8 +9,9 @@ too slow, or presumed dead) can never overwrite the work of the one that took ov
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any, cast
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import CursorResult, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.state import AppState
@@ -46,9 +47,10 @@ async def renew(state: AppState, s: AsyncSession, batch_id: str, token: str,
                  **values) -> None:
     """Extend the claim (and write `values`) in the caller's transaction, or ClaimLost."""
     until = utcnow() + timedelta(seconds=claim_s(state))
-    res = await s.execute(
+    # An UPDATE's result is a CursorResult (the session's execute() says Result).
+    res = cast("CursorResult[Any]", await s.execute(
         update(Batch).where(Batch.id == batch_id, Batch.claim_token == token)
-        .values(claimed_until=until, **values).execution_options(synchronize_session=False))
+        .values(claimed_until=until, **values).execution_options(synchronize_session=False)))
     if not res.rowcount:
         await s.rollback()
         raise ClaimLost(batch_id)

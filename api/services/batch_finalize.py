@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 
 from sqlalchemy import select, update
 
@@ -66,8 +67,7 @@ async def _write_results(state: AppState, b: Batch, token: str):
         if not jobs:
             break
         last = jobs[-1].id
-        rendered = await asyncio.to_thread(lambda js=jobs: [
-            (batch_lines.result_line(j, b.endpoint), j.status) for j in js])
+        rendered = await asyncio.to_thread(_render_page, jobs, b.endpoint)
         for (kind, line), status in rendered:
             counts[kind] += 1
             counts["expired"] += status == S.EXPIRED
@@ -84,6 +84,11 @@ async def _write_results(state: AppState, b: Batch, token: str):
                 err.add(line)
             await _flush_ready(state, b, token, out, err)
     return out, err, counts
+
+
+def _render_page(jobs: Sequence[Job], endpoint: str) -> list[tuple[tuple[str, bytes], str]]:
+    """[((kind, line), status)] for a page of line jobs (in a thread: JSON encoding)."""
+    return [(batch_lines.result_line(j, endpoint), j.status) for j in jobs]
 
 
 async def _flush_ready(state: AppState, b: Batch, token: str, out: FileWriter,

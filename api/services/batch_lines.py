@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import secrets
 from dataclasses import dataclass, field
+from typing import Any
 
 from api.deps import Principal
 from api.services.jobs import new_job_row
@@ -161,7 +162,8 @@ def unrun_lines(batch: Batch, lines: list[tuple[int, bytes]]) -> list[bytes]:
 def result_line(job: Job, endpoint: str) -> tuple[str, bytes]:
     """("ok" | "failed" | "unfinished", the line) for one line's job."""
     env = envelope(job)
-    line = {"id": f"batch_req_{job.id.removeprefix('job_')}", "custom_id": job.custom_id}
+    line: dict[str, Any] = {"id": f"batch_req_{job.id.removeprefix('job_')}",
+                            "custom_id": job.custom_id}
     if job.status == "succeeded":
         line["response"] = {"status_code": 200, "request_id": job.id,
                             "body": response_body(endpoint, env)}

@@ -7,8 +7,9 @@ import json
 import logging
 import time
 from datetime import timedelta
+from typing import cast
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -94,7 +95,7 @@ async def create_job(*, session: AsyncSession, producer: Producer, settings: Set
     return job, True
 
 
-_INSERT_JOB = Job.__table__.insert()
+_INSERT_JOB = cast(Table, Job.__table__).insert()  # typed as a FromClause
 
 
 def row_values(job: Job) -> dict:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import struct
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator
 
@@ -20,7 +20,7 @@ ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings")
 
 # Parameters of the OpenAI API that we accept but that change nothing here, as long as
 # they keep the value that asks for no feature (None allowed too).
-_NEUTRAL = {
+_NEUTRAL: dict[str, set[Any] | None] = {
     "n": {1}, "logprobs": {False}, "frequency_penalty": {0}, "presence_penalty": {0},
     "parallel_tool_calls": {True, False}, "store": {False, True}, "user": None,
     "service_tier": None, "metadata": None, "logit_bias": None, "tool_choice": {"none"},
@@ -39,7 +39,7 @@ def _document_neutral(schema: dict, _cls: type) -> None:
 
 
 # JobCreate checks the model's name (common/schemas.py); the document says so here too.
-MODEL_NAME_DOC = {"minLength": 3, "maxLength": 200}
+MODEL_NAME_DOC: dict[str, Any] = {"minLength": 3, "maxLength": 200}
 
 
 class _Body(BaseModel):

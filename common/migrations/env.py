@@ -3,6 +3,7 @@
 import asyncio
 
 from alembic import context
+from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import common.batches_db  # noqa: F401 - registers the files and batches tables
@@ -13,7 +14,7 @@ config = context.config
 target_metadata = Base.metadata
 
 
-def _do_run(connection) -> None:
+def _do_run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from common.constants import PRIORITY_VALUE, TASK_BY_KIND
 
@@ -22,7 +22,7 @@ class TaskMessage:
     attempt_hint: int = 0
 
     @classmethod
-    def of_row(cls, row: Mapping) -> TaskMessage:
+    def of_row(cls, row: Mapping[str, Any]) -> TaskMessage:
         """From a job row as the bulk callers hold it (id, kind, model, queue, priority,
         attempts)."""
         return cls(job_id=row["id"], kind=row["kind"], model=row["model"], queue=row["queue"],
@@ -41,11 +41,11 @@ class TaskMessage:
         return PRIORITY_VALUE[self.priority]
 
     @property
-    def args(self) -> list:
+    def args(self) -> list[Any]:
         return [self.job_id]
 
     @property
-    def kwargs(self) -> dict:
+    def kwargs(self) -> dict[str, Any]:
         return {"model": self.model}
 
 
@@ -72,7 +72,7 @@ class Producer(Protocol):
         job is marked published (`published_at`) once it went out."""
         ...
 
-    async def publish_many(self, rows: Sequence[Mapping]) -> None:
+    async def publish_many(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Send a task per job row (id, kind, model, queue, priority, attempts) before
         returning, without blocking the event loop. Raises BrokerUnavailable. The
         caller marks the rows published (in its own transaction)."""

@@ -12,10 +12,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.db import utcnow
 from common.errors import BrokerUnavailable
@@ -31,7 +32,7 @@ _BROKER_ERRORS = (KombuError, RedisError, OSError)
 
 
 class CeleryProducer:
-    def __init__(self, settings: Settings, sessions: async_sessionmaker, *,
+    def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession], *,
                  quiet_s: float = 1.0, flush_s: float = 0.5):
         self.settings = settings
         self.fast = FastPath.from_settings(settings)
@@ -39,7 +40,7 @@ class CeleryProducer:
         self.quiet_s = quiet_s
         self._kombu: KombuPath | None = None  # built on first bulk send: most processes never
         self._down_until = 0.0
-        self._pending: set[asyncio.Task] = set()
+        self._pending: set[asyncio.Task[bool]] = set()
 
     @property
     def broker_down(self) -> bool:
@@ -76,7 +77,7 @@ class CeleryProducer:
         self.marks.add(msg.job_id, sent_at)
         return True
 
-    async def publish_many(self, rows: Sequence[Mapping]) -> None:
+    async def publish_many(self, rows: Sequence[Mapping[str, Any]]) -> None:
         if not rows:
             return
         if self._kombu is None:

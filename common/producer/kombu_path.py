@@ -15,8 +15,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
+from typing import Any
 
 from celery import Celery
+from kombu.messaging import Producer as KombuProducer
 
 from common.celery_app import make_celery
 from common.producer.base import TaskMessage
@@ -25,7 +27,7 @@ from common.settings import Settings
 PIPELINE = 500
 
 
-def publish_job(app: Celery, msg: TaskMessage, producer=None) -> None:
+def publish_job(app: Celery, msg: TaskMessage, producer: KombuProducer | None = None) -> None:
     """Send the job's task through Celery. Blocks for about a millisecond (more when
     Redis is slow): never call it on an event loop thread. Raises kombu's
     OperationalError when Redis is unreachable. `producer` sends through one open
@@ -41,7 +43,7 @@ class KombuPath:
         self.app.conf.task_send_sent_event = False
         self._pool_lock = threading.Lock()
 
-    def publish(self, rows: Sequence[Mapping]) -> None:
+    def publish(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Send a task per job row (id, kind, model, queue, priority, attempts).
         Raises kombu/redis errors when the broker is unreachable."""
         with self._pool_lock:  # Celery builds its producer pool on first use, unlocked

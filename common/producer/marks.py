@@ -10,7 +10,7 @@ from datetime import datetime
 
 from sqlalchemy import update
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.db import Job
 
@@ -18,11 +18,11 @@ log = logging.getLogger("monkey.producer")
 
 
 class PublishMarks:
-    def __init__(self, sessions: async_sessionmaker, *, flush_s: float = 0.5):
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, flush_s: float = 0.5):
         self.sessions = sessions
         self.flush_s = flush_s
         self._sent: dict[str, datetime] = {}  # job id -> when it went out
-        self._flusher: asyncio.Task | None = None
+        self._flusher: asyncio.Task[None] | None = None
 
     def add(self, job_id: str, sent_at: datetime) -> None:
         self._sent[job_id] = sent_at

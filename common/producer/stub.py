@@ -8,6 +8,7 @@ Nothing it takes is marked published, so a reconciler tick sends those jobs agai
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from common.errors import BrokerUnavailable
 from common.producer.base import TaskMessage
@@ -33,7 +34,7 @@ class StubProducer:
             self.messages.append(TaskMessage(job_id=job_id, kind=kind, model=model, queue=queue,
                                              priority=priority, attempt_hint=attempt_hint))
 
-    async def publish_many(self, rows: Sequence[Mapping]) -> None:
+    async def publish_many(self, rows: Sequence[Mapping[str, Any]]) -> None:
         if self.broker_down:
             raise BrokerUnavailable(f"{len(rows)} job tasks not sent: the stub broker is down")
         self.messages.extend(TaskMessage.of_row(row) for row in rows)

@@ -22,6 +22,7 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 from celery.utils.time import utcoffset
 
@@ -32,7 +33,7 @@ from common.producer.base import TaskMessage
 EVENTS_EXCHANGE = "celeryev"
 
 
-def _json(obj) -> bytes:
+def _json(obj: object) -> bytes:
     return json.dumps(obj).encode()  # kombu's JSON: default separators, ASCII
 
 
@@ -53,13 +54,13 @@ class TaskWire:
     db: int = 0
     hostname: str = field(default_factory=lambda: f"gen{os.getpid()}@{socket.gethostname()}")
     reply_to: str = field(default_factory=lambda: str(uuid.uuid4()))
-    _clock: itertools.count = field(default_factory=lambda: itertools.count(1))
+    _clock: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def publish_commands(self, msg: TaskMessage) -> list[tuple[str, str, bytes]]:
         """[(redis command, key or channel, payload)] that publish the job's task."""
         task, task_id, queue, pri = msg.task, msg.task_id, msg.queue, msg.priority_value
         args, kwargs = msg.args, msg.kwargs
-        headers = {
+        headers: dict[str, Any] = {
             "lang": "py", "task": task, "id": task_id, "shadow": None, "eta": None,
             "expires": None, "group": None, "group_index": None, "retries": 0,
             "timelimit": [None, None], "root_id": task_id, "parent_id": None,
@@ -84,7 +85,7 @@ class TaskWire:
              self._sent_event(task, task_id, args, kwargs, queue)),
         ]
 
-    def _sent_event(self, task: str, task_id: str, args: list, kwargs: dict,
+    def _sent_event(self, task: str, task_id: str, args: list[Any], kwargs: dict[str, Any],
                     queue: str) -> bytes:
         event = {
             "hostname": self.hostname, "utcoffset": utcoffset(), "pid": os.getpid(),

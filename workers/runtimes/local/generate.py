@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual name
@@ -77,7 +78,7 @@ class GenerateExecutor(BatchExecutor):
         self.lm = loaded
         self.waiting: deque[Row] = deque()
         self.rows: list[Row] = []  # the running batch, in cache order
-        self.cache = None
+        self.cache: Any = None  # the running batch's transformers Cache (None when idle)
         self.mask: torch.Tensor | None = None  # [rows, cache length]: 1 = a real token
         self.limit = max_batch  # lowered after an out-of-memory until the batch drains
         self._mergeable = True
@@ -102,8 +103,9 @@ class GenerateExecutor(BatchExecutor):
 
     def _decode(self, ids: list[int]) -> str:
         with self.lm.tokenizer_lock:
-            return self.lm.tokenizer.decode(
-                ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+            # One sequence of ids decodes to one string (a list only for a batch).
+            return cast(str, self.lm.tokenizer.decode(
+                ids, skip_special_tokens=True, clean_up_tokenization_spaces=False))
 
     # Executor thread -----------------------------------------------------------------------
     def run(self) -> None:
@@ -192,6 +194,7 @@ class GenerateExecutor(BatchExecutor):
         return cache, mask, sample_rows(logits, batch)
 
     def _step(self) -> None:
+        assert self.mask is not None  # set while rows run
         width = self.mask.shape[1]
         try:
             mask, tokens = self._forward(len(self.rows), self._decode_pass)
@@ -204,6 +207,7 @@ class GenerateExecutor(BatchExecutor):
 
     def _decode_pass(self):
         ids = torch.tensor([[row.last_token] for row in self.rows], device=self.device)
+        assert self.mask is not None  # set while rows run
         positions = self.mask.sum(dim=1, keepdim=True)  # real tokens before the new one
         mask = torch.cat([self.mask, self.mask.new_ones((len(self.rows), 1))], dim=1)
         logits = self._call(ids, mask, positions, self.cache)
@@ -222,6 +226,7 @@ class GenerateExecutor(BatchExecutor):
             self.cache, self.mask, self.rows = cache, mask, list(batch)
             self._mergeable = all(_plain(layer) for layer in cache.layers)
             return
+        assert self.mask is not None  # set while rows run
         width = max(self.mask.shape[1], mask.shape[1])
         old_pad, new_pad = width - self.mask.shape[1], width - mask.shape[1]
         for old, new in zip(self.cache.layers, cache.layers, strict=True):
@@ -248,6 +253,7 @@ class GenerateExecutor(BatchExecutor):
             self.limit = self.max_batch
             return
         index = torch.tensor(keep, device=self.device)
+        assert self.mask is not None  # set while rows run
         mask = self.mask[index]
         if self._mergeable:
             # Columns that are padding in every remaining row cost attention and memory.

@@ -11,11 +11,16 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from common.constants import EMBEDDING_DEFAULT
 from common.errors import ModelUnavailable
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -73,15 +78,15 @@ def _local_only(source: str) -> bool:
 @dataclass
 class LoadedEmbedder:
     name: str
-    model: object  # sentence_transformers.SentenceTransformer
+    model: SentenceTransformer
     device: str
 
 
 @dataclass
 class LoadedLM:
     name: str
-    model: object  # a transformers *ForCausalLM
-    tokenizer: object  # a transformers tokenizer
+    model: PreTrainedModel  # a transformers *ForCausalLM
+    tokenizer: PreTrainedTokenizerBase
     device: str
     eos_ids: frozenset[int]
     max_positions: int | None
@@ -115,7 +120,8 @@ def load_lm(name: str, source: str, device: str) -> LoadedLM:
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, local_files_only=local)
     except Exception as exc:
         raise ModelUnavailable(f"cannot load local/{name} from {source}: {exc}") from exc
-    model.to(device).eval()
+    # transformers types `to` through a wrapper that mypy reads as taking the model.
+    model.to(device).eval()  # type: ignore[arg-type]
     params = inspect.signature(model.forward).parameters
     return LoadedLM(
         name=name,

@@ -10,10 +10,15 @@ import logging
 import os
 import sys
 import threading
+from typing import TYPE_CHECKING, Any
 
 from common.errors import JobInvalid, JobTimeout, ModelUnavailable
 from common.settings import Settings
 from workers.runtimes.base import EmbedResult, GenerateResult, JobSpec, Runtime
+
+if TYPE_CHECKING:  # imported in load(): they import torch
+    from workers.runtimes.local.embed import EmbedExecutor
+    from workers.runtimes.local.generate import GenerateExecutor
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +29,7 @@ class LocalRuntime(Runtime):
         self._lock = threading.Lock()
         self._loaded = False
         self.device: str | None = None
-        self.executors: dict[str, object] = {}  # NAME -> EmbedExecutor | GenerateExecutor
+        self.executors: dict[str, EmbedExecutor | GenerateExecutor] = {}  # by NAME
         self._failed: dict[str, str] = {}
 
     def load(self) -> None:
@@ -55,13 +60,15 @@ class LocalRuntime(Runtime):
                 log.info("local/%s loaded on %s (%s)", name, self.device, executor.kind)
             self._loaded = True
 
-    def _start(self, loading, name: str, source: str):
+    def _start(self, loading, name: str, source: str) -> EmbedExecutor | GenerateExecutor:
         source = loading.resolve_source(name, source)
-        limits = {"max_batch": self._settings.max_batch, "max_wait_ms": self._settings.max_wait_ms}
+        limits: dict[str, Any] = {"max_batch": self._settings.max_batch,
+                                  "max_wait_ms": self._settings.max_wait_ms}
         if loading.model_kind(name, source) == "embed":
             from workers.runtimes.local.embed import EmbedExecutor
 
-            executor = EmbedExecutor(loading.load_embedder(name, source, self.device), **limits)
+            executor: EmbedExecutor | GenerateExecutor = EmbedExecutor(
+                loading.load_embedder(name, source, self.device), **limits)
         else:
             from workers.runtimes.local.generate import GenerateExecutor
 
