@@ -23,6 +23,10 @@ from common.jobs import JobStatus
 router = APIRouter()
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 async def workers(redis: aioredis.Redis) -> list[dict]:
     """Workers that published themselves in Redis within their heartbeat window."""
     found = []
@@ -30,7 +34,7 @@ async def workers(redis: aioredis.Redis) -> list[dict]:
         async for key in redis.scan_iter(match=WORKERS_PATTERN, count=200):
             info = await redis.hgetall(key)
             if info:
-                d = {k.decode(): v.decode() for k, v in info.items()}
+                d = {_text(k): _text(v) for k, v in info.items()}
                 d["queues"] = json.loads(d.get("queues", "[]"))
                 d["models"] = json.loads(d.get("models", "[]"))
                 found.append(d)
