@@ -6,8 +6,9 @@ does not import the app and its routes. Importing `api` never imports torch or t
 workers (tests/api/test_imports.py).
 """
 
-import importlib
 from typing import TYPE_CHECKING
+
+from common.lazy import lazy_exports as _lazy_exports
 
 if TYPE_CHECKING:
     from api.control import run_control
@@ -18,9 +19,4 @@ __all__ = ["create_app", "run_control"]
 _SOURCES = {"create_app": "api.main", "run_control": "api.control"}
 
 
-def __getattr__(name: str) -> object:
-    if name not in _SOURCES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_SOURCES[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = _lazy_exports(__name__, _SOURCES)

@@ -6,8 +6,9 @@ Each name is imported from its module on first use (PEP 562): `import common.con
 costs that module alone, not SQLAlchemy (the store) or kombu (the producer).
 """
 
-import importlib
 from typing import TYPE_CHECKING
+
+from common.lazy import lazy_exports as _lazy_exports
 
 if TYPE_CHECKING:
     from common.errors import MonkeyError
@@ -46,9 +47,4 @@ _SOURCES = {
 }
 
 
-def __getattr__(name: str) -> object:
-    if name not in _SOURCES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_SOURCES[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = _lazy_exports(__name__, _SOURCES)

@@ -5,8 +5,9 @@ The client is imported on first use (PEP 562), so `import monkey.embedded` does 
 import httpx.
 """
 
-import importlib
 from typing import TYPE_CHECKING
+
+from common.lazy import lazy_exports as _lazy_exports
 
 if TYPE_CHECKING:
     from monkey.client import AsyncMonkeyClient, MonkeyAPIError, MonkeyClient
@@ -16,9 +17,4 @@ __all__ = ["AsyncMonkeyClient", "MonkeyAPIError", "MonkeyClient"]
 _SOURCES = dict.fromkeys(__all__, "monkey.client")
 
 
-def __getattr__(name: str) -> object:
-    if name not in _SOURCES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_SOURCES[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = _lazy_exports(__name__, _SOURCES)

@@ -6,8 +6,9 @@ Imported on first use (PEP 562): `import workers.runtimes.local.tiny` does not i
 Celery.
 """
 
-import importlib
 from typing import TYPE_CHECKING
+
+from common.lazy import lazy_exports as _lazy_exports
 
 if TYPE_CHECKING:
     from workers.app import make_worker_app, run_worker
@@ -19,9 +20,4 @@ _SOURCES = {"Worker": "workers.worker", "make_worker_app": "workers.app",
             "run_worker": "workers.app"}
 
 
-def __getattr__(name: str) -> object:
-    if name not in _SOURCES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_SOURCES[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = _lazy_exports(__name__, _SOURCES)
