@@ -7,7 +7,9 @@
   Redis's visibility timeout; after MONKEY_MAX_ATTEMPTS the job fails instead;
 - publishes again the queued jobs whose task message a worker had received when it
   died (its prefetched messages stay unacked on Redis until the visibility timeout);
-- expires queued jobs whose start_by deadline passed.
+- expires queued jobs whose start_by deadline passed;
+- moves messages left on the legacy priority lists (`llm:9`, before kombu's default
+  layout) to today's.
 
 It runs inside every API process; a Redis lock makes exactly one of them active.
 """
@@ -26,7 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from api.services.batch_work import advance_batches
 from api.state import AppState
-from common.compat.kombu_redis import forget_unacked, stale_unacked
+from common.compat.kombu_redis import adopt_legacy_layout, forget_unacked, stale_unacked
 from common.constants import BROKER_EPOCH, HELD_PATTERN, RECONCILER_LOCK, WORKER_KEY
 from common.db import Job, utcnow
 from common.errors import BrokerUnavailable
@@ -101,6 +103,7 @@ class Reconciler:
     async def tick(self) -> dict:
         counts = {
             "epoch": await self._check_epoch(),
+            "legacy": await self._adopt_legacy_layout(),
             "expired": await self._expire(),
             "requeued": await self._requeue_lapsed(),
             "rescued": await self._rescue_unacked(),
@@ -127,6 +130,16 @@ class Reconciler:
         await self.state.redis.set(BROKER_EPOCH, self.token)
         self._lost_at, self._late_marks_until = lost_at, time.monotonic() + _LATE_MARKS_S
         return n
+
+    async def _adopt_legacy_layout(self) -> int:
+        """Messages that API processes of the Redis layout before kombu's defaults
+        pushed onto legacy priority lists (`llm:9`) move to today's, where workers
+        find them: each pass, since an old API process may still publish during a
+        rolling deploy. A few key lookups when there is nothing to move."""
+        moved, dropped = await adopt_legacy_layout(self.state.redis)
+        if dropped:
+            log.info("dropped %d binding entries of the legacy Redis layout", dropped)
+        return moved
 
     async def _unmark_queued(self, sent_before=None) -> int:
         stmt = update(Job).where(Job.status == S.QUEUED, Job.published_at.is_not(None))

@@ -10,14 +10,17 @@ from celery import Celery
 from kombu.entity import Queue
 
 from common.compat.kombu_redis import TRANSPORT, UNACKED_HASH, UNACKED_INDEX
-from common.constants import PRIORITY_SEP, PRIORITY_STEPS, QUEUES
+from common.constants import QUEUES
 from common.settings import Settings
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     return {
+        # A plain redis:// URL, as every stock Celery tool and Flower read it; the
+        # transport class is chosen by `broker_transport`, which kombu's Connection
+        # prefers to the URL's scheme: kombu's Redis transport without its
+        # restore-on-close (common/compat/kombu_redis.py). Same keys, same wire.
         "broker_url": settings.redis_url,
-        # kombu's Redis transport without its restore-on-close (common/compat/kombu_redis.py).
         "broker_transport": TRANSPORT,
         "task_queues": [Queue(q, routing_key=q) for q in QUEUES],
         "task_default_queue": QUEUES[1],
@@ -42,9 +45,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "unacked_key": UNACKED_HASH,
             "unacked_index_key": UNACKED_INDEX,
             # Per-queue priority lists: interactive (0) is served before batch (9).
+            # `priority_steps` and `sep` stay kombu's defaults (common/constants.py):
+            # stock clients name the lists and binding entries with those.
             "queue_order_strategy": "priority",
-            "priority_steps": PRIORITY_STEPS,
-            "sep": PRIORITY_SEP,
             "socket_connect_timeout": 2,
             "socket_timeout": 10,
             "socket_keepalive": True,

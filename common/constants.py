@@ -11,9 +11,12 @@ TASK_BY_KIND = {"generate": TASK_GENERATE, "embed": TASK_EMBED}
 # Celery message priorities on Redis: lower numbers are served first.
 PRIORITY_VALUE = {"interactive": 0, "batch": 9}
 # kombu's Redis transport keeps a queue's messages in one list per priority step,
-# named QUEUE + PRIORITY_SEP + step (step 0: the bare queue name).
-PRIORITY_STEPS = sorted(set(PRIORITY_VALUE.values()))
-PRIORITY_SEP = ":"
+# named QUEUE + PRIORITY_SEP + step (step 0: the bare queue name). Both are kombu's
+# defaults, which every stock Celery client and Flower assume (`celery inspect`,
+# `purge`, Flower's broker view): we set neither transport option, and
+# tests/common/compat/test_kombu_redis.py checks these still equal kombu's.
+PRIORITY_STEPS = (0, 3, 6, 9)
+PRIORITY_SEP = "\x06\x16"
 
 REDIS_PREFIX = "monkey:"
 EVENTS_KEY = REDIS_PREFIX + "events:{job_id}"

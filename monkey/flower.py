@@ -2,23 +2,30 @@
 
 Flower is started through its own command (what `celery --app ... flower` runs), on
 the app that `make_celery(settings)` builds, so it reads the same broker URL and the
-same visibility timeout as the API and the workers. Basic auth comes from
-FLOWER_BASIC_AUTH ("user:password[,user2:password2]") and is required whenever Flower
-listens beyond loopback. Flower's own `/metrics` and `/healthcheck` stay open (Flower
-never puts them behind auth); everything else, its HTTP API included, needs the password.
+same visibility timeout as the API and the workers (on kombu's own Redis transport:
+see flower_app). Stock Flower (`celery --broker $REDIS_URL flower`) works as well.
+Basic auth comes from FLOWER_BASIC_AUTH ("user:password[,user2:password2]") and is
+required whenever Flower listens beyond loopback. Flower's own `/metrics` and
+`/healthcheck` stay open (Flower never puts them behind auth); everything else, its
+HTTP API included, needs the password.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+from typing import TYPE_CHECKING
 
 import click
 
 from common.settings import Settings
 
+if TYPE_CHECKING:
+    from celery import Celery
+
 __all__ = [
     "FlowerConfigError",
+    "flower_app",
     "flower_argv",
     "is_loopback",
     "parse_basic_auth",
@@ -91,6 +98,21 @@ def flower_argv(
     return argv
 
 
+def flower_app(settings: Settings) -> Celery:
+    """Our Celery app as Flower needs it.
+
+    Flower consumes no task, so it needs none of our transport's fixes; and it picks
+    its broker client (the Broker tab, /api/queues/length) from the scheme of the
+    connection's URL, which kombu writes from the transport's name. So Flower runs on
+    kombu's own Redis transport, chosen by the URL's scheme, and that stays `redis://`.
+    """
+    from common.celery_app import make_celery
+
+    app = make_celery(settings)
+    app.conf.broker_transport = None
+    return app
+
+
 def run_flower(
     settings: Settings, *, port: int = 5555, address: str = "127.0.0.1", url_prefix: str = ""
 ) -> None:
@@ -100,10 +122,7 @@ def run_flower(
     for a non-loopback address or malformed.
     """
     argv = flower_argv(settings, port=port, address=address, url_prefix=url_prefix)
-
-    from common.celery_app import make_celery
-
-    app = make_celery(settings)
+    app = flower_app(settings)
     host = address.strip() or "*"
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"

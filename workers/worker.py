@@ -14,6 +14,7 @@ import threading
 
 import redis
 
+from common.compat.kombu_redis import adopt_legacy_layout
 from common.constants import LOCAL_PREFIX, QUEUE_GPU
 from common.db import make_sync_engine, sync_sessions
 from common.events import EventWriter
@@ -56,12 +57,25 @@ class Worker:
 
     def start(self) -> None:
         """Load the models this worker serves, then start the supervisor's threads."""
+        self._adopt_legacy_layout()
         if QUEUE_GPU in self.queues:
             # Load every local model before taking a task: readiness waits for it.
             self.runtime_for(f"{LOCAL_PREFIX}/*")
         self.supervisor.start()
         self.supervisor.ready = True
         self.supervisor.beat()
+
+    def _adopt_legacy_layout(self) -> None:
+        """Before consuming: messages left on the priority lists of the Redis layout
+        before kombu's defaults move to today's (the reconciler does it too)."""
+        try:
+            moved, dropped = adopt_legacy_layout(self.redis)
+        except redis.RedisError as exc:
+            log.warning("could not check Redis for the legacy queue layout: %s", exc)
+            return
+        if moved or dropped:
+            log.info("adopted the legacy Redis layout: %d queued messages moved, "
+                     "%d binding entries dropped", moved, dropped)
 
     def runtime_for(self, model: str) -> Runtime:
         """The runtime serving `model`, created and loaded once per process.

@@ -23,21 +23,35 @@
    are kombu's internals, read here and nowhere else. `global_keyprefix` must stay
    unset: kombu would prefix these keys.
 
+3. Stock Celery clients (`celery inspect`, `status`, `purge`, Flower) share this
+   Redis, so we keep kombu's default layout: the priority lists and the binding
+   tables (`_kombu.binding.<exchange>`, members "routing_key SEP pattern SEP queue")
+   use kombu's default separator and steps (common/constants.py). Before that we used
+   ":" and steps (0, 9): a stock client's binding entry then broke every control reply
+   ("Control command error: not enough values to unpack"), and `celery purge` missed
+   our batch lists. `adopt_legacy_layout` moves what a deployment of that layout left
+   behind, and our channel skips binding entries it cannot parse instead of failing
+   the whole lookup (one foreign client must not cut every worker off).
+
 Checked against the kombu versions in CHECKED (tests/common/compat/test_kombu_redis.py).
 """
 
 from __future__ import annotations
 
+import bisect
 import json
+import logging
 from collections.abc import Iterable
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 
-from common.constants import TASK_BY_KIND
+from common.constants import PRIORITY_SEP, PRIORITY_STEPS, QUEUES, TASK_BY_KIND
 
 CHECKED = {"kombu": ">=5.7.0,<5.8"}
+
+log = logging.getLogger(__name__)
 
 UNACKED_HASH = "unacked"
 UNACKED_INDEX = "unacked_index"
@@ -63,12 +77,98 @@ class Channel(kombu_redis.Channel):
     QoS = QoS
     do_restore = False
 
+    def get_table(self, exchange):
+        """kombu's binding table of `exchange`, less the entries it cannot parse.
+
+        kombu splits every member on its separator and unpacks three fields; one
+        member written with another separator (an old deployment, a client configured
+        otherwise) raised in each lookup, so a worker could answer no control command.
+        """
+        table = super().get_table(exchange)
+        rows = [row for row in table if len(row) == 3]
+        if len(rows) < len(table):
+            log.warning("skipped %d binding(s) of exchange %r written with another "
+                        "separator", len(table) - len(rows), exchange)
+        return rows
+
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
 
 
 TRANSPORT = f"{__name__}:Transport"
+
+
+# The layout before kombu's defaults (3. above): lists QUEUE:9 for the batch step.
+LEGACY_SEP = ":"
+LEGACY_STEPS = (0, 9)
+# Exchanges whose binding tables our processes and stock clients write: our queues'
+# own, Celery's events, and its remote control (broadcast, replies).
+_EXCHANGES = (*QUEUES, "celery", "celeryev", "celery.pidbox", "reply.celery.pidbox")
+
+# KEYS: ARGV[1] pairs (legacy list, its list now), then binding tables; ARGV[2]: sep.
+# A legacy list becomes the new one (RENAME) or, if that exists, is appended to its
+# consuming end in order, so its messages, the older ones, are served first. Binding
+# members without exactly two separators are removed. Returns {moved, dropped}.
+_ADOPT_LEGACY = """
+local pairs, sep = tonumber(ARGV[1]), ARGV[2]
+local moved, dropped = 0, 0
+for i = 1, 2 * pairs, 2 do
+  local src, dst = KEYS[i], KEYS[i + 1]
+  if redis.call('TYPE', src).ok == 'list' then
+    local n = redis.call('LLEN', src)
+    if redis.call('EXISTS', dst) == 0 then
+      redis.call('RENAME', src, dst)
+    else
+      for first = 0, n - 1, 1000 do
+        redis.call('RPUSH', dst, unpack(redis.call('LRANGE', src, first, first + 999)))
+      end
+      redis.call('DEL', src)
+    end
+    moved = moved + n
+  end
+end
+for i = 2 * pairs + 1, #KEYS do
+  if redis.call('TYPE', KEYS[i]).ok == 'set' then
+    for _, member in ipairs(redis.call('SMEMBERS', KEYS[i])) do
+      local count, at = 0, string.find(member, sep, 1, true)
+      while at do
+        count = count + 1
+        at = string.find(member, sep, at + #sep, true)
+      end
+      if count ~= 2 then
+        redis.call('SREM', KEYS[i], member)
+        dropped = dropped + 1
+      end
+    end
+  end
+end
+return {moved, dropped}
+"""
+
+
+def _legacy_moves() -> list[tuple[str, str]]:
+    moves = []
+    for queue in QUEUES:
+        for step in LEGACY_STEPS:
+            now = PRIORITY_STEPS[bisect.bisect(PRIORITY_STEPS, step) - 1]
+            if step:  # step 0 was and is the bare queue name
+                moves.append((f"{queue}{LEGACY_SEP}{step}",
+                              f"{queue}{PRIORITY_SEP}{now}" if now else queue))
+    return moves
+
+
+def adopt_legacy_layout(redis: Any) -> Any:
+    """Move what the layout before kombu's defaults left on Redis to today's names:
+    queued messages on legacy priority lists (`llm:9`), and binding entries written
+    with the legacy separator. Idempotent, atomic (one Lua script) and cheap when
+    there is nothing to move. `redis` is a redis client: returns [moved, dropped], or
+    for a redis.asyncio client an awaitable of it."""
+    moves = _legacy_moves()
+    tables = [prefix % exchange for exchange in _EXCHANGES
+              for prefix in (Channel.keyprefix_queue, Channel.keyprefix_binding_permanent)]
+    keys = [key for pair in moves for key in pair] + tables
+    return redis.eval(_ADOPT_LEGACY, len(keys), *keys, len(moves), PRIORITY_SEP)
 
 
 def job_id_of_unacked(raw: bytes | str | None) -> str | None:
@@ -109,6 +209,7 @@ async def forget_unacked(redis: Any, tags: Iterable[bytes | str]) -> None:
 
 
 __all__ = [
-    "CHECKED", "TRANSPORT", "UNACKED_HASH", "UNACKED_INDEX", "Transport",
-    "forget_unacked", "job_id_of_unacked", "stale_unacked",
+    "CHECKED", "LEGACY_SEP", "LEGACY_STEPS", "TRANSPORT", "UNACKED_HASH", "UNACKED_INDEX",
+    "Transport", "adopt_legacy_layout", "forget_unacked", "job_id_of_unacked",
+    "stale_unacked",
 ]

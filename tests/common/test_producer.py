@@ -76,9 +76,10 @@ def test_one_job_and_many_rows_reach_their_priority_lists(tmp_path, redis_base):
     marks = _run(_settings(tmp_path, url), scenario)
     r = redis.Redis.from_url(url)
     assert _task_ids(r, "llm") == ["job_one.0"]
-    assert _task_ids(r, "llm:9") == ["job_many2.0"]
-    assert _task_ids(r, "gpu:9") == ["job_many1.2"]
-    [raw] = r.lrange("gpu:9", 0, -1)
+    # kombu's default names: the batch step's list is QUEUE + "\x06\x16" + "9".
+    assert _task_ids(r, "llm\x06\x169") == ["job_many2.0"]
+    assert _task_ids(r, "gpu\x06\x169") == ["job_many1.2"]
+    [raw] = r.lrange("gpu\x06\x169", 0, -1)
     body = json.loads(base64.b64decode(json.loads(raw)["body"]))
     assert body[:2] == [["job_many1"], {"model": "local/all-MiniLM-L6-v2"}]
     # publish_soon marks what it sent; bulk callers mark their rows themselves.

@@ -10,7 +10,14 @@ import sys
 import pytest
 
 from common.settings import Settings
-from monkey.flower import FlowerConfigError, flower_argv, is_loopback, parse_basic_auth, run_flower
+from monkey.flower import (
+    FlowerConfigError,
+    flower_app,
+    flower_argv,
+    is_loopback,
+    parse_basic_auth,
+    run_flower,
+)
 from tests.deploy.files import REPO
 
 SECRET = "pw-that-must-not-leak"
@@ -54,6 +61,14 @@ def test_argv_with_auth_prefix_and_dual_stack():
 def test_loopback_without_auth_is_allowed():
     argv = flower_argv(Settings(flower_basic_auth=""), port=5555, address="127.0.0.1")
     assert argv == ["flower", "--port=5555", "--address=127.0.0.1"]
+
+
+def test_flower_sees_a_redis_broker_url():
+    """Flower picks its broker client (Broker tab, /api/queues/length) from the scheme
+    of the connection's URL: `redis`, not our transport's import path."""
+    settings = Settings(redis_url="redis://:pw@127.0.0.1:6399/2")
+    with flower_app(settings).connection_for_read() as conn:
+        assert conn.as_uri(include_password=True) == "redis://:pw@127.0.0.1:6399/2"
 
 
 def _run(args: list[str], **env: str) -> subprocess.CompletedProcess:

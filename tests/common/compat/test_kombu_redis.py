@@ -13,6 +13,7 @@ import time
 from importlib.metadata import version
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 from kombu import Consumer, Queue
 from kombu.transport import redis as kombu_redis
@@ -22,6 +23,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from common.celery_app import celery_config, make_celery
 from common.compat import kombu_redis as compat
+from common.constants import PRIORITY_SEP, PRIORITY_STEPS
 from common.producer import TaskMessage
 from common.producer.kombu_path import publish_job
 from common.settings import Settings
@@ -59,6 +61,26 @@ def test_celery_uses_our_transport_and_our_unacked_names():
     assert topts["unacked_key"] == compat.UNACKED_HASH
     assert topts["unacked_index_key"] == compat.UNACKED_INDEX
     assert not topts.get("global_keyprefix"), "kombu would prefix the unacked keys"
+
+
+def test_a_redis_url_keeps_our_transport_with_kombus_default_layout():
+    """broker_transport wins over the URL's scheme (kombu's Connection takes the scheme
+    only when no transport is given), and the layout is the one stock clients assume."""
+    settings = Settings(redis_url="redis://127.0.0.1:6399/3")
+    assert celery_config(settings)["broker_url"] == "redis://127.0.0.1:6399/3"
+    conn = make_celery(settings).connection_for_write()
+    assert conn.transport_cls == compat.TRANSPORT
+    assert conn.transport.Channel is compat.Channel
+    assert (conn.hostname, conn.port, conn.virtual_host) == ("127.0.0.1", 6399, "3")
+    topts = celery_config(settings)["broker_transport_options"]
+    assert not {"sep", "priority_steps"} & set(topts), "stock clients use kombu's defaults"
+    assert PRIORITY_SEP == kombu_redis.Channel.sep
+    assert list(PRIORITY_STEPS) == kombu_redis.PRIORITY_STEPS == kombu_redis.Channel.priority_steps
+    # What adopt_legacy_layout and get_table lean on.
+    assert compat.Channel.keyprefix_queue == "_kombu.binding.%s"
+    assert compat.Channel.keyprefix_binding_permanent == "_kombu.binding_permanent.%s"
+    assert _params(kombu_redis.Channel.get_table) == [("self", inspect.Parameter.empty),
+                                                     ("exchange", inspect.Parameter.empty)]
 
 
 @pytest.mark.parametrize("raw", [
@@ -135,3 +157,51 @@ def test_a_channel_closed_on_a_dead_broker(redis_server, transport):
         else:
             call()
     conn.release()
+
+
+def test_a_binding_written_with_another_separator_cuts_no_one_off(redis_server):
+    """A control reply goes through the reply exchange's binding table: kombu's own
+    lookup fails on a member it cannot split; ours skips it and still routes."""
+    app = make_celery(Settings(redis_url=redis_server.url))
+    r = redis.Redis.from_url(redis_server.url)
+    table = "_kombu.binding.reply.celery.pidbox"
+    r.sadd(table, "ticket-a::a.reply.celery.pidbox",
+           PRIORITY_SEP.join(["ticket-b", "", "b.reply.celery.pidbox"]))
+    with app.connection_for_write() as conn:
+        ours = conn.default_channel
+        assert ours.get_table("reply.celery.pidbox") == [
+            ("ticket-b", "", "b.reply.celery.pidbox")]
+        assert ours._lookup("reply.celery.pidbox", "ticket-b") == {"b.reply.celery.pidbox"}
+    app.conf.broker_transport = "redis"
+    with app.connection_for_write() as conn, pytest.raises(ValueError):
+        conn.default_channel._lookup("reply.celery.pidbox", "ticket-b")
+
+
+def test_the_legacy_layout_moves_to_kombus_default_once(redis_server):
+    r = redis.Redis.from_url(redis_server.url)
+    batch = f"llm{PRIORITY_SEP}9"
+    r.lpush("llm:9", "old1", "old2")      # old1 is the oldest: served first
+    r.lpush(batch, "new1")
+    r.lpush("gpu:9", "g1")
+    r.set("llm:3", "not ours")            # no legacy step: untouched
+    r.sadd("_kombu.binding.llm", "llm::llm", PRIORITY_SEP.join(["llm", "", "llm"]))
+    r.sadd("_kombu.binding_permanent.llm", "llm::llm")
+    assert compat.adopt_legacy_layout(r) == [3, 2]
+    assert [r.rpop(batch) for _ in range(4)] == [b"old1", b"old2", b"new1", None]
+    assert r.lrange(f"gpu{PRIORITY_SEP}9", 0, -1) == [b"g1"]
+    assert not r.exists("llm:9", "gpu:9")
+    assert r.get("llm:3") == b"not ours"
+    assert r.smembers("_kombu.binding.llm") == {PRIORITY_SEP.join(["llm", "", "llm"]).encode()}
+    assert not r.exists("_kombu.binding_permanent.llm")
+    assert compat.adopt_legacy_layout(r) == [0, 0]
+
+    async def from_the_event_loop() -> list[int]:
+        client = aioredis.Redis.from_url(redis_server.url)
+        try:
+            await client.lpush("gpu:9", "g2")
+            return await compat.adopt_legacy_layout(client)
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(from_the_event_loop()) == [1, 0]
+    assert r.lrange(f"gpu{PRIORITY_SEP}9", 0, -1) == [b"g1", b"g2"]
