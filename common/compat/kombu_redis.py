@@ -77,14 +77,14 @@ class Channel(kombu_redis.Channel):
     QoS = QoS
     do_restore = False
 
-    def get_table(self, exchange):
+    def get_table(self, exchange: str) -> list[tuple[str, str, str]]:
         """kombu's binding table of `exchange`, less the entries it cannot parse.
 
         kombu splits every member on its separator and unpacks three fields; one
         member written with another separator (an old deployment, a client configured
         otherwise) raised in each lookup, so a worker could answer no control command.
         """
-        table = super().get_table(exchange)
+        table = super().get_table(exchange)  # type: ignore[no-untyped-call]  # kombu: untyped
         rows = [row for row in table if len(row) == 3]
         if len(rows) < len(table):
             log.warning("skipped %d binding(s) of exchange %r written with another "
