@@ -8,11 +8,12 @@ import asyncio
 import logging
 from datetime import datetime
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.db import Job
+from common.jobs import JobStatus
 
 log = logging.getLogger("monkey.producer")
 
@@ -39,8 +40,16 @@ class PublishMarks:
             async with self.sessions() as s:
                 # The earliest send time of the lot: a mark that lands after the
                 # reconciler found Redis emptied must still look older than that.
-                await s.execute(update(Job).where(Job.id.in_(ids), Job.published_at.is_(None))
-                                .values(published_at=min(sent.values())))
+                # Rows another transaction holds are skipped, not waited for: waiting
+                # would hold the rest of the lot locked behind them and stall the
+                # reconciler's recovery of those (a skipped job stays unmarked, and
+                # the reconciler's extra publish of it is harmless).
+                free = (select(Job.id).where(Job.id.in_(ids), Job.status == JobStatus.QUEUED,
+                                             Job.published_at.is_(None))
+                        .with_for_update(skip_locked=True))
+                await s.execute(update(Job).where(Job.id.in_(free.scalar_subquery()))
+                                .values(published_at=min(sent.values()))
+                                .execution_options(synchronize_session=False))
                 await s.commit()
         except SQLAlchemyError as exc:
             self._sent = {**sent, **self._sent}

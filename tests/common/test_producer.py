@@ -122,3 +122,61 @@ def test_the_stub_records_the_messages_the_real_one_sends():
     assert stub.take() == []
     first = TaskMessage.of_row(ROWS[0])
     assert (first.task, first.task_id, first.priority_value) == ("monkey.embed", "job_many1.2", 9)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_marks_skip_rows_another_transaction_holds(tmp_path, kind):
+    """The flush of publish marks neither waits for a row another transaction holds nor
+    keeps the rest of its lot locked behind it (that stalled the reconciler's recovery
+    of those jobs), and marks only jobs still queued."""
+    from sqlalchemy import create_engine, text
+
+    from common.migrate import upgrade
+    from common.producer.marks import PublishMarks
+    from tests.conftest import make_database
+
+    db = make_database(kind, tmp_path)
+    settings = Settings(DATABASE_URL=db.url, REDIS_URL="redis://127.0.0.1:1/0",
+                        MONKEY_DATA_DIR=str(tmp_path))
+    upgrade(settings)
+    ids = ["job_held", "job_free", "job_running"]
+
+    async def main() -> dict:
+        engine = make_async_engine(settings)
+        sessions = async_sessions(engine)
+        async with sessions() as s:
+            for job_id in ids:
+                s.add(Job(id=job_id, owner_id="key_t", kind="generate", model="debug/echo",
+                          queue="llm", priority="interactive", input={}, params={},
+                          status="running" if job_id == "job_running" else "queued",
+                          created_at=utcnow()))
+            await s.commit()
+        marks = PublishMarks(sessions)
+        for job_id in ids:
+            marks.add(job_id, utcnow())
+        sync = create_engine(settings.sync_database_url)
+        try:
+            if kind == "postgres":
+                with sync.connect() as holder:
+                    holder.execute(text("SELECT id FROM jobs WHERE id = 'job_held' FOR UPDATE"))
+                    await asyncio.wait_for(marks.flush(), 5)  # not blocked by the holder
+                    with sync.connect() as c:  # the free row is marked and not held
+                        c.execute(text("SET lock_timeout = '1s'"))
+                        c.execute(text("UPDATE jobs SET attempts = 1 WHERE id = 'job_free'"))
+                        c.commit()
+            else:
+                await marks.flush()
+            async with sessions() as s:
+                return dict((await s.execute(select(Job.id, Job.published_at))).all())
+        finally:
+            sync.dispose()
+            await engine.dispose()
+
+    try:
+        published = asyncio.run(main())
+    finally:
+        if db.drop:
+            db.drop()
+    assert published["job_free"] is not None
+    assert published["job_running"] is None  # not queued: no mark
+    assert (published["job_held"] is None) == (kind == "postgres")
