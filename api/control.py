@@ -1,4 +1,5 @@
-"""The control process: the reconciler and the batch engine, away from the requests.
+"""The control process: the reconciler, the batch engine and webhook deliveries, away
+from the requests.
 
 Reconciling (requeues, expiries, republishing) and a batch's validation, expansion
 of up to 50,000 lines and finalization are long pieces of work; on the API's event
@@ -32,6 +33,7 @@ from redis.exceptions import RedisError
 
 from api.reconciler import Reconciler
 from api.services import batch_work
+from api.services.webhooks import WebhookDispatcher
 from api.state import AppState, close_state, open_state
 from common.constants import CONTROL_CHANNEL
 from common.settings import Settings
@@ -63,6 +65,8 @@ async def _serve(settings: Settings, parent_pid: int | None) -> None:
     state.producer.start()
     reconciler = Reconciler(state)
     reconciler.start()
+    dispatcher = WebhookDispatcher(sessions=state.sessions, settings=settings)
+    dispatcher.start()
     helpers = [asyncio.create_task(_listen(state), name="control-kicks")]
     if parent_pid is not None:
         helpers.append(asyncio.create_task(_watch_parent(parent_pid, stop), name="parent"))
@@ -73,6 +77,7 @@ async def _serve(settings: Settings, parent_pid: int | None) -> None:
         for task in helpers:
             task.cancel()
         await reconciler.stop()
+        await dispatcher.stop()
         await batch_work.stop_all()
         await close_state(state)
         log.info("control process stopped")

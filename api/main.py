@@ -15,7 +15,7 @@ from starlette.routing import Match
 from api import errors, responses
 from api.deps import get_principal
 from api.limits import BodyLimit
-from api.routes import batches, files, jobs, openai_chat, system
+from api.routes import batches, files, jobs, openai_chat, system, webhooks
 from api.routes import responses as responses_api
 from api.state import close_state, open_state
 from common.errors import NotFound
@@ -52,6 +52,7 @@ def create_app(settings: Settings | None = None, *, producer: Producer | None = 
     app.include_router(system.router)
     app.include_router(openai_chat.router, responses=keyed)
     app.include_router(responses_api.router, responses=keyed)
+    app.include_router(webhooks.router, responses=keyed)
     app.include_router(files.router, responses=keyed)
     app.include_router(batches.router, responses=keyed)
     origins = settings.cors_origin_list()

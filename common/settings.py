@@ -62,6 +62,13 @@ class Settings(BaseSettings):
     # A job whose worker died this many times fails (`worker_lost`) instead of looping.
     max_attempts: int = _env("MONKEY_MAX_ATTEMPTS", 10)
 
+    # Webhooks: how long a delivery is retried, the first retry's delay (it doubles, up
+    # to an hour), and whether URLs may point at private, loopback or link-local
+    # addresses (tests and self-hosted setups; refused by default against SSRF).
+    webhook_retry_s: float = _env("MONKEY_WEBHOOK_RETRY_S", 3 * 24 * 3600.0)
+    webhook_backoff_s: float = _env("MONKEY_WEBHOOK_BACKOFF_S", 5.0)
+    webhook_allow_private: bool = _env("MONKEY_WEBHOOK_ALLOW_PRIVATE", False)
+
     # Workers.
     worker_concurrency: int = _env("MONKEY_WORKER_CONCURRENCY", 32)
     metrics_port: int | None = _env("MONKEY_METRICS_PORT", None)

@@ -9,11 +9,10 @@ cancels its job; a background one never does.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 
 from api.deps import (
@@ -27,13 +26,12 @@ from api.deps import (
     StreamsDep,
 )
 from api.errors import error_response
-from api.limits import StreamSlots
 from api.responses import SSE_EVENT, errors, json_body
+from api.routes.jobs import _event_stream, _take_stream_slot
 from api.routes.openai_chat import _body
 from api.services import completions
 from api.services import responses as svc
 from api.services.responses_shapes import ResponseRequest, parse_response_request, response_object
-from common.errors import RateLimited
 from common.jobs import envelope
 
 router = APIRouter(prefix="/v1/responses", tags=["openai"])
@@ -73,22 +71,6 @@ class InputItemList(BaseModel):
 
 
 _STREAM = {"text/event-stream": {"schema": SSE_EVENT}}
-_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-def _slot(streams: StreamSlots, key_id: str) -> None:
-    if not streams.acquire(key_id):
-        raise RateLimited(f"this key has {streams.limit} event streams open "
-                          "(MONKEY_MAX_STREAMS_PER_KEY)", retry_after=1)
-
-
-async def _released(chunks: AsyncIterator[bytes], streams: StreamSlots, key_id: str
-                    ) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in chunks:
-            yield chunk
-    finally:
-        streams.release(key_id)
 
 
 @router.post("", response_model=ResponseObject, openapi_extra=json_body(ResponseRequest),
@@ -101,7 +83,7 @@ async def create_response(
 ) -> Any:
     req = parse_response_request(await _body(request))
     if req.stream:
-        _slot(streams, principal.key_id)
+        _take_stream_slot(streams, principal)
     try:
         job, row = await svc.create(session=session, producer=producer, settings=settings,
                                     queued_counts=queued_counts, principal=principal, req=req)
@@ -115,8 +97,7 @@ async def create_response(
     if req.stream:
         chunks = svc.stream(events=events, store=store, principal=principal, job=env, row=row,
                             cancel_on_hangup=not req.background)
-        return StreamingResponse(_released(chunks, streams, principal.key_id),
-                                 media_type="text/event-stream", headers={**_HEADERS, **headers})
+        return _event_stream(chunks, streams, principal, headers=headers)
     if req.background:
         return JSONResponse(response_object(env, row), headers=headers)
     final = await completions.wait_done(events=events, store=store, principal=principal,
@@ -134,8 +115,6 @@ async def get_response(
     events: EventsDep, streams: StreamsDep,
     stream: bool = False,
     starting_after: Annotated[int | None, Query(ge=-1, le=10**9)] = None,
-    include: Annotated[list[str] | None, Query(max_length=0)] = None,
-    include_obfuscation: bool | None = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)] = None,
 ) -> Any:
     env, row = await svc.lookup(session=session, store=store, principal=principal,
@@ -145,11 +124,10 @@ async def get_response(
     if not stream:
         return JSONResponse(response_object(env, row), headers=headers)
     after = starting_after if starting_after is not None else _last_seq(last_event_id)
-    _slot(streams, principal.key_id)
+    _take_stream_slot(streams, principal)
     chunks = svc.stream(events=events, store=store, principal=principal, job=env, row=row,
                         after=after)
-    return StreamingResponse(_released(chunks, streams, principal.key_id),
-                             media_type="text/event-stream", headers={**_HEADERS, **headers})
+    return _event_stream(chunks, streams, principal, headers=headers)
 
 
 def _last_seq(header: str | None) -> int:
@@ -177,7 +155,6 @@ async def list_input_items(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     order: Literal["asc", "desc"] = "desc",
     after: Annotated[str | None, Query(max_length=80)] = None,
-    include: Annotated[list[str] | None, Query(max_length=0)] = None,
 ) -> JSONResponse:
     return JSONResponse(await svc.input_items(session=session, store=store, principal=principal,
                                               resp_id=response_id, limit=limit, order=order,

@@ -23,6 +23,7 @@ from common.producer import Producer
 from common.schemas import JobCreate
 from common.settings import Settings
 from common.store import AsyncJobStore
+from common.webhooks import check_url_syntax, check_url_target
 
 S = JobStatus
 log = logging.getLogger("monkey.api")
@@ -60,9 +61,21 @@ def new_job_row(*, settings: Settings, principal: Principal, job_in: JobCreate,
         timeout_s=job_in.timeout_s, created_at=now,
         start_by=now + timedelta(seconds=job_in.start_by_s) if job_in.start_by_s else None,
         idempotency_key=idempotency_key,
-        request_hash=request_hash(job_in.model_dump(mode="json")) if idempotency_key else None,
-        batch_id=batch_id, custom_id=custom_id,
+        # Unset webhook fields stay out, so that hashes made before they existed still match.
+        request_hash=request_hash(job_in.model_dump(
+            mode="json", exclude=None if job_in.webhook else {"webhook", "webhook_events_filter"}
+        )) if idempotency_key else None,
+        batch_id=batch_id, custom_id=custom_id, **webhook_columns(job_in),
     )
+
+
+def webhook_columns(job_in: JobCreate) -> dict:
+    """The job's own webhook, and the first of its events still to be handed over."""
+    if job_in.webhook is None:
+        return {}
+    events = sorted(set(job_in.webhook_events_filter or ["completed"]), reverse=True)
+    return {"webhook": check_url_syntax(job_in.webhook), "webhook_events": events,
+            "webhook_next": events[0]}
 
 
 async def create_job(*, session: AsyncSession, producer: Producer, settings: Settings,
@@ -75,6 +88,8 @@ async def create_job(*, session: AsyncSession, producer: Producer, settings: Set
         raise InvalidRequest("Idempotency-Key must be 1 to 255 characters")
     job = new_job_row(settings=settings, principal=principal, job_in=job_in,
                       idempotency_key=idempotency_key)
+    if job.webhook is not None:
+        await check_url_target(job.webhook, allow_private=settings.webhook_allow_private)
     if idempotency_key:
         existing = await _by_idempotency_key(session, principal, idempotency_key)
         if existing is not None:

@@ -41,6 +41,7 @@ from common.producer import Producer
 from common.responses_db import ResponseRow, job_id_of, response_id
 from common.settings import Settings
 from common.store import AsyncJobStore
+from common.webhooks import check_url_target
 
 log = logging.getLogger("monkey.api")
 
@@ -57,6 +58,8 @@ async def create(*, session: AsyncSession, producer: Producer, settings: Setting
                              previous=req.previous_response_id)
     job_in = req.job(history, priority)
     job = jobs_svc.new_job_row(settings=settings, principal=principal, job_in=job_in)
+    if job.webhook is not None:
+        await check_url_target(job.webhook, allow_private=settings.webhook_allow_private)
     await jobs_svc.check_queued_cap(session=session, settings=settings,
                                     queued_counts=queued_counts, principal=principal)
     items = req.messages()

@@ -14,9 +14,22 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+)
 
-from api.services.openai_shapes import MODEL_NAME_DOC, describe, unix
+from api.services.openai_shapes import (
+    MODEL_NAME_DOC,
+    describe,
+    document_neutral,
+    refuse_unsupported,
+    unix,
+)
 from common.errors import InvalidRequest
 from common.responses_db import RESPONSE_PREFIX, response_id
 from common.schemas import METADATA_DOC, JobCreate, check_metadata
@@ -42,14 +55,6 @@ _INPUT_DOC = {"anyOf": [
                                              {"type": "array", "items": _TEXT_PART}]}}}}]}
 
 
-def _document_neutral(schema: dict, _cls: type) -> None:
-    for key, allowed in _NEUTRAL.items():
-        values = None if allowed is None else [list(v) if isinstance(v, tuple) else v
-                                               for v in allowed]
-        schema["properties"].setdefault(key, {} if values is None else {"enum": [*values, None]})
-    schema["additionalProperties"] = False
-
-
 class TextFormat(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["text"] = "text"
@@ -64,7 +69,7 @@ class TextParam(BaseModel):
 class ResponseRequest(BaseModel):
     """POST /v1/responses (and a batch line's body): text in, text out."""
 
-    model_config = ConfigDict(extra="allow", json_schema_extra=_document_neutral)
+    model_config = ConfigDict(extra="allow", json_schema_extra=document_neutral(_NEUTRAL))
 
     model: str = Field(json_schema_extra=MODEL_NAME_DOC)
     input: Annotated[str | list[dict[str, Any]], WithJsonSchema(_INPUT_DOC)]
@@ -78,23 +83,21 @@ class ResponseRequest(BaseModel):
     background: bool | None = False
     previous_response_id: str | None = Field(None, max_length=48)
     text: TextParam | None = None
-    # Monkey Coder's own: debug/echo waits this long before each word.
+    # Monkey Coder's own: debug/echo waits this long before each word; a webhook called
+    # when the response ends (response.completed, ...), as a native job's.
     delay_ms: float | None = Field(None, ge=0, le=60_000)
+    webhook: str | None = Field(None, min_length=8, max_length=2000,
+                                pattern=r"^[hH][tT][tT][pP][sS]?://[^\s]+$")
 
     def unsupported(self) -> None:
-        for key, value in (self.model_extra or {}).items():
-            if key not in _NEUTRAL:
-                raise InvalidRequest(f"parameter {key!r} is not supported by this server")
-            allowed = _NEUTRAL[key]
-            if value is None or allowed is None:
-                continue
-            if not any(isinstance(a, bool) == isinstance(value, bool)
-                       and (tuple(value) if isinstance(value, list) else value) == a
-                       for a in allowed):
-                raise InvalidRequest(f"parameter {key!r} = {value!r} is not supported here")
+        refuse_unsupported(self.model_extra, _NEUTRAL)
         if self.background and self.store is False:
             raise InvalidRequest("background responses must be stored: drop store=false")
-        check_metadata(self.metadata)
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        return check_metadata(v)
 
     def messages(self) -> list[dict[str, str]]:
         """The input as messages ({role, content}), text only."""
@@ -110,9 +113,12 @@ class ResponseRequest(BaseModel):
         params = {k: v for k, v in {
             "max_tokens": self.max_output_tokens, "temperature": self.temperature,
             "top_p": self.top_p, "delay_ms": self.delay_ms}.items() if v is not None}
-        return JobCreate(kind="generate", model=self.model, priority=priority, params=params,
-                         input={"messages": system + history + self.messages()},
-                         metadata=self.metadata or {})
+        try:
+            return JobCreate(kind="generate", model=self.model, priority=priority,
+                             params=params, input={"messages": system + history + self.messages()},
+                             metadata=self.metadata or {}, webhook=self.webhook)
+        except ValidationError as exc:
+            raise InvalidRequest(describe(exc)) from None
 
 
 def _message(i: int, item: Any) -> dict[str, str]:
@@ -198,7 +204,7 @@ def response_object(env: dict, row: Any, *, status: str | None = None) -> dict:
         "created_at": unix(env.get("created_at")), "status": status,
         "completed_at": unix(env.get("finished_at")) if status == "completed" else None,
         "background": bool(row.background),
-        "error": {"code": _ERROR_CODES.get(err.get("type"), "server_error"),
+        "error": {"code": _ERROR_CODES.get(str(err.get("type")), "server_error"),
                   "message": f"{err.get('type')}: {err.get('message')}"}
         if status == "failed" else None,
         "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,

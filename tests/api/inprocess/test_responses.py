@@ -245,6 +245,7 @@ def test_another_key_sees_nothing(inproc):
     ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]},
      "only text parts"),
     ({"model": "nope/x"}, "unknown model provider"),
+    ({"model": "+x"}, "model"),
     ({"background": True, "store": False}, "must be stored"),
     ({"max_output_tokens": 0}, "max_output_tokens"),
     ({"input": []}, "empty"),
@@ -267,3 +268,4 @@ def test_store_false_is_not_kept_for_reading(inproc, worker):
     assert events[-1]["type"] == "response.completed"
     assert events[-1]["response"]["store"] is False
     assert inproc.client.get(f"/v1/responses/resp_{job_id[4:]}").status_code == 404
+
