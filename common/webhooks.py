@@ -96,8 +96,13 @@ def headers(secret: str, msg_id: str, timestamp: int, body: bytes) -> dict[str, 
 
 def check_url_syntax(url: str) -> str:
     """An http(s) URL with a host; InvalidRequest otherwise."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not one
+    except ValueError:
+        ok = False
+    if not ok:
         raise InvalidRequest("webhook must be an http:// or https:// URL with a host")
     if parts.username or parts.password:
         raise InvalidRequest("webhook URLs may not carry credentials")
@@ -123,7 +128,7 @@ async def check_url_target(url: str, *, allow_private: bool) -> None:
         infos = await asyncio.get_running_loop().getaddrinfo(
             host, parts.port or (443 if parts.scheme == "https" else 80),
             type=socket.SOCK_STREAM)
-    except OSError as exc:
+    except (OSError, UnicodeError) as exc:  # UnicodeError: a name IDNA cannot encode
         raise InvalidRequest(f"webhook host {host!r} does not resolve: {exc}") from None
     addresses = {info[4][0] for info in infos}
     private = sorted(a for a in addresses if not _public(str(a)))

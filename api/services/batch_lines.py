@@ -15,12 +15,14 @@ from typing import Any
 from api.deps import Principal
 from api.services.jobs import new_job_row
 from api.services.openai_shapes import parse_request, response_body
+from api.services.responses_shapes import batch_job, batch_response_body
 from common.batches_db import Batch
 from common.db import Job
 from common.errors import MonkeyError, RequestError
 from common.jobs import envelope
 from common.settings import Settings
 
+RESPONSES = "/v1/responses"
 MAX_LINES = 50_000
 MAX_ERRORS = 100
 MAX_CUSTOM_ID = 512
@@ -56,7 +58,10 @@ def parse_line(raw: bytes, endpoint: str):
     if isinstance(body, dict) and body.get("stream"):
         raise LineError("invalid_request", "stream is not allowed in a batch", "body.stream")
     try:
-        _, job_in = parse_request(endpoint, body, priority="batch")
+        if endpoint == RESPONSES:
+            job_in = batch_job(body)
+        else:
+            _, job_in = parse_request(endpoint, body, priority="batch")
     except RequestError as exc:
         raise LineError("invalid_request", exc.message, "body") from None
     return custom_id, job_in
@@ -165,8 +170,8 @@ def result_line(job: Job, endpoint: str) -> tuple[str, bytes]:
     line: dict[str, Any] = {"id": f"batch_req_{job.id.removeprefix('job_')}",
                             "custom_id": job.custom_id}
     if job.status == "succeeded":
-        line["response"] = {"status_code": 200, "request_id": job.id,
-                            "body": response_body(endpoint, env)}
+        body = batch_response_body(env) if endpoint == RESPONSES else response_body(endpoint, env)
+        line["response"] = {"status_code": 200, "request_id": job.id, "body": body}
         line["error"] = None
         kind = "ok"
     else:

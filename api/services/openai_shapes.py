@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSche
 from common.errors import InvalidRequest
 from common.schemas import JobCreate
 
-ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings")
+# What a batch may name; /v1/responses lines are parsed by responses_shapes (batch_lines).
+ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings", "/v1/responses")
 
 # Parameters of the OpenAI API that we accept but that change nothing here, as long as
 # they keep the value that asks for no feature (None allowed too).

@@ -153,6 +153,35 @@ def parse_response_request(body: object) -> ResponseRequest:
     return req
 
 
+def batch_job(body: object) -> JobCreate:
+    """A /v1/responses batch line's job: the same checks as the route, minus what a
+    batch line cannot be (streamed, in the background, part of a conversation; its
+    webhook is the batch's)."""
+    req = parse_response_request(body)
+    for name in ("stream", "background", "previous_response_id", "webhook"):
+        if getattr(req, name):
+            raise InvalidRequest(f"{name} is not allowed in a batch line")
+    return req.job([], "batch")
+
+
+class BatchLineRow:
+    """What a batch line's response object takes from a response row: batch lines are
+    not stored as responses, and their instructions are the job's system message."""
+
+    background = False
+    store = False
+    previous_response_id = None
+
+    def __init__(self, env: dict):
+        messages = (env.get("input") or {}).get("messages") or []
+        self.instructions = messages[0]["content"] if messages and \
+            messages[0]["role"] == "system" else None
+
+
+def batch_response_body(env: dict) -> dict:
+    return response_object(env, BatchLineRow(env))
+
+
 # The response object ---------------------------------------------------------------
 
 def status_of(env: dict) -> str:
@@ -330,5 +359,5 @@ def is_response_id(value: str) -> bool:
     return value.startswith(RESPONSE_PREFIX)
 
 
-__all__ = ["EventStream", "ResponseRequest", "input_item", "parse_response_request",
-           "response_object", "status_of"]
+__all__ = ["EventStream", "ResponseRequest", "batch_job", "batch_response_body", "input_item",
+           "parse_response_request", "response_object", "status_of"]

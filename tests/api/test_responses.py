@@ -5,6 +5,7 @@ SQLite and Postgres. Raw answers are checked against OpenAI's published schemas 
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 
 import httpx
@@ -188,3 +189,39 @@ def test_responses_need_a_key(echo_stack):
                              ("POST", "/v1/responses/resp_x/cancel"),
                              ("GET", "/v1/responses/resp_x/input_items")]:
             assert c.request(method, path).status_code == 401, path
+
+
+def test_a_batch_of_responses_lines(client, echo_stack):
+    lines = [{"custom_id": f"r{i}", "method": "POST", "url": "/v1/responses",
+              "body": {"model": "debug/echo", "input": f"line {i}",
+                       **({"instructions": "first"} if i == 0 else {})}}
+             for i in range(3)]
+    lines.append({"custom_id": "bad", "method": "POST", "url": "/v1/responses",
+                  "body": {"model": "debug/echo", "input": "x", "background": True}})
+    data = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+    f = client.files.create(file=("responses.jsonl", data), purpose="batch")
+    batch = client.batches.create(input_file_id=f.id, endpoint="/v1/responses",
+                                  completion_window="24h")
+    wait_until(lambda: client.batches.retrieve(batch.id).status == "failed", 30,
+               "batch refused")  # one bad line fails validation, as OpenAI's
+    errors = client.batches.retrieve(batch.id).errors
+    assert errors is not None and errors.data is not None
+    assert "background is not allowed" in (errors.data[0].message or "")
+    f = client.files.create(file=("responses.jsonl", data.rsplit(b"\n", 2)[0] + b"\n"),
+                            purpose="batch")
+    batch = client.batches.create(input_file_id=f.id, endpoint="/v1/responses",
+                                  completion_window="24h")
+    wait_until(lambda: client.batches.retrieve(batch.id).status == "completed", 60,
+               "batch completed")
+    done = client.batches.retrieve(batch.id)
+    assert done.request_counts is not None and done.request_counts.completed == 3
+    assert done.output_file_id is not None
+    out = [json.loads(line) for line in
+           client.files.content(done.output_file_id).content.splitlines()]
+    by_id = {line["custom_id"]: line["response"]["body"] for line in out}
+    for body in by_id.values():
+        validate("Response", body)
+        assert body["status"] == "completed"
+    assert by_id["r1"]["output"][0]["content"][0]["text"] == "line 1"
+    assert by_id["r0"]["instructions"] == "first"
+    assert by_id["r0"]["output"][0]["content"][0]["text"] == "first\nline 0"

@@ -45,6 +45,10 @@ def test_private_urls_are_refused_without_the_setting(inproc, url):
 
 @pytest.mark.parametrize("body, status", [
     ({"webhook": "ftp://example.com/x"}, 422),
+    ({"webhook": "http://[abc/x"}, 422),
+    ({"webhook": "http://example.com:port/x"}, 422),
+    ({"webhook": "http://" + "a" * 70 + ".example/x"}, 422),
+    ({"webhook": "http://does-not-resolve.invalid/x"}, 422),
     ({"webhook": "http://user:pw@example.com/x"}, 422),
     ({"webhook": "https://example.com/x", "webhook_events_filter": ["output"]}, 422),
     ({"webhook": "https://example.com/x", "webhook_events_filter": []}, 422),
