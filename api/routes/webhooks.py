@@ -1,4 +1,4 @@
-"""Webhooks: the key's signing secret and a job's delivery log.
+"""Webhooks: the key's signing secret and the delivery log of a job or a batch.
 
 A job (or a response, or a batch line) names its webhook when it is made; the control
 process delivers and records each attempt (api/services/webhooks.py). These routes
@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from api.deps import AutoSessionDep, PrincipalDep, StoreDep
 from api.responses import errors
 from api.services import webhooks as svc
+from api.services.batches import get_batch
 from common.responses_db import job_id_of
 
 router = APIRouter(prefix="/v1", tags=["webhooks"])
@@ -74,4 +75,14 @@ async def webhook_deliveries(job_id: str, principal: PrincipalDep, store: StoreD
     job_id = job_id_of(job_id) or job_id
     await store.get(job_id, owner_id=principal.key_id)  # 404 for another key's
     return JSONResponse({"object": "list",
-                         "data": await svc.deliveries(session=session, job_id=job_id)})
+                         "data": await svc.deliveries(session=session, subject_id=job_id)})
+
+
+@router.get("/batches/{batch_id}/webhook_deliveries", response_model=DeliveryList,
+            responses=errors(404))
+async def batch_webhook_deliveries(batch_id: str, principal: PrincipalDep,
+                                   session: AutoSessionDep) -> JSONResponse:
+    """Every event sent to the batch's webhook (`webhook` when it was created)."""
+    await get_batch(session=session, principal=principal, batch_id=batch_id)
+    return JSONResponse({"object": "list",
+                         "data": await svc.deliveries(session=session, subject_id=batch_id)})

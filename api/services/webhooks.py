@@ -4,10 +4,11 @@ it makes anyway.
 
 Each pass:
 - `enqueue`: jobs with a webhook whose next event is due (`jobs.webhook_next`: `start`
-  once the job left the queue, `completed` once it ended) get a row in the delivery
-  log. Moving `webhook_next` on is a compare-and-set in the same transaction as the
-  insert, so of several control processes exactly one hands each event over; the
-  unique (job, type, url) makes a second insert impossible anyway.
+  once the job left the queue, `completed` once it ended), and batches with one that
+  ended, get a row in the delivery log. Moving `webhook_next` on is a compare-and-set
+  in the same transaction as the insert, so of several control processes exactly one
+  hands each event over; the unique (subject, type, url) makes a second insert
+  impossible anyway.
 - `deliver`: due rows are claimed (a conditional UPDATE sets `claimed_until`), POSTed
   signed, and the outcome written, fenced by the claim: 2xx delivers; anything else
   retries with exponential backoff and jitter (MONKEY_WEBHOOK_BACKOFF_S doubling, at
@@ -33,10 +34,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.services.responses_shapes import status_of
+from common.batches_db import Batch
 from common.db import Job, utcnow
 from common.errors import InvalidRequest
 from common.ids import new_id
-from common.jobs import JOB_COLUMNS, TERMINAL, envelope
+from common.jobs import BATCH_TERMINAL, JOB_COLUMNS, TERMINAL, envelope
 from common.responses_db import ResponseRow, response_id
 from common.settings import Settings
 from common.webhooks import (
@@ -139,7 +141,30 @@ class WebhookDispatcher:
         n = 0
         for row in rows:
             n += await self._hand_over(row)
-        return n
+        return n + await self._enqueue_batches()
+
+    async def _enqueue_batches(self) -> int:
+        due = select(Batch.id, Batch.owner_id, Batch.status, Batch.webhook).where(
+            Batch.webhook_next.is_not(None), Batch.status.in_(list(BATCH_TERMINAL))
+        ).limit(_PAGE)
+        async with self.sessions() as s:
+            rows = (await s.execute(due)).all()
+        now = utcnow()
+        for b in rows:
+            async with self.sessions() as s:
+                moved = await s.execute(update(Batch).where(
+                    Batch.id == b.id, Batch.webhook_next.is_not(None)).values(webhook_next=None))
+                if not getattr(moved, "rowcount", 0):
+                    await s.rollback()
+                    continue
+                evt, type_ = new_id("evt"), f"batch.{b.status}"
+                s.add(WebhookDelivery(
+                    id=evt, owner_id=b.owner_id, subject_id=b.id, url=b.webhook, type=type_,
+                    payload={"id": evt, "object": "event", "created_at": int(time.time()),
+                             "type": type_, "data": {"id": b.id}},
+                    status="pending", attempts=0, next_attempt_at=now, log=[], created_at=now))
+                await s.commit()
+        return len(rows)
 
     async def _hand_over(self, job: Any) -> int:
         env = envelope(job)
@@ -257,9 +282,10 @@ def delivery_view(d: WebhookDelivery) -> dict[str, Any]:
             "log": d.log or [], "payload": d.payload}
 
 
-async def deliveries(*, session: AsyncSession, job_id: str) -> list[dict[str, Any]]:
+async def deliveries(*, session: AsyncSession, subject_id: str) -> list[dict[str, Any]]:
+    """The delivery log of a job or a batch."""
     rows = (await session.execute(select(WebhookDelivery).where(
-        WebhookDelivery.subject_id == job_id).order_by(WebhookDelivery.id))).scalars()
+        WebhookDelivery.subject_id == subject_id).order_by(WebhookDelivery.id))).scalars()
     return [delivery_view(d) for d in rows]
 
 

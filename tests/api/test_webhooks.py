@@ -238,3 +238,25 @@ def test_receipt_latency(hook_stack, receiver):
     print(f"\nwebhook latency over {n} jobs: p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms")
     assert Counter(e["type"] for e in receiver.events()) == {"job.succeeded": n}
     assert p50 < 2.0
+
+
+def test_a_batch_sends_its_end_once(hook_stack, receiver):
+    secret = secret_of(hook_stack)
+    client = openai.OpenAI(base_url=hook_stack.url + "/v1", api_key=hook_stack.key,
+                           max_retries=0, webhook_secret=secret)
+    line = {"custom_id": "a", "method": "POST", "url": "/v1/chat/completions",
+            "body": {"model": "debug/echo", "messages": [{"role": "user", "content": "hi"}]}}
+    f = client.files.create(file=("b.jsonl", json.dumps(line).encode() + b"\n"),
+                            purpose="batch")
+    batch = client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions",
+                                  completion_window="24h",
+                                  extra_body={"webhook": receiver.url})
+    wait_until(lambda: receiver.got, 60, "the batch's webhook")
+    time.sleep(0.5)
+    [(headers, body, _)] = receiver.got
+    event = client.webhooks.unwrap(body, headers)
+    assert event.type == "batch.completed" and event.data.id == batch.id
+    validate("WebhookBatchCompleted", json.loads(body))
+    assert client.batches.retrieve(batch.id).status == "completed"
+    log = hook_stack.default_client.get(f"/v1/batches/{batch.id}/webhook_deliveries").json()
+    assert [d["status"] for d in log["data"]] == ["delivered"]

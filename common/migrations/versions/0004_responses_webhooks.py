@@ -38,6 +38,9 @@ def upgrade() -> None:
     op.create_index("ix_jobs_webhook_next", "jobs", ["webhook_next"],
                     postgresql_where=sa.text("webhook_next IS NOT NULL"),
                     sqlite_where=sa.text("webhook_next IS NOT NULL"))
+    with op.batch_alter_table("batches") as batch:
+        batch.add_column(sa.Column("webhook", sa.Text(), nullable=True))
+        batch.add_column(sa.Column("webhook_next", sa.String(16), nullable=True))
     op.create_table(
         "webhook_secrets",
         sa.Column("owner_id", sa.String(40), primary_key=True),
@@ -70,6 +73,9 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("webhook_deliveries")
     op.drop_table("webhook_secrets")
+    with op.batch_alter_table("batches") as batch:
+        batch.drop_column("webhook_next")
+        batch.drop_column("webhook")
     op.drop_index("ix_jobs_webhook_next", table_name="jobs")
     with op.batch_alter_table("jobs") as batch:
         batch.drop_column("webhook_next")

@@ -76,3 +76,14 @@ def test_the_delivery_log_is_the_keys_own(inproc):
     other = inproc.auth(inproc.new_key("other"))
     assert inproc.client.get(f"/v1/jobs/{job['id']}/webhook_deliveries",
                              headers=other).status_code == 404
+
+
+def test_a_batch_with_a_private_webhook_is_refused(inproc):
+    f = inproc.client.post("/v1/files", data={"purpose": "batch"},
+                           files={"file": ("b.jsonl", b'{"custom_id": "a"}\n')}).json()
+    resp = inproc.client.post("/v1/batches", json={
+        "input_file_id": f["id"], "endpoint": "/v1/responses", "completion_window": "24h",
+        "webhook": "http://127.0.0.1:1/x"})
+    assert resp.status_code == 422, resp.text
+    assert inproc.client.get("/v1/batches").json()["data"] == []
+    assert inproc.client.get("/v1/batches/batch_nope/webhook_deliveries").status_code == 404
