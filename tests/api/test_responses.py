@@ -11,6 +11,8 @@ import signal
 import httpx
 import openai
 import pytest
+from langchain_openai import ChatOpenAI
+from pydantic import SecretStr
 
 from tests.api.openai_schema import validate, validate_event
 from tests.conftest import parse_sse, wait_until
@@ -225,3 +227,13 @@ def test_a_batch_of_responses_lines(client, echo_stack):
     assert by_id["r1"]["output"][0]["content"][0]["text"] == "line 1"
     assert by_id["r0"]["instructions"] == "first"
     assert by_id["r0"]["output"][0]["content"][0]["text"] == "first\nline 0"
+
+
+def test_langchain_chat_openai_on_the_responses_api(echo_stack):
+    llm = ChatOpenAI(model="debug/echo", base_url=echo_stack.url + "/v1",
+                     api_key=SecretStr(echo_stack.key), use_responses_api=True, max_retries=0)
+    answer = llm.invoke([("system", "be brief"), ("human", PROMPT)])
+    assert answer.text == "be brief\n" + PROMPT
+    assert answer.id is not None and answer.id.startswith("resp_")
+    streamed = "".join(chunk.text for chunk in llm.stream(PROMPT))
+    assert streamed == PROMPT

@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import openai
 import pytest
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from common.migrate import upgrade
 from tests.api.openai_schema import validate
@@ -118,6 +119,8 @@ def test_each_job_gets_exactly_its_terminal_event_signed(hook_stack, receiver):
     by_job = {}
     for headers, body, _ in receiver.got:
         event = unwrap(hook_stack, headers, body, secret)  # raises if the signature is bad
+        # ...and the Standard Webhooks reference implementation agrees.
+        assert Webhook(secret).verify(body, headers)["id"] == event.id
         payload = json.loads(body)
         assert headers["webhook-id"] == payload["id"] == event.id
         assert payload["object"] == "event" and payload["id"].startswith("evt_")
@@ -151,9 +154,13 @@ def test_tampered_or_stale_deliveries_fail_verification(hook_stack, receiver):
     unwrap(hook_stack, headers, body, secret)
     with pytest.raises(openai.InvalidWebhookSignatureError):
         unwrap(hook_stack, headers, body.replace(b'"x"', b'"y"'), secret)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(secret).verify(body.replace(b'"x"', b'"y"'), headers)
     stale = {**headers, "webhook-timestamp": str(int(time.time()) - 3600)}
     with pytest.raises(openai.InvalidWebhookSignatureError):
         unwrap(hook_stack, stale, body, secret)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(secret).verify(body, stale)
     other = "whsec_" + "A" * 43 + "="
     with pytest.raises(openai.InvalidWebhookSignatureError):
         unwrap(hook_stack, headers, body, other)

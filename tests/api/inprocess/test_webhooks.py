@@ -8,6 +8,7 @@ import time
 
 import openai
 import pytest
+from standardwebhooks.webhooks import Webhook
 
 from common.webhooks import headers, new_secret, sign
 
@@ -20,6 +21,7 @@ def test_signatures_verify_with_the_sdk_and_only_as_sent():
     client = openai.OpenAI(api_key="x", webhook_secret=secret)
     assert client.webhooks.unwrap(body, h).id == "evt_1"
     assert h["webhook-signature"] == sign(secret, "evt_1", now, body)
+    assert Webhook(secret).verify(body, h)["id"] == "evt_1"  # the reference implementation
     with pytest.raises(openai.InvalidWebhookSignatureError):
         client.webhooks.verify_signature(body + b" ", h)
     with pytest.raises(openai.InvalidWebhookSignatureError):
