@@ -9,7 +9,9 @@ base64 bytes after `whsec_`). `openai.OpenAI().webhooks.unwrap()` and the
 
 A job names its own URL (`webhook`, and `webhook_events_filter` as Replicate's
 predictions do); deliveries are signed with its key's secret (one per key, made on
-first use, shown by GET /v1/webhooks/default/secret). Every delivery is a row of the
+first use, shown by GET /v1/webhooks/default/secret). A webhook endpoint
+(/v1/webhook_endpoints, as OpenAI's) subscribes a URL to event types of all the key's
+jobs, responses and batches, with a secret of its own. Every delivery is a row of the
 delivery log, written by the control process when the job starts or ends and sent
 from there with retries, never from a request or a worker's job path. The secret is
 only ever read to sign: it is never logged and never stored in a delivery row.
@@ -29,7 +31,7 @@ import ipaddress
 import secrets
 import socket
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from sqlalchemy import JSON, Index, Integer, String, Text, UniqueConstraint
@@ -40,6 +42,13 @@ from common.errors import InvalidRequest
 
 SECRET_PREFIX = "whsec_"
 EVENTS = ("start", "completed")
+# What a webhook endpoint may subscribe to (OpenAI's names for responses and batches).
+EndpointEvent = Literal[
+    "job.succeeded", "job.failed", "job.cancelled", "job.expired",
+    "response.completed", "response.failed", "response.cancelled", "response.incomplete",
+    "batch.completed", "batch.failed", "batch.cancelled", "batch.expired",
+]
+ENDPOINT_EVENTS: tuple[str, ...] = get_args(EndpointEvent)
 
 
 class WebhookSecret(Base):
@@ -50,19 +59,42 @@ class WebhookSecret(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class WebhookEndpoint(Base):
+    """A key's subscription to event types (OpenAI's webhook endpoints), with a secret
+    of its own. `scanned_until`: events up to here were handed to the delivery log."""
+
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = (Index("ix_webhook_endpoints_owner_id", "owner_id", "id"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(String(40))
+    url: Mapped[str] = mapped_column(Text)
+    events: Mapped[list[str]] = mapped_column(JSON)
+    secret: Mapped[str] = mapped_column(String(80))
+    status: Mapped[str] = mapped_column(String(16))  # enabled | disabled
+    disabled_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    scanned_until: Mapped[datetime] = mapped_column(default=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
 class WebhookDelivery(Base):
     """One event for one URL: its body, and every attempt to deliver it."""
 
     __tablename__ = "webhook_deliveries"
     __table_args__ = (
         # An event is handed to the log once, whatever process notices it.
-        UniqueConstraint("subject_id", "type", "url", name="uq_webhook_deliveries_event"),
+        UniqueConstraint("subject_id", "type", "url", "endpoint_id",
+                         name="uq_webhook_deliveries_event"),
         Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_endpoint", "endpoint_id", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)  # evt_...: webhook-id
     owner_id: Mapped[str] = mapped_column(String(40))
-    subject_id: Mapped[str] = mapped_column(String(40))  # the job
+    subject_id: Mapped[str] = mapped_column(String(40))  # the job or the batch
+    # The endpoint it goes to ("" for a job's or a batch's own webhook URL).
+    endpoint_id: Mapped[str] = mapped_column(String(40), default="")
     url: Mapped[str] = mapped_column(Text)
     type: Mapped[str] = mapped_column(String(40))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
@@ -137,5 +169,6 @@ async def check_url_target(url: str, *, allow_private: bool) -> None:
                              f"({private[0]}); set MONKEY_WEBHOOK_ALLOW_PRIVATE to allow it")
 
 
-__all__ = ["EVENTS", "WebhookDelivery", "WebhookSecret", "check_url_syntax",
-           "check_url_target", "headers", "new_secret", "sign"]
+__all__ = ["ENDPOINT_EVENTS", "EVENTS", "EndpointEvent", "WebhookDelivery", "WebhookEndpoint",
+           "WebhookSecret", "check_url_syntax", "check_url_target", "headers", "new_secret",
+           "sign"]

@@ -7,14 +7,16 @@ Each pass:
   once the job left the queue, `completed` once it ended), and batches with one that
   ended, get a row in the delivery log. Moving `webhook_next` on is a compare-and-set
   in the same transaction as the insert, so of several control processes exactly one
-  hands each event over; the unique (subject, type, url) makes a second insert
-  impossible anyway.
+  hands each event over; the unique (subject, type, url, endpoint) makes a second
+  insert impossible anyway. Webhook endpoints (a key's subscriptions) are scanned from
+  where they last looked: the key's jobs, responses and batches that ended since.
 - `deliver`: due rows are claimed (a conditional UPDATE sets `claimed_until`), POSTed
   signed, and the outcome written, fenced by the claim: 2xx delivers; anything else
   retries with exponential backoff and jitter (MONKEY_WEBHOOK_BACKOFF_S doubling, at
   most an hour apart) until MONKEY_WEBHOOK_RETRY_S after the event, then fails. A
   process that dies mid-delivery leaves a claim that lapses: the row is sent again.
-  So delivery is at least once; `webhook-id` lets a receiver drop a repeat.
+  So delivery is at least once; `webhook-id` lets a receiver drop a repeat. An
+  endpoint whose delivery failed for the whole window is disabled, with the reason.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -43,6 +47,7 @@ from common.responses_db import ResponseRow, response_id
 from common.settings import Settings
 from common.webhooks import (
     WebhookDelivery,
+    WebhookEndpoint,
     WebhookSecret,
     check_url_target,
     headers,
@@ -58,6 +63,8 @@ _TIMEOUT_S = 10.0
 _MAX_BACKOFF_S = 3600.0
 _CONCURRENCY = 32
 _BODY_SNIPPET = 200
+# How far back an endpoint's scan looks again, for jobs whose end committed late.
+_SCAN_LAG = timedelta(seconds=30)
 
 
 async def secret_for(sessions: async_sessionmaker[AsyncSession], owner_id: str) -> str:
@@ -141,7 +148,68 @@ class WebhookDispatcher:
         n = 0
         for row in rows:
             n += await self._hand_over(row)
-        return n + await self._enqueue_batches()
+        return n + await self._enqueue_batches() + await self._enqueue_endpoints()
+
+    async def _enqueue_endpoints(self) -> int:
+        async with self.sessions() as s:
+            endpoints = list((await s.execute(select(WebhookEndpoint).where(
+                WebhookEndpoint.status == "enabled",
+                WebhookEndpoint.deleted_at.is_(None)))).scalars())
+        n = 0
+        for ep in endpoints:
+            n += await self._scan_endpoint(ep)
+        return n
+
+    async def _scan_endpoint(self, ep: WebhookEndpoint) -> int:
+        """Hand over the events of the key's jobs, responses and batches that ended since
+        the endpoint last looked (less a margin for late commits: a repeat is dropped by
+        the unique key, so looking twice costs nothing)."""
+        now = utcnow()
+        since = max(ep.scanned_until - _SCAN_LAG, ep.created_at)
+        wanted = set(ep.events)
+        async with self.sessions() as s:
+            jobs: list[Any] = list(await s.execute(
+                select(*JOB_COLUMNS, ResponseRow.job_id.label("response_job"))
+                .outerjoin(ResponseRow, ResponseRow.job_id == Job.id)
+                .where(Job.owner_id == ep.owner_id, Job.finished_at > since,
+                       Job.finished_at <= now, Job.batch_id.is_(None),
+                       Job.status.in_(list(TERMINAL)))
+                .order_by(Job.finished_at).limit(_PAGE)))
+            until = jobs[-1].finished_at if len(jobs) == _PAGE else now
+            ended = func.coalesce(Batch.completed_at, Batch.failed_at, Batch.expired_at,
+                                  Batch.cancelled_at)
+            batches = (await s.execute(select(Batch.id, Batch.status).where(
+                Batch.owner_id == ep.owner_id, Batch.status.in_(list(BATCH_TERMINAL)),
+                ended > since, ended <= until))).all()
+        items: list[tuple[str, str, dict[str, Any]]] = []
+        for job in jobs:
+            env = envelope(job)
+            is_response = job.response_job is not None
+            _, type_ = event_types(env, is_response)
+            if type_ in wanted:
+                items.append((job.id, type_, {"id": response_id(job.id)} if is_response
+                              else env))
+        items += [(b.id, f"batch.{b.status}", {"id": b.id}) for b in batches
+                  if f"batch.{b.status}" in wanted]
+        rows = []
+        for subject, type_, data in items:
+            evt = new_id("evt")
+            rows.append({"id": evt, "owner_id": ep.owner_id, "subject_id": subject,
+                         "endpoint_id": ep.id, "url": ep.url, "type": type_,
+                         "payload": {"id": evt, "object": "event",
+                                     "created_at": int(time.time()), "type": type_,
+                                     "data": data},
+                         "status": "pending", "attempts": 0, "next_attempt_at": now,
+                         "log": [], "created_at": now})
+        async with self.sessions() as s:
+            if rows:
+                insert = sqlite_insert if self.settings.is_sqlite else pg_insert
+                await s.execute(insert(WebhookDelivery).on_conflict_do_nothing(), rows)
+            await s.execute(update(WebhookEndpoint).where(
+                WebhookEndpoint.id == ep.id, WebhookEndpoint.scanned_until < until)
+                .values(scanned_until=until))
+            await s.commit()
+        return len(rows)
 
     async def _enqueue_batches(self) -> int:
         due = select(Batch.id, Batch.owner_id, Batch.status, Batch.webhook).where(
@@ -215,16 +283,33 @@ class WebhookDispatcher:
                 .values(claimed_until=until)
                 .returning(WebhookDelivery.id, WebhookDelivery.owner_id, WebhookDelivery.url,
                            WebhookDelivery.payload, WebhookDelivery.attempts,
-                           WebhookDelivery.created_at, WebhookDelivery.log))).all())
+                           WebhookDelivery.created_at, WebhookDelivery.log,
+                           WebhookDelivery.endpoint_id))).all())
+            endpoint_ids = {r.endpoint_id for r in claimed if r.endpoint_id}
+            endpoints = {e.id: e for e in (await s.execute(select(
+                WebhookEndpoint.id, WebhookEndpoint.secret, WebhookEndpoint.status,
+                WebhookEndpoint.deleted_at).where(WebhookEndpoint.id.in_(endpoint_ids)))).all()}
             await s.commit()
-        secrets: dict[str, str] = {}
+        owner_secrets: dict[str, str] = {}
         for row in claimed:
-            if row.owner_id not in secrets:
-                secrets[row.owner_id] = await secret_for(self.sessions, row.owner_id)
-        await asyncio.gather(*(self._send(row, secrets[row.owner_id], until) for row in claimed))
+            if not row.endpoint_id and row.owner_id not in owner_secrets:
+                owner_secrets[row.owner_id] = await secret_for(self.sessions, row.owner_id)
+
+        def secret(row: Any) -> str | None:
+            """The row's signing secret; None when its endpoint is gone or disabled."""
+            if not row.endpoint_id:
+                return owner_secrets[row.owner_id]
+            ep = endpoints.get(row.endpoint_id)
+            return ep.secret if ep and ep.status == "enabled" and not ep.deleted_at else None
+
+        await asyncio.gather(*(self._send(row, secret(row), until) for row in claimed))
         return len(claimed)
 
-    async def _send(self, row: Any, secret: str, claim: Any) -> None:
+    async def _send(self, row: Any, secret: str | None, claim: Any) -> None:
+        if secret is None:  # nobody wants it any more
+            await self._record(row, claim, None, "the endpoint was disabled or deleted", 0.0,
+                               final=True)
+            return
         async with self._sem:
             body = json.dumps(row.payload, separators=(",", ":")).encode()
             started = time.monotonic()
@@ -244,7 +329,7 @@ class WebhookDispatcher:
             await self._record(row, claim, code, error, time.monotonic() - started)
 
     async def _record(self, row: Any, claim: Any, code: int | None, error: str | None,
-                      took_s: float) -> None:
+                      took_s: float, *, final: bool = False) -> None:
         now = utcnow()
         attempts = row.attempts + 1
         entry = {"at": now.isoformat().replace("+00:00", "Z"), "status_code": code,
@@ -257,7 +342,7 @@ class WebhookDispatcher:
         else:
             delay = min(self.settings.webhook_backoff_s * 2 ** (attempts - 1), _MAX_BACKOFF_S)
             nxt = now + timedelta(seconds=delay * (0.5 + random.random() / 2))
-            if (nxt - row.created_at).total_seconds() > self.settings.webhook_retry_s:
+            if final or (nxt - row.created_at).total_seconds() > self.settings.webhook_retry_s:
                 values.update(status="failed", next_attempt_at=None)
             else:
                 values.update(next_attempt_at=nxt)
@@ -267,6 +352,13 @@ class WebhookDispatcher:
             await s.execute(update(WebhookDelivery).where(
                 WebhookDelivery.id == row.id, WebhookDelivery.claimed_until == claim)
                 .values(**values))
+            if values.get("status") == "failed" and row.endpoint_id and not final:
+                # An endpoint that failed for the whole retry window is switched off.
+                await s.execute(update(WebhookEndpoint).where(
+                    WebhookEndpoint.id == row.endpoint_id, WebhookEndpoint.status == "enabled")
+                    .values(status="disabled", disabled_reason=(
+                        f"deliveries failed for {self.settings.webhook_retry_s:g} s; "
+                        f"the last: {error}")))
             await s.commit()
 
 
@@ -276,6 +368,7 @@ def delivery_view(d: WebhookDelivery) -> dict[str, Any]:
         return int(dt.timestamp()) if dt is not None else None
 
     return {"id": d.id, "object": "webhook_delivery", "type": d.type, "url": d.url,
+            "endpoint_id": d.endpoint_id or None,
             "status": d.status, "attempts": d.attempts, "last_status_code": d.last_status_code,
             "last_error": d.last_error, "next_attempt_at": unix(d.next_attempt_at),
             "created_at": unix(d.created_at), "delivered_at": unix(d.delivered_at),

@@ -267,3 +267,81 @@ def test_a_batch_sends_its_end_once(hook_stack, receiver):
     assert client.batches.retrieve(batch.id).status == "completed"
     log = hook_stack.default_client.get(f"/v1/batches/{batch.id}/webhook_deliveries").json()
     assert [d["status"] for d in log["data"]] == ["delivered"]
+
+
+def test_an_endpoint_gets_each_subscribed_event_once(hook_stack, receiver):
+    key = hook_stack.new_key("endpoints")  # a key of its own: only its events
+    http = hook_stack.client(key)
+    made = http.post("/v1/webhook_endpoints", json={
+        "url": receiver.url,
+        "events": ["job.succeeded", "job.cancelled", "response.completed",
+                   "response.cancelled", "batch.completed"]})
+    assert made.status_code == 200, made.text
+    ep = made.json()
+    secret = ep.pop("secret")
+    assert secret.startswith("whsec_") and ep["status"] == "enabled"
+    assert "secret" not in http.get(f"/v1/webhook_endpoints/{ep['id']}").json()
+    client = openai.OpenAI(base_url=hook_stack.url + "/v1", api_key=key, max_retries=0,
+                           webhook_secret=secret)
+    job = hook_stack.submit(http, input={"prompt": "one"})
+    failed = hook_stack.submit(http, input={"prompt": "slow"}, params={"delay_ms": 1000},
+                               timeout_s=0.2)  # job.failed: not subscribed
+    resp = client.responses.create(model="debug/echo", input="two")
+    cancelled = hook_stack.submit(http, model="local/all-MiniLM-L6-v2", kind="embed",
+                                  input={"texts": ["never run: no gpu worker"]})
+    http.post(f"/v1/jobs/{cancelled['id']}/cancel")
+    hook_stack.wait(failed["id"], client=http)
+    wait_until(lambda: len(receiver.got) >= 3, 30, "3 endpoint events")
+    time.sleep(1.5)  # nothing more comes, nothing twice
+    events = {}
+    for headers, body, _ in receiver.got:
+        event = client.webhooks.unwrap(body, headers)
+        assert Webhook(secret).verify(body, headers)
+        assert (event.data.id, event.type) not in events
+        events[(event.data.id, event.type)] = json.loads(body)
+    assert set(events) == {(job["id"], "job.succeeded"), (resp.id, "response.completed"),
+                           (cancelled["id"], "job.cancelled")}
+    validate("WebhookResponseCompleted", events[(resp.id, "response.completed")])
+    log = http.get(f"/v1/webhook_endpoints/{ep['id']}/deliveries").json()["data"]
+    assert sorted(d["type"] for d in log) == ["job.cancelled", "job.succeeded",
+                                              "response.completed"]
+    assert all(d["status"] == "delivered" and d["endpoint_id"] == ep["id"] for d in log)
+    # Rotating changes the secret the next events are signed with; deleting stops them.
+    rotated = http.post(f"/v1/webhook_endpoints/{ep['id']}/rotate_secret").json()["secret"]
+    assert rotated != secret
+    receiver.got.clear()
+    hook_stack.submit(http, input={"prompt": "three"})
+    wait_until(lambda: receiver.got, 30, "an event after the rotation")
+    headers, body, _ = receiver.got[0]
+    Webhook(rotated).verify(body, headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(secret).verify(body, headers)
+    assert http.delete(f"/v1/webhook_endpoints/{ep['id']}").json()["deleted"] is True
+    receiver.got.clear()
+    done = hook_stack.submit(http, input={"prompt": "four"})
+    hook_stack.wait(done["id"], client=http)
+    time.sleep(1.0)
+    assert receiver.got == []
+    assert http.get(f"/v1/webhook_endpoints/{ep['id']}").status_code == 404
+
+
+def test_an_endpoint_failing_for_the_whole_window_is_disabled(make_stack):
+    stack = make_stack("sqlite", env={**ENV, "MONKEY_WEBHOOK_RETRY_S": "1.5"})
+    stack.start_worker("llm", concurrency=2)
+    http = stack.default_client
+    down = Receiver()  # never listening
+    ep = http.post("/v1/webhook_endpoints", json={"url": down.url,
+                                                  "events": ["job.succeeded"]}).json()
+    stack.submit(input={"prompt": "x"})
+
+    def disabled() -> bool:
+        return http.get(f"/v1/webhook_endpoints/{ep['id']}").json()["status"] == "disabled"
+
+    wait_until(disabled, 30, "the endpoint disabled")
+    got = http.get(f"/v1/webhook_endpoints/{ep['id']}").json()
+    assert "ConnectError" in got["disabled_reason"]
+    [d] = http.get(f"/v1/webhook_endpoints/{ep['id']}/deliveries").json()["data"]
+    assert d["status"] == "failed" and d["attempts"] >= 2
+    # Rotating the secret switches it back on.
+    assert http.post(f"/v1/webhook_endpoints/{ep['id']}/rotate_secret").json()["status"] == \
+        "enabled"

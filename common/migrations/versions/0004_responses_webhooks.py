@@ -64,13 +64,35 @@ def upgrade() -> None:
         sa.Column("log", sa.JSON(), nullable=False),
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.Column("delivered_at", UTCDateTime(), nullable=True),
-        sa.UniqueConstraint("subject_id", "type", "url", name="uq_webhook_deliveries_event"),
+        sa.Column("endpoint_id", sa.String(40), nullable=False),
+        sa.UniqueConstraint("subject_id", "type", "url", "endpoint_id",
+                            name="uq_webhook_deliveries_event"),
     )
     op.create_index("ix_webhook_deliveries_due", "webhook_deliveries",
                     ["status", "next_attempt_at"])
+    op.create_index("ix_webhook_deliveries_endpoint", "webhook_deliveries",
+                    ["endpoint_id", "id"])
+    op.create_table(
+        "webhook_endpoints",
+        sa.Column("id", sa.String(40), primary_key=True),
+        sa.Column("owner_id", sa.String(40), nullable=False),
+        sa.Column("url", sa.Text(), nullable=False),
+        sa.Column("events", sa.JSON(), nullable=False),
+        sa.Column("secret", sa.String(80), nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("disabled_reason", sa.Text(), nullable=True),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("scanned_until", UTCDateTime(), nullable=False),
+        sa.Column("deleted_at", UTCDateTime(), nullable=True),
+    )
+    op.create_index("ix_webhook_endpoints_owner_id", "webhook_endpoints", ["owner_id", "id"])
+    # An endpoint's scan: the key's jobs that ended since it last looked.
+    op.create_index("ix_jobs_owner_finished", "jobs", ["owner_id", "finished_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_jobs_owner_finished", table_name="jobs")
+    op.drop_table("webhook_endpoints")
     op.drop_table("webhook_deliveries")
     op.drop_table("webhook_secrets")
     with op.batch_alter_table("batches") as batch:

@@ -89,3 +89,19 @@ def test_a_batch_with_a_private_webhook_is_refused(inproc):
     assert resp.status_code == 422, resp.text
     assert inproc.client.get("/v1/batches").json()["data"] == []
     assert inproc.client.get("/v1/batches/batch_nope/webhook_deliveries").status_code == 404
+
+
+def test_webhook_endpoints_crud(inproc):
+    refused = inproc.client.post("/v1/webhook_endpoints", json={
+        "url": "http://127.0.0.1/x", "events": ["job.succeeded"]})
+    assert refused.status_code == 422
+    assert inproc.client.post("/v1/webhook_endpoints", json={
+        "url": "https://example.com/x", "events": ["job.started"]}).status_code == 422
+    assert inproc.client.post("/v1/webhook_endpoints", json={
+        "url": "https://example.com/x", "events": []}).status_code == 422
+    assert inproc.client.get("/v1/webhook_endpoints").json() == {"object": "list", "data": []}
+    other = inproc.auth(inproc.new_key("other"))
+    for method, path in [("GET", ""), ("DELETE", ""), ("POST", "/rotate_secret"),
+                         ("GET", "/deliveries")]:
+        assert inproc.client.request(method, f"/v1/webhook_endpoints/we_nope{path}",
+                                     headers=other).status_code == 404
