@@ -118,8 +118,11 @@ def stack(tmp_path_factory, redis_base):
     tmp = tmp_path_factory.mktemp("fuzz")
     # Rate limits off: they have tests of their own, and here they would only turn
     # cases into 429s.
+    # Fuzzed webhook URLs may name real hosts: the stack's outbound HTTP goes to a dead
+    # proxy, so that no delivery ever leaves this machine.
     s = Stack(make_database("sqlite", tmp), fresh_redis_url(redis_base), tmp,
-              env={"MONKEY_RATE_LIMIT_PER_S": "0"})
+              env={"MONKEY_RATE_LIMIT_PER_S": "0", "HTTP_PROXY": "http://127.0.0.1:9",
+                   "HTTPS_PROXY": "http://127.0.0.1:9", "ALL_PROXY": "http://127.0.0.1:9"})
     upgrade(s.settings)
     s.key = s.new_key()
     s.start_api()
