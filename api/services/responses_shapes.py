@@ -283,6 +283,7 @@ class EventStream:
         self.started = False  # response.in_progress sent
         self.item_open = False
         self.text: list[str] = []
+        self.retry: str | None = None  # after a restart: the new attempt's text so far
         self.ended = False
         self.item_id = message_item(job["id"], "", "in_progress")["id"]
 
@@ -324,12 +325,30 @@ class EventStream:
         if self.ended:
             return []
         if type_ == "status" and data.get("status") == "running":
+            if data.get("restarted") and self.text:
+                self.retry = ""  # a new attempt: its text is matched against what was sent
             return self._in_progress()
         if type_ == "token" and data.get("text"):
-            return self._open_item() + [self._delta(data["text"])]
+            text = self._new_text(data["text"])
+            return self._open_item() + [self._delta(text)] if text else []
         if type_ == "done":
             return self._end(data)
         return []
+
+    def _new_text(self, text: str) -> str:
+        """What a token adds to the text already sent. Sent text cannot be taken back:
+        after a restart (the worker died, the provider's stream broke), the new attempt's
+        text is sent only where it goes beyond the text already sent and continues it (a
+        deterministic model's retry does); text that differs waits for `.done`, which
+        carries the text that counts."""
+        if self.retry is None:
+            return text
+        self.retry += text
+        sent = "".join(self.text)
+        if len(self.retry) <= len(sent) or not self.retry.startswith(sent):
+            return ""
+        new, self.retry = self.retry[len(sent):], None
+        return new
 
     def _end(self, env: dict) -> list[dict]:
         self.ended = True

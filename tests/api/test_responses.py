@@ -119,6 +119,27 @@ def test_resume_survives_an_api_restart_and_works_on_another_api(make_stack):
     assert events[-1].type == "response.completed"
 
 
+def test_a_stream_survives_its_worker_dying(make_stack):
+    """The worker is killed mid-response; the lease lapses, the job runs again on
+    another worker, and the resumed stream carries the text once, in order."""
+    stack = make_stack("sqlite")
+    doomed = stack.start_worker("llm", concurrency=2)
+    client = sdk(stack.url, stack.key)
+    stream = client.responses.create(model="debug/echo", input=PROMPT, stream=True,
+                                     background=True, extra_body={"delay_ms": 150})
+    got = _read_until(stream, 6)  # created, in_progress, item, part, two deltas
+    stack.kill(doomed, signal.SIGKILL)
+    stack.start_worker("llm", concurrency=2)
+    rest = list(client.responses.retrieve(got[0].response.id, stream=True,
+                                          starting_after=got[-1].sequence_number))
+    events = got + rest
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == PROMPT
+    assert events[-1].type == "response.completed"
+    assert events[-1].response.output_text == PROMPT
+    assert stack.get("job_" + got[0].response.id[5:])["attempts"] == 2
+
+
 def test_raw_stream_events_match_openais_schemas(echo_stack):
     with echo_stack.client().stream("POST", "/v1/responses", json={
             "model": "debug/echo", "input": "one two three", "stream": True}) as r:

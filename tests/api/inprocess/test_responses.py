@@ -6,6 +6,8 @@ tests/api/test_responses.py. Every answer is checked against OpenAI's schemas.""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import redis
 
@@ -269,3 +271,27 @@ def test_store_false_is_not_kept_for_reading(inproc, worker):
     assert events[-1]["response"]["store"] is False
     assert inproc.client.get(f"/v1/responses/resp_{job_id[4:]}").status_code == 404
 
+
+
+def test_a_restarted_attempt_continues_the_text_already_sent(inproc, worker):
+    """The worker dies mid-response: the job is requeued (the reconciler's recover) and
+    run again from the start. The stream sends only what the new attempt adds."""
+    resp = create(inproc, background=True)
+    job_id = job_of(resp)
+    assert worker.claim(job_id, worker_id="dies") is not None
+    for i, w in enumerate(WORDS[:2]):
+        worker.events.token(job_id, w, i)
+    lapsed = SimpleNamespace(id=job_id, status="running", attempts=1)
+    assert inproc.client.portal.call(inproc.state.store.recover, lapsed)
+    assert worker.claim(job_id, worker_id="lives") is not None  # attempt 2
+    for i, w in enumerate(WORDS):
+        worker.events.token(job_id, w, i)
+    assert worker.finish(job_id, attempt=2, to=JobStatus.SUCCEEDED, output={
+        "text": "".join(WORDS), "finish_reason": "stop"}) is not None
+    events = stream(inproc, resp["id"])
+    deltas = [e["delta"] for e in events if e["type"] == "response.output_text.delta"]
+    assert deltas == WORDS
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    assert events[-1]["response"]["output"][0]["content"][0]["text"] == "".join(WORDS)
+    for n in (3, 5, 7):
+        assert stream(inproc, resp["id"], starting_after=n) == events[n + 1:]
