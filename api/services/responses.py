@@ -191,7 +191,10 @@ async def stream(*, events: AsyncEventLog, store: AsyncJobStore, principal: Prin
                 row.job_id, block_ms=_BLOCK_MS, grace_ms=_DONE_GRACE_MS, count=500,
                 lookup=functools.partial(store.final_envelope, row.job_id)):
             chunk = b"".join(out(derived.feed(e.type, e.data)) for e in arrived)
-            yield chunk or (b"" if arrived else b": keep-alive\n\n")
+            if chunk:
+                yield chunk
+            elif not arrived:  # a quiet spell
+                yield b": keep-alive\n\n"
             if derived.ended:
                 finished = True
                 return

@@ -146,8 +146,11 @@ class WebhookDispatcher:
         async with self.sessions() as s:
             rows = (await s.execute(due)).all()
         n = 0
-        for row in rows:
-            n += await self._hand_over(row)
+        if rows:  # one transaction for the page: a commit per job costs more than its work
+            async with self.sessions() as s:
+                for row in rows:
+                    n += await self._hand_over(s, row)
+                await s.commit()
         return n + await self._enqueue_batches() + await self._enqueue_endpoints()
 
     async def _enqueue_endpoints(self) -> int:
@@ -234,7 +237,7 @@ class WebhookDispatcher:
                 await s.commit()
         return len(rows)
 
-    async def _hand_over(self, job: Any) -> int:
+    async def _hand_over(self, s: AsyncSession, job: Any) -> int:
         env = envelope(job)
         wanted = job.webhook_events or ["completed"]
         start_t, end_t = event_types(env, job.response_job is not None)
@@ -246,19 +249,16 @@ class WebhookDispatcher:
             types.append(end_t)
         nxt = None if ended or "completed" not in wanted else "completed"
         now = utcnow()
-        async with self.sessions() as s:
-            moved = await s.execute(update(Job).where(
-                Job.id == job.id, Job.webhook_next == job.webhook_next).values(webhook_next=nxt))
-            if not getattr(moved, "rowcount", 0):
-                await s.rollback()  # another control process took it
-                return 0
-            for type_ in types:
-                evt = new_id("evt")
-                s.add(WebhookDelivery(
-                    id=evt, owner_id=job.owner_id, subject_id=job.id, url=job.webhook,
-                    type=type_, payload=_payload(evt, type_, env, job.response_job is not None),
-                    status="pending", attempts=0, next_attempt_at=now, log=[], created_at=now))
-            await s.commit()
+        moved = await s.execute(update(Job).where(
+            Job.id == job.id, Job.webhook_next == job.webhook_next).values(webhook_next=nxt))
+        if not getattr(moved, "rowcount", 0):
+            return 0  # another control process took it
+        for type_ in types:
+            evt = new_id("evt")
+            s.add(WebhookDelivery(
+                id=evt, owner_id=job.owner_id, subject_id=job.id, url=job.webhook,
+                type=type_, payload=_payload(evt, type_, env, job.response_job is not None),
+                status="pending", attempts=0, next_attempt_at=now, log=[], created_at=now))
         return len(types)
 
     # Delivering ------------------------------------------------------------------------
@@ -302,14 +302,18 @@ class WebhookDispatcher:
             ep = endpoints.get(row.endpoint_id)
             return ep.secret if ep and ep.status == "enabled" and not ep.deleted_at else None
 
-        await asyncio.gather(*(self._send(row, secret(row), until) for row in claimed))
+        outcomes = await asyncio.gather(*(self._send(row, secret(row)) for row in claimed))
+        async with self.sessions() as s:  # the outcomes in one transaction
+            for row, outcome in zip(claimed, outcomes, strict=True):
+                await self._record(s, row, until, *outcome)
+            await s.commit()
         return len(claimed)
 
-    async def _send(self, row: Any, secret: str | None, claim: Any) -> None:
+    async def _send(self, row: Any, secret: str | None
+                    ) -> tuple[int | None, str | None, float, bool]:
+        """(status code, error, seconds taken, final) of one attempt."""
         if secret is None:  # nobody wants it any more
-            await self._record(row, claim, None, "the endpoint was disabled or deleted", 0.0,
-                               final=True)
-            return
+            return None, "the endpoint was disabled or deleted", 0.0, True
         async with self._sem:
             body = json.dumps(row.payload, separators=(",", ":")).encode()
             started = time.monotonic()
@@ -326,10 +330,10 @@ class WebhookDispatcher:
                 error = f"refused: {exc.message}"
             except httpx.HTTPError as exc:
                 error = f"{type(exc).__name__}: {exc}"[:_BODY_SNIPPET * 2]
-            await self._record(row, claim, code, error, time.monotonic() - started)
+            return code, error, time.monotonic() - started, False
 
-    async def _record(self, row: Any, claim: Any, code: int | None, error: str | None,
-                      took_s: float, *, final: bool = False) -> None:
+    async def _record(self, s: AsyncSession, row: Any, claim: Any, code: int | None,
+                      error: str | None, took_s: float, final: bool) -> None:
         now = utcnow()
         attempts = row.attempts + 1
         entry = {"at": now.isoformat().replace("+00:00", "Z"), "status_code": code,
@@ -348,18 +352,16 @@ class WebhookDispatcher:
                 values.update(next_attempt_at=nxt)
             log.info("webhook delivery failed", extra={
                 "delivery": row.id, "attempt": attempts, "error": error})
-        async with self.sessions() as s:
-            await s.execute(update(WebhookDelivery).where(
-                WebhookDelivery.id == row.id, WebhookDelivery.claimed_until == claim)
-                .values(**values))
-            if values.get("status") == "failed" and row.endpoint_id and not final:
-                # An endpoint that failed for the whole retry window is switched off.
-                await s.execute(update(WebhookEndpoint).where(
-                    WebhookEndpoint.id == row.endpoint_id, WebhookEndpoint.status == "enabled")
-                    .values(status="disabled", disabled_reason=(
-                        f"deliveries failed for {self.settings.webhook_retry_s:g} s; "
-                        f"the last: {error}")))
-            await s.commit()
+        await s.execute(update(WebhookDelivery).where(
+            WebhookDelivery.id == row.id, WebhookDelivery.claimed_until == claim)
+            .values(**values))
+        if values.get("status") == "failed" and row.endpoint_id and not final:
+            # An endpoint that failed for the whole retry window is switched off.
+            await s.execute(update(WebhookEndpoint).where(
+                WebhookEndpoint.id == row.endpoint_id, WebhookEndpoint.status == "enabled")
+                .values(status="disabled", disabled_reason=(
+                    f"deliveries failed for {self.settings.webhook_retry_s:g} s; "
+                    f"the last: {error}")))
 
 
 def delivery_view(d: WebhookDelivery) -> dict[str, Any]:

@@ -57,6 +57,15 @@ def test_create_streamed(client):
     assert events[-1].response.output_text == PROMPT
 
 
+def test_hanging_up_a_foreground_stream_cancels_its_job(client, echo_stack):
+    stream = client.responses.create(model="debug/echo", input=PROMPT, stream=True,
+                                     extra_body={"delay_ms": 300})
+    got = _read_until(stream, 5)  # up to the first delta, then the client leaves
+    job = echo_stack.wait("job_" + got[0].response.id[5:], timeout=15)
+    assert job["status"] == "cancelled"
+    assert client.responses.retrieve(got[0].response.id).status == "cancelled"
+
+
 def test_background_then_retrieve_until_completed(client):
     resp = client.responses.create(model="debug/echo", input=PROMPT, background=True,
                                    extra_body={"delay_ms": 20})
