@@ -16,17 +16,8 @@ import openai
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from common.migrate import upgrade
 from tests.api.openai_schema import validate
-from tests.conftest import (
-    Stack,
-    free_port,
-    fresh_redis_url,
-    make_database,
-    need,
-    postgres_admin_url,
-    wait_until,
-)
+from tests.conftest import Stack, free_port, module_stack, wait_until
 
 ENV = {"MONKEY_WEBHOOK_ALLOW_PRIVATE": "1", "MONKEY_WEBHOOK_BACKOFF_S": "0.3"}
 
@@ -74,18 +65,8 @@ class Receiver:
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def hook_stack(request, tmp_path_factory, redis_base):
-    if request.param == "postgres" and postgres_admin_url() is None:
-        need("PostgreSQL", "not reachable")
-    tmp = tmp_path_factory.mktemp(f"hooks-{request.param}")
-    stack = Stack(make_database(request.param, tmp), fresh_redis_url(redis_base), tmp, env=ENV)
-    upgrade(stack.settings)
-    stack.key = stack.new_key()
-    stack.start_api()
-    stack.start_worker("llm", concurrency=8)
-    yield stack
-    stack.stop()
-    if stack.db.drop:
-        stack.db.drop()
+    """A module-wide stack per database that may call this machine's receivers."""
+    yield from module_stack(request.param, tmp_path_factory, redis_base, "hooks", ENV)
 
 
 @pytest.fixture
