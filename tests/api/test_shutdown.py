@@ -6,6 +6,7 @@ that says to retry, and its job is cancelled."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import threading
@@ -13,10 +14,40 @@ import time
 
 import httpx
 
+from api.sse import RECONNECT, until_stopping
 from monkey.embedded import free_port
 from tests.conftest import parse_sse, wait_until
 
 PROMPT = " ".join(f"w{i}" for i in range(60))
+
+
+def test_a_stream_is_cut_between_events_and_its_source_closed():
+    closed = asyncio.Event()
+
+    async def source():
+        try:
+            yield b"event: a\n\n"
+            await asyncio.sleep(3600)  # a job with nothing to say for now
+            yield b"never"
+        finally:
+            closed.set()
+
+    async def scenario() -> list[bytes]:
+        stopping = asyncio.Event()
+        out: list[bytes] = []
+
+        async def read() -> None:
+            async for chunk in until_stopping(source(), stopping):
+                out.append(chunk)
+
+        reader = asyncio.ensure_future(read())
+        await asyncio.sleep(0.05)
+        stopping.set()
+        await asyncio.wait_for(reader, 2)
+        assert closed.is_set()
+        return out
+
+    assert asyncio.run(scenario()) == [b"event: a\n\n", RECONNECT]
 
 
 class Reader(threading.Thread):
