@@ -28,11 +28,12 @@ second, so the check has two parts:
   stale unacked entry of a requeued job) can hide a lost one from the counts.
 
 When Redis lost its data (the reconciler's epoch marker is gone), a sweep starts at
-once for the jobs published before the loss, and sweeps with that same bound follow
-one another for LATE_MARKS_S, for publish marks written after the loss for messages
-sent before it. Unlike publishing every queued job again, this leaves alone the
-messages a fresh Redis already has (a first deploy, where the API published before
-the control process's first pass).
+once for the jobs published before the loss, and one more with the same bound
+LATE_MARKS_S later, for publish marks written after the first one's read for
+messages sent before the loss (the API marks in batches, every half second). Unlike
+publishing every queued job again, this leaves alone the messages a fresh Redis
+already has (a first deploy, where the API published before the control process's
+first pass). A mark later still (the database away too) is the census's to catch.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ S = JobStatus
 
 SWEEP_SLICE = 2000  # messages read per tick: about 2 MB, a few milliseconds
 CONFIRM_TICKS = 2
-LATE_MARKS_S = 30.0
+LATE_MARKS_S = 5.0
 _UNMARK_CHUNK = 500
 
 
@@ -69,6 +70,7 @@ _UNMARK_CHUNK = 500
 class Sweep:
     started: datetime
     lists: list[str]
+    reason: str  # census | scan | loss | asked
     lost_at: datetime | None = None  # after a loss: only jobs published before it
     cursor: int = 0
     seen: set[str] = field(default_factory=set)
@@ -90,21 +92,21 @@ class LostMessages:
         self.slice = SWEEP_SLICE
         self.sweep: Sweep | None = None
         self.last: dict[str, Any] = {}
-        self._next_scan = time.monotonic() + self.scan_s
+        self._last_start = time.monotonic()
         self._short = 0  # census ticks in a row that came up short
         self._quiet_until = 0.0  # no census-started sweep before (monotonic)
         self._lost_at: datetime | None = None
-        self._late_until = 0.0
+        self._late_sweep_at: float | None = None
 
     def broker_lost(self, lost_at: datetime) -> None:
         """Redis lost its data before `lost_at`: sweep at once, and again for a while."""
-        self._lost_at, self._late_until = lost_at, time.monotonic() + LATE_MARKS_S
-        self.sweep = self._new_sweep(lost_at)
+        self._lost_at, self._late_sweep_at = lost_at, time.monotonic() + LATE_MARKS_S
+        self.sweep = self._new_sweep("loss", lost_at)
 
     def start_sweep(self) -> None:
         """Sweep from the next tick on, whatever the census says (unless one runs)."""
         if self.sweep is None:
-            self.sweep = self._new_sweep()
+            self.sweep = self._new_sweep("asked")
 
     async def tick(self) -> int:
         """Advance the sweep by a slice (starting one when due); at its end, unmark the
@@ -118,21 +120,22 @@ class LostMessages:
         sweep, self.sweep = self.sweep, None
         return await self._finish(sweep)
 
-    def _new_sweep(self, lost_at: datetime | None = None) -> Sweep:
-        self._next_scan = time.monotonic() + self.scan_s
+    def _new_sweep(self, reason: str, lost_at: datetime | None = None) -> Sweep:
+        self._last_start = time.monotonic()
         self._short = 0
-        return Sweep(started=utcnow(), lists=list(self.lists), lost_at=lost_at)
+        return Sweep(started=utcnow(), lists=list(self.lists), reason=reason, lost_at=lost_at)
 
     async def _due(self) -> Sweep | None:
         now = time.monotonic()
-        if now < self._late_until:
-            return self._new_sweep(self._lost_at)
-        if now >= self._next_scan:
-            return self._new_sweep()
+        if self._late_sweep_at is not None and now >= self._late_sweep_at:
+            self._late_sweep_at = None
+            return self._new_sweep("loss", self._lost_at)
+        if now - self._last_start >= self.scan_s:
+            return self._new_sweep("scan")
         if now < self._quiet_until:
             return None
         self._short = self._short + 1 if await self.census() > 0 else 0
-        return self._new_sweep() if self._short >= CONFIRM_TICKS else None
+        return self._new_sweep("census") if self._short >= CONFIRM_TICKS else None
 
     async def census(self) -> int:
         """How many messages short the broker is of the jobs that should have one."""
@@ -181,12 +184,15 @@ class LostMessages:
             self._quiet_until = time.monotonic() + max(wait, 0.0)
         elif not unmarked:  # the census was short for no lost job: let it settle
             self._quiet_until = time.monotonic() + self.lost_after_s
-        self.last = {"read": sweep.read, "ticks": sweep.ticks, "queued": len(rows),
-                     "missing": len(missing), "unmarked": unmarked,
+        self.last = {"reason": sweep.reason, "read": sweep.read, "ticks": sweep.ticks,
+                     "queued": len(rows), "missing": len(missing), "unmarked": unmarked,
                      "ms": round((time.monotonic() - sweep.began) * 1000, 1)}
         if unmarked:
-            log.warning("published again %d queued jobs whose task message was lost",
+            log.warning("publishing again %d queued jobs whose task message was lost",
                         unmarked, extra={"sweep": self.last, "jobs": sorted(lost)[:10]})
+        else:
+            log.info("lost-message sweep: every queued job's message accounted for",
+                     extra={"sweep": self.last})
         return unmarked
 
     async def _unmark(self, ids: list[str], cutoff: datetime) -> int:

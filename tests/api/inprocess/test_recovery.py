@@ -209,3 +209,25 @@ def test_running_jobs_count_on_their_unacked_message(app):
 
     app.client.portal.call(run_them)
     assert app.client.portal.call(LostMessages(state).census) == 0
+
+
+def test_a_periodic_sweep_finds_a_loss_that_a_duplicate_hides_from_the_census(app):
+    """A job's message twice on the list and another job's message gone: the counts
+    agree, so only the sweep every MONKEY_LOST_SCAN_S finds the lost one."""
+    state = app.state
+    twice, gone = _rows(1, age_s=60), _rows(1, age_s=60)
+    app.client.portal.call(_put, state, twice)
+    app.client.portal.call(_put_bare, state, gone)
+
+    async def duplicate() -> None:
+        await state.redis.lpush(*_message(twice[0]))
+
+    app.client.portal.call(duplicate)
+    lost = LostMessages(state)
+    assert app.client.portal.call(lost.census) == 0
+    for _ in range(CONFIRM_TICKS + 1):
+        assert app.client.portal.call(lost.tick) == 0
+    lost.scan_s = 0.0  # the scan is due
+    assert app.client.portal.call(lost.tick) == 1
+    assert lost.last["reason"] == "scan"
+    assert app.client.portal.call(_unpublished, state) == {gone[0]["id"]}
