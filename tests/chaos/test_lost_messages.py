@@ -41,9 +41,12 @@ def messages(r: redis.Redis) -> int:
 
 
 def wait_marked(stack, n: int) -> None:
-    """Until n jobs are marked published (or were taken by a worker before their mark):
-    from then on only a lost message's recovery sends them again (the reconciler
-    sends an unmarked job anyway)."""
+    """Until n jobs are marked published (or were taken by a worker before their mark)
+    and the reconciler made its first pass: from then on only a lost message's recovery
+    sends them again (the reconciler sends an unmarked job anyway, and its first pass
+    on a fresh Redis used to send every queued job)."""
+    r = redis.Redis.from_url(stack.redis_url)
+    wait_until(lambda: r.exists(BROKER_EPOCH), 30, "the reconciler's first pass")
     engine = create_engine(stack.settings.sync_database_url)
     try:
         with engine.connect() as conn:
