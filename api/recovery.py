@@ -15,8 +15,8 @@ Reading every message of a 50,000-line batch each second would be 50 MB of LRANG
 second, so the check has two parts:
 
 - the census, each tick: one Redis round trip (LLEN of every list, HLEN of unacked)
-  and one COUNT of the jobs that should have a message (queued and published, or
-  running: a running job's message stays unacked until its task returns). A count
+  and one COUNT of the jobs that should have a message (queued, or running: a
+  running job's message stays unacked until its task returns). A count
   short on CONFIRM_TICKS ticks in a row starts a sweep; one short count alone is
   a message between a worker's BRPOP and its unacked write, or a mark made between
   the two reads.
@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import func, select, update
 
 from api.state import AppState
 from common.compat.kombu_redis import (
@@ -141,11 +141,11 @@ class LostMessages:
         """How many messages short the broker is of the jobs that should have one."""
         on_lists, unacked = await message_counts(self.state.redis, self.lists)
         # Read after Redis: a job that finished in between counts on neither side.
+        # Queued jobs not yet published count too: their message is on its way (and
+        # a count on the status index alone is 1.6 ms for 50,000 rows, not 16).
         async with self.state.auto_sessions() as s:
-            expected = (await s.execute(select(func.count()).select_from(Job).where(or_(
-                and_(Job.status == S.QUEUED, Job.published_at.is_not(None)),
-                Job.status.in_([S.RUNNING, S.CANCELLING]),
-            )))).scalar_one()
+            expected = (await s.execute(select(func.count()).select_from(Job).where(
+                Job.status.in_([S.QUEUED, S.RUNNING, S.CANCELLING])))).scalar_one()
         return int(expected) - on_lists - unacked
 
     async def _step(self, sweep: Sweep) -> bool:
@@ -170,12 +170,17 @@ class LostMessages:
         accounted = sweep.seen | await unacked_job_ids(r) | await live_held(r)
         now = utcnow()
         cutoff = sweep.lost_at or min(sweep.started, now - timedelta(seconds=self.lost_after_s))
+        # Plain columns of the table, ids apart from times: 50,000 rows through the ORM
+        # took 0.5 s of this tick, as plain strings a tenth of that.
+        jobs = Job.__table__.c
+        queued = jobs.status == S.QUEUED
         async with self.state.auto_sessions() as s:
-            rows = (await s.execute(select(Job.id, Job.published_at).where(
-                Job.status == S.QUEUED, Job.published_at < sweep.started))).all()
-        missing = [(job, at) for job, at in rows if job not in accounted]
-        lost = {job for job, at in missing if at < cutoff}
-        young = [at for _, at in missing if at >= cutoff]
+            old = (await s.execute(select(jobs.id).where(
+                queued, jobs.published_at < cutoff))).scalars().all()
+            recent = (await s.execute(select(jobs.id, jobs.published_at).where(
+                queued, jobs.published_at >= cutoff, jobs.published_at < sweep.started))).all()
+        lost = {job for job in old if job not in accounted}
+        young = [at for job, at in recent if job not in accounted]
         if lost:  # a message a worker popped while we read sits in unacked by now
             lost -= await unacked_job_ids(r)
         unmarked = await self._unmark(sorted(lost), cutoff) if lost else 0
@@ -185,7 +190,8 @@ class LostMessages:
         elif not unmarked:  # the census was short for no lost job: let it settle
             self._quiet_until = time.monotonic() + self.lost_after_s
         self.last = {"reason": sweep.reason, "read": sweep.read, "ticks": sweep.ticks,
-                     "queued": len(rows), "missing": len(missing), "unmarked": unmarked,
+                     "queued": len(old) + len(recent), "missing": len(lost) + len(young),
+                     "unmarked": unmarked,
                      "ms": round((time.monotonic() - sweep.began) * 1000, 1)}
         if unmarked:
             log.warning("publishing again %d queued jobs whose task message was lost",
