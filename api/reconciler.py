@@ -109,6 +109,8 @@ class Reconciler:
             "requeued": await self._requeue_lapsed(),
             "rescued": await self._rescue_unacked(),
         }
+        if counts["requeued"] or counts["rescued"]:
+            self.lost.worker_died()
         counts["batches"] = await advance_batches(self.state)
         counts["lost"] = await self.lost.tick()
         counts["published"] = await self._publish_pending()

@@ -23,9 +23,14 @@ second, so the check has two parts:
 - the sweep: every list read in slices, SWEEP_SLICE messages a tick, job ids only,
   from the lists' pushing end (a waiting message's index only grows, so the sweep
   misses none that stays); then the unacked hash and the held sets; then the queued
-  jobs published before the sweep began and older than the threshold. A sweep also
-  runs every MONKEY_LOST_SCAN_S whatever the census says: a duplicate message (a
-  stale unacked entry of a requeued job) can hide a lost one from the counts.
+  jobs published before the sweep began and older than the threshold. Jobs missing
+  but younger than the threshold are looked for again once they are past it.
+
+The counts can hide a loss behind a surplus: after a worker died, its stale unacked
+entries stay until their jobs end, and a job cancelled while queued leaves its message
+on the list. So a sweep also starts when the reconciler finds a worker dead (a lapsed
+lease: the moment kombu's BRPOP-to-unacked window loses a message), and every
+MONKEY_LOST_SCAN_S whatever the census says.
 
 When Redis lost its data (the reconciler's epoch marker is gone), a sweep starts at
 once for the jobs published before the loss, and one more with the same bound
@@ -70,7 +75,7 @@ _UNMARK_CHUNK = 500
 class Sweep:
     started: datetime
     lists: list[str]
-    reason: str  # census | scan | loss | asked
+    reason: str  # census | scan | loss | death | recheck | asked
     lost_at: datetime | None = None  # after a loss: only jobs published before it
     cursor: int = 0
     seen: set[str] = field(default_factory=set)
@@ -95,6 +100,8 @@ class LostMessages:
         self._last_start = time.monotonic()
         self._short = 0  # census ticks in a row that came up short
         self._quiet_until = 0.0  # no census-started sweep before (monotonic)
+        self._recheck_at: float | None = None  # jobs missing but young are due then
+        self._died = False
         self._lost_at: datetime | None = None
         self._late_sweep_at: float | None = None
 
@@ -102,6 +109,10 @@ class LostMessages:
         """Redis lost its data before `lost_at`: sweep at once, and again for a while."""
         self._lost_at, self._late_sweep_at = lost_at, time.monotonic() + LATE_MARKS_S
         self.sweep = self._new_sweep("loss", lost_at)
+
+    def worker_died(self) -> None:
+        """A worker died (its lease lapsed): it may have taken a message with it."""
+        self._died = True
 
     def start_sweep(self) -> None:
         """Sweep from the next tick on, whatever the census says (unless one runs)."""
@@ -130,6 +141,12 @@ class LostMessages:
         if self._late_sweep_at is not None and now >= self._late_sweep_at:
             self._late_sweep_at = None
             return self._new_sweep("loss", self._lost_at)
+        if self._died:
+            self._died = False
+            return self._new_sweep("death")
+        if self._recheck_at is not None and now >= self._recheck_at:
+            self._recheck_at = None
+            return self._new_sweep("recheck")
         if now - self._last_start >= self.scan_s:
             return self._new_sweep("scan")
         if now < self._quiet_until:
@@ -186,7 +203,7 @@ class LostMessages:
         unmarked = await self._unmark(sorted(lost), cutoff) if lost else 0
         if young:  # look again once the oldest of them is past the threshold
             wait = (min(young) + timedelta(seconds=self.lost_after_s) - now).total_seconds()
-            self._quiet_until = time.monotonic() + max(wait, 0.0)
+            self._recheck_at = self._quiet_until = time.monotonic() + max(wait, 0.0)
         elif not unmarked:  # the census was short for no lost job: let it settle
             self._quiet_until = time.monotonic() + self.lost_after_s
         self.last = {"reason": sweep.reason, "read": sweep.read, "ticks": sweep.ticks,

@@ -128,8 +128,9 @@ def test_jobs_whose_message_is_nowhere_go_out_again_once_past_the_threshold(app)
     lost = LostMessages(state)
     assert app.client.portal.call(_sweep, lost) == 3
     assert app.client.portal.call(_unpublished, state) == {r["id"] for r in gone}
-    assert lost.last["missing"] == 5  # the young two wait for the threshold
-    assert lost._quiet_until > time.monotonic()  # no census-started sweep until then
+    assert lost.last["missing"] == 5  # the young two wait for the threshold...
+    assert lost._recheck_at is not None  # ...and are looked for again then
+    assert 0 < lost._recheck_at - time.monotonic() <= state.settings.lost_after_s
 
 
 def test_messages_that_move_while_a_sweep_reads_are_not_missed(app):
@@ -211,9 +212,11 @@ def test_running_jobs_count_on_their_unacked_message(app):
     assert app.client.portal.call(LostMessages(state).census) == 0
 
 
-def test_a_periodic_sweep_finds_a_loss_that_a_duplicate_hides_from_the_census(app):
+@pytest.mark.parametrize("trigger", ["scan", "death"])
+def test_a_loss_that_a_duplicate_hides_from_the_census_is_still_found(app, trigger):
     """A job's message twice on the list and another job's message gone: the counts
-    agree, so only the sweep every MONKEY_LOST_SCAN_S finds the lost one."""
+    agree, so the lost one is found by the sweep every MONKEY_LOST_SCAN_S, or by the
+    one that a worker's death (a lapsed lease) starts."""
     state = app.state
     twice, gone = _rows(1, age_s=60), _rows(1, age_s=60)
     app.client.portal.call(_put, state, twice)
@@ -227,7 +230,26 @@ def test_a_periodic_sweep_finds_a_loss_that_a_duplicate_hides_from_the_census(ap
     assert app.client.portal.call(lost.census) == 0
     for _ in range(CONFIRM_TICKS + 1):
         assert app.client.portal.call(lost.tick) == 0
-    lost.scan_s = 0.0  # the scan is due
+    if trigger == "scan":
+        lost.scan_s = 0.0  # the scan is due
+    else:
+        lost.worker_died()
     assert app.client.portal.call(lost.tick) == 1
-    assert lost.last["reason"] == "scan"
+    assert lost.last["reason"] == trigger
     assert app.client.portal.call(_unpublished, state) == {gone[0]["id"]}
+
+
+def test_a_lapsed_lease_makes_the_reconciler_sweep(app):
+    """A worker that died may have taken a message with it between its BRPOP and its
+    unacked write: the pass that requeues its job starts a sweep."""
+    state = app.state
+    dead = _rows(1, age_s=60)
+    dead[0].update(status="running", attempts=1, lease_expires_at=utcnow() - timedelta(1))
+    app.client.portal.call(_put_bare, state, dead)
+    reconciler = Reconciler(state)
+    try:
+        assert app.client.portal.call(reconciler.tick)["requeued"] == 1
+        app.client.portal.call(reconciler.tick)
+        assert reconciler.lost.last["reason"] == "death"
+    finally:
+        app.client.portal.call(reconciler.stop)
