@@ -61,6 +61,16 @@ class Settings(BaseSettings):
     write_retry_s: float = _env("MONKEY_WRITE_RETRY_S", 120.0)
     # A job whose worker died this many times fails (`worker_lost`) instead of looping.
     max_attempts: int = _env("MONKEY_MAX_ATTEMPTS", 10)
+    # SIGTERM to exit: a worker lets its jobs finish for most of it and hands back the
+    # rest; the API ends its event streams at once. Under the platform's grace (compose
+    # stop_grace_period, Railway's RAILWAY_DEPLOYMENT_DRAINING_SECONDS): docs/deploy.md.
+    drain_s: float = _env("MONKEY_DRAIN_S", 8.0)
+    # A queued job whose task message is on no broker list, unacked by no worker and
+    # held by no live one this long after it was published is published again
+    # (api/recovery.py); every MONKEY_LOST_SCAN_S the reconciler checks every queued
+    # job's message, even when the counts of jobs and messages agree.
+    lost_after_s: float = _env("MONKEY_LOST_AFTER_S", 15.0)
+    lost_scan_s: float = _env("MONKEY_LOST_SCAN_S", 300.0)
 
     # Webhooks: how long a delivery is retried, the first retry's delay (it doubles, up
     # to an hour), and whether URLs may point at private, loopback or link-local
@@ -106,6 +116,8 @@ class Settings(BaseSettings):
             raise ValueError("MONKEY_MAX_BATCH must be at least 1")
         if self.heartbeat_s >= self.lease_s:
             raise ValueError("MONKEY_HEARTBEAT_S must be shorter than MONKEY_LEASE_S")
+        if self.lost_after_s <= 0 or self.lost_scan_s <= 0:
+            raise ValueError("MONKEY_LOST_AFTER_S and MONKEY_LOST_SCAN_S must be positive")
         return self
 
     # Derived views --------------------------------------------------------

@@ -1,8 +1,9 @@
 """A job's life on a worker: claim it, run it on its runtime, finish it.
 
-The status changes themselves (claim, finish, with their events) are the job
-store's (common.store); this module turns a claimed row into a run of a runtime
-and the run's outcome into the end to write.
+The status changes themselves (claim, finish, release, with their events) are the
+job store's (common.store); this module turns a claimed row into a run of a runtime
+and the run's outcome into the end to write. A run that the worker's drain stopped
+(workers/drain.py) gives its job back to the queue instead.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 
 from common.errors import JobError, JobTimeout
 from common.jobs import JobStatus
+from workers.drain import DRAIN, HANDED_BACK_REASON, HandedBack
 from workers.runtimes.base import EmbedResult, GenerateResult, JobSpec
 from workers.runtimes.stopping import StopSignal
 from workers.worker import Worker
@@ -140,10 +142,23 @@ def finish(run: JobRun, to: JobStatus, *, output: dict | None = None, error: dic
     return True
 
 
+def hand_back(run: JobRun) -> None:
+    """The drain stopped this run: its job goes back to the queue, its partial output
+    dropped (the next attempt's `running` event says `restarted`). Raises HandedBack,
+    so that the task's message is requeued."""
+    spec = run.spec
+    if run.state.store.release(spec.id, attempt=spec.attempt, reason=HANDED_BACK_REASON):
+        log.info("job handed back", extra={"job_id": spec.id, "attempt": spec.attempt})
+        raise HandedBack(spec.id)
+    # A cancel reached the job first (it is `cancelling`): its work has stopped.
+    finish(run, S.CANCELLED)
+
+
 def execute(state: Worker, job_id: str) -> None:
     """Run one delivered task: claim the job, run it on its runtime, write the end."""
     try:
-        _execute(state, job_id)
+        with state.drain.task():  # the message goes back if the worker is draining
+            _execute(state, job_id)
     finally:
         state.supervisor.release(job_id)
 
@@ -172,6 +187,9 @@ def _run_claimed(state: Worker, run: JobRun) -> None:
         reason = run.stop_reason()
         if reason == "lease_lost":
             return
+        if reason == DRAIN:
+            hand_back(run)
+            return
         if reason == "cancelled":
             finish(run, S.CANCELLED, output=None)
             return
@@ -191,6 +209,9 @@ def _settle(run: JobRun, result: GenerateResult | EmbedResult) -> None:
     reason = run.stop_reason()
     if reason == "lease_lost":
         return  # another attempt owns the job now; our write would be refused anyway
+    if reason == DRAIN and getattr(result, "finish_reason", None) == "cancelled":
+        hand_back(run)  # a cut generation starts again elsewhere; a whole result is kept
+        return
     if reason == "timeout":
         err = JobTimeout(f"job exceeded its timeout of {run.spec.timeout_s:g}s").as_dict()
         finish(run, S.FAILED, error=err, output=output_of(result, "cancelled"), result=result)

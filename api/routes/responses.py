@@ -4,7 +4,9 @@ native jobs (`resp_X` is job `job_X`; the `X-Monkey-Job-Id` header names it).
 `background=true` answers at once and the job runs on; `stream=true` sends the typed
 events, and `GET /v1/responses/{id}?stream=true&starting_after=N` resumes them from
 the job's event log on any API process. A foreground request whose client hangs up
-cancels its job; a background one never does.
+cancels its job; a background one never does. When the API shuts down a stream ends
+between events with a reconnect hint (api/sse.py), as job event streams do: the SSE
+id is the sequence number, so Last-Event-ID resumes it on another instance.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from api.deps import (
     QueuedCountsDep,
     SessionDep,
     SettingsDep,
+    ShutdownDep,
     StoreDep,
     StreamsDep,
 )
@@ -79,7 +82,7 @@ _STREAM = {"text/event-stream": {"schema": SSE_EVENT}}
 async def create_response(
     request: Request, principal: PrincipalDep, session: SessionDep, settings: SettingsDep,
     producer: ProducerDep, queued_counts: QueuedCountsDep, events: EventsDep, store: StoreDep,
-    streams: StreamsDep,
+    streams: StreamsDep, shutdown: ShutdownDep,
 ) -> Any:
     req = parse_response_request(await _body(request))
     if req.stream:
@@ -97,7 +100,7 @@ async def create_response(
     if req.stream:
         chunks = svc.stream(events=events, store=store, principal=principal, job=env, row=row,
                             cancel_on_hangup=not req.background)
-        return _event_stream(chunks, streams, principal, headers=headers)
+        return _event_stream(chunks, streams, principal, shutdown, headers=headers)
     if req.background:
         return JSONResponse(response_object(env, row), headers=headers)
     final = await completions.wait_done(events=events, store=store, principal=principal,
@@ -112,7 +115,7 @@ async def create_response(
                              "after `starting_after`.", "content": _STREAM}, **errors(404)})
 async def get_response(
     response_id: str, principal: PrincipalDep, session: SessionDep, store: StoreDep,
-    events: EventsDep, streams: StreamsDep,
+    events: EventsDep, streams: StreamsDep, shutdown: ShutdownDep,
     stream: bool = False,
     starting_after: Annotated[int | None, Query(ge=-1, le=10**9)] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)] = None,
@@ -127,7 +130,7 @@ async def get_response(
     _take_stream_slot(streams, principal)
     chunks = svc.stream(events=events, store=store, principal=principal, job=env, row=row,
                         after=after)
-    return _event_stream(chunks, streams, principal, headers=headers)
+    return _event_stream(chunks, streams, principal, shutdown, headers=headers)
 
 
 def _last_seq(header: str | None) -> int:

@@ -23,9 +23,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from common.celery_app import celery_config, make_celery
 from common.compat import kombu_redis as compat
-from common.constants import PRIORITY_SEP, PRIORITY_STEPS
+from common.constants import PRIORITY_SEP, PRIORITY_STEPS, QUEUES
 from common.producer import TaskMessage
 from common.producer.kombu_path import publish_job
+from common.producer.wire import TaskWire
 from common.settings import Settings
 from monkey.embedded import EmbeddedRedis
 
@@ -205,3 +206,50 @@ def test_the_legacy_layout_moves_to_kombus_default_once(redis_server):
 
     assert asyncio.run(from_the_event_loop()) == [1, 0]
     assert r.lrange(f"gpu{PRIORITY_SEP}9", 0, -1) == [b"g1", b"g2"]
+
+
+def test_the_lists_we_sweep_are_the_ones_kombu_pushes_to():
+    channel = make_celery(Settings()).connection_for_write().default_channel
+    expected = [channel._q_for_pri(queue, step) for queue in ("gpu", "llm")
+                for step in PRIORITY_STEPS]
+    assert compat.queue_lists(["gpu", "llm"]) == expected
+    assert compat.queue_lists() == compat.queue_lists(QUEUES)
+
+
+@pytest.mark.parametrize("raw", [
+    None, b"", b"not json", b"{}", b'{"headers": {}}',
+    b'{"body": "", "headers": {"task": "other.task", "id": "x.0"}}',
+])
+def test_anything_but_our_task_message_on_a_list_is_no_job(raw):
+    assert compat.job_id_of_message(raw) is None
+
+
+def test_messages_on_the_lists_and_in_unacked_parse_to_their_jobs(redis_server):
+    """Both producers' bytes (kombu's and the fast path's) parse to the job, by the
+    fast path of the parser; a message a consumer holds moves from the counts of the
+    lists to those of the hash, and its job with it."""
+    app = make_celery(Settings(redis_url=redis_server.url))
+    for job_id, priority in (("job_a", "interactive"), ("job_b", "batch"), ("job_c", "batch")):
+        publish_job(app, TaskMessage(job_id=job_id, kind="generate", model="debug/echo",
+                                     queue="llm", priority=priority, attempt_hint=3))
+    r = redis.Redis.from_url(redis_server.url)
+    (_cmd, key, wire_raw), _event = TaskWire().publish_commands(TaskMessage(
+        job_id="job_d", kind="embed", model="local/x", queue="llm", priority="batch"))
+    r.lpush(key, wire_raw)
+    for raw in [*r.lrange(key, 0, -1), *r.lrange("llm", 0, -1)]:
+        assert compat._TASK_RE.search(raw) and compat._ID_RE.search(raw)  # no JSON needed
+    conn, _channel, _messages = _deliver(app, 1)  # the interactive one: job_a
+
+    async def check() -> None:
+        client = aioredis.Redis.from_url(redis_server.url)
+        try:
+            assert await compat.message_counts(client, compat.queue_lists(["llm"])) == (3, 1)
+            assert await compat.unacked_job_ids(client) == {"job_a"}
+            assert await compat.job_ids_on_list(client, key, 0, 2) == (["job_d", "job_c"], 2)
+            assert await compat.job_ids_on_list(client, key, 2, 2) == (["job_b"], 1)
+            assert await compat.job_ids_on_list(client, "llm", 0, 10) == ([], 0)
+        finally:
+            await client.aclose()
+
+    asyncio.run(check())
+    conn.release()
