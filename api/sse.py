@@ -15,6 +15,8 @@ import functools
 import json
 from collections.abc import AsyncGenerator, AsyncIterator
 
+import anyio
+
 from common.events import AsyncEventLog
 from common.store import AsyncJobStore
 
@@ -49,6 +51,7 @@ async def until_stopping(chunks: AsyncIterator[bytes], stopping: asyncio.Event,
     """`chunks` until `stopping` is set, then `last` instead of the rest. A chunk is
     one or more whole events, so the stream is cut between events, never inside one."""
     stop = asyncio.ensure_future(stopping.wait())
+    step: asyncio.Future[bytes] | None = None
     try:
         while True:
             step = asyncio.ensure_future(anext(chunks))
@@ -66,5 +69,13 @@ async def until_stopping(chunks: AsyncIterator[bytes], stopping: asyncio.Event,
             yield chunk
     finally:
         stop.cancel()
-        if isinstance(chunks, AsyncGenerator):
-            await chunks.aclose()
+        # The client left (this generator is cancelled) while `step` runs the source: the
+        # source must stop inside that task (aclose() on a running generator raises, and
+        # its own cleanup, such as cancelling the job of a chat stream, would never run).
+        # Shielded: the request's cancel scope would cancel each await here at once.
+        with anyio.CancelScope(shield=True):
+            if step is not None and not step.done():
+                step.cancel()
+                await asyncio.wait({step})
+            if isinstance(chunks, AsyncGenerator):
+                await chunks.aclose()
