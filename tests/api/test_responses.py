@@ -149,6 +149,37 @@ def test_a_stream_survives_its_worker_dying(make_stack):
     assert stack.get("job_" + got[0].response.id[5:])["attempts"] == 2
 
 
+def test_sigterm_ends_a_stream_with_a_reconnect_hint_and_last_event_id_resumes(make_stack):
+    stack = make_stack("sqlite")
+    stack.start_worker("llm", concurrency=2)
+    first_api, first_url = stack.api_proc, stack.url
+    stack.start_api()  # the instance the client reconnects to
+    seen: list[dict] = []
+    with httpx.Client(base_url=first_url, headers={"Authorization": f"Bearer {stack.key}"},
+                      timeout=30) as c, c.stream("POST", "/v1/responses", json={
+                          "model": "debug/echo", "input": PROMPT, "stream": True,
+                          "background": True, "delay_ms": 150}) as r:
+        lines = r.iter_lines()
+        for line in lines:
+            if line.startswith("data: "):
+                seen.append(json.loads(line[6:]))
+                if seen[-1]["type"] == "response.output_text.delta":
+                    stack.kill(first_api, signal.SIGTERM)
+                    break
+        tail = list(lines)  # what the server sent before it closed the stream
+    assert "retry: 250" in tail
+    resp_id = seen[0]["response"]["id"]
+    last = max(e["sequence_number"] for e in seen + [json.loads(x[6:]) for x in tail
+                                                      if x.startswith("data: ")])
+    with stack.client().stream("GET", f"/v1/responses/{resp_id}?stream=true",
+                               headers={"Last-Event-ID": str(last)}) as r:
+        rest = [d for _, _, d in parse_sse(r.iter_lines())]
+    events = seen + [json.loads(x[6:]) for x in tail if x.startswith("data: ")] + rest
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    assert "".join(e.get("delta", "") for e in events) == PROMPT
+    assert events[-1]["type"] == "response.completed"
+
+
 def test_raw_stream_events_match_openais_schemas(echo_stack):
     with echo_stack.client().stream("POST", "/v1/responses", json={
             "model": "debug/echo", "input": "one two three", "stream": True}) as r:
