@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     rate_limit_burst: int = _env("MONKEY_RATE_LIMIT_BURST", 500)
     max_queued_per_key: int = _env("MONKEY_MAX_QUEUED_PER_KEY", 10_000)
     max_streams_per_key: int = _env("MONKEY_MAX_STREAMS_PER_KEY", 100)
+    # An event stream whose client reads nothing for this long is closed (its slot and
+    # memory go back; an EventSource reconnects with Last-Event-ID).
+    sse_send_timeout_s: float = _env("MONKEY_SSE_SEND_TIMEOUT_S", 30.0)
 
     # Reliability: leases, heartbeats, reconciler, broker.
     lease_s: float = _env("MONKEY_LEASE_S", 10.0)

@@ -25,10 +25,11 @@ from api.metrics import JOBS_SUBMITTED
 from api.responses import SSE_EVENT, errors
 from api.services import jobs as svc
 from api.shutdown import ShutdownNotice
-from api.sse import job_events, sse, until_stopping
+from api.sse import EventStreamResponse, job_events, sse, until_stopping
 from common.errors import RateLimited
 from common.jobs import TERMINAL, envelope
 from common.schemas import JobCreate, JobEnvelope, JobList
+from common.settings import Settings
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -73,7 +74,7 @@ async def submit_job(
     opening = sse({"status": job.status, "job_id": job.id}, "status")
     stream = job_events(events=events, store=store, job_id=job.id, last_id=None, final=final,
                         opening=opening)
-    return _event_stream(stream, streams, principal, shutdown, status_code=202,
+    return _event_stream(stream, streams, principal, shutdown, settings, status_code=202,
                          headers=headers)
 
 
@@ -110,7 +111,7 @@ async def cancel_job(job_id: str, store: StoreDep, principal: PrincipalDep) -> J
 })
 async def job_events_route(
     job_id: str, request: Request, principal: PrincipalDep, store: StoreDep,
-    events: EventsDep, streams: StreamsDep, shutdown: ShutdownDep,
+    events: EventsDep, streams: StreamsDep, shutdown: ShutdownDep, settings: SettingsDep,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> StreamingResponse:
     job = await svc.get_job(store=store, principal=principal, job_id=job_id)
@@ -118,7 +119,7 @@ async def job_events_route(
     _take_stream_slot(streams, principal)
     resume = last_event_id or request.query_params.get("last_event_id")
     stream = job_events(events=events, store=store, job_id=job_id, last_id=resume, final=final)
-    return _event_stream(stream, streams, principal, shutdown)
+    return _event_stream(stream, streams, principal, shutdown, settings)
 
 
 def _take_stream_slot(streams: StreamSlots, principal: Principal) -> None:
@@ -129,14 +130,14 @@ def _take_stream_slot(streams: StreamSlots, principal: Principal) -> None:
 
 
 def _event_stream(chunks: AsyncIterator[bytes], streams: StreamSlots, principal: Principal,
-                  shutdown: ShutdownNotice, **kw) -> StreamingResponse:
+                  shutdown: ShutdownNotice, settings: Settings, **kw) -> StreamingResponse:
     """The response for a taken stream slot; the slot is given back when it ends, and
     it ends early, with a reconnect hint, when the server shuts down."""
     kw["headers"] = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
                      **kw.get("headers", {})}
     chunks = until_stopping(chunks, shutdown.stopping)
-    return StreamingResponse(_released(chunks, streams, principal.key_id),
-                             media_type="text/event-stream", **kw)
+    return EventStreamResponse(_released(chunks, streams, principal.key_id),
+                               send_timeout_s=settings.sse_send_timeout_s, **kw)
 
 
 async def _released(chunks: AsyncIterator[bytes], streams: StreamSlots, key_id: str
