@@ -74,7 +74,8 @@ class EventStreamResponse(StreamingResponse):
         await send({"type": "http.response.start", "status": self.status_code,
                     "headers": self.raw_headers})
         try:
-            async for chunk in self.body_iterator:
+            async for part in self.body_iterator:
+                chunk = part.encode() if isinstance(part, str) else bytes(part)
                 # In slices: uvicorn's transport takes a whole write into its buffer
                 # before it pauses, so one large `done` would sit there in full.
                 for i in range(0, len(chunk), _SLICE):
