@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     lease_s: float = _env("MONKEY_LEASE_S", 10.0)
     heartbeat_s: float = _env("MONKEY_HEARTBEAT_S", 2.0)
     reconcile_s: float = _env("MONKEY_RECONCILE_S", 1.0)
+    # The API's queue gauges (/metrics) are computed at most this often per process.
+    queue_metrics_ttl_s: float = _env("MONKEY_QUEUE_METRICS_TTL_S", 5.0)
     # Who runs the control process (reconciler, batches): `monkey api` as its child,
     # or a `monkey control` deployed on its own.
     control: Literal["child", "external"] = _env("MONKEY_CONTROL", "child")
