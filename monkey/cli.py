@@ -78,8 +78,12 @@ def control(parent: int | None) -> None:
 @click.option("--queues", "-Q", required=True, help="Comma-separated: gpu, llm.")
 @click.option("--concurrency", "-c", type=int, default=None,
               help="Task threads (default MONKEY_WORKER_CONCURRENCY, 32).")
+@click.option("--idle-exit", "idle_exit", type=click.FloatRange(min=0), default=None,
+              metavar="S", help="Exit 0 after S seconds with no job running or held "
+              "(to scale to zero).")
 @click.pass_context
-def worker(ctx: click.Context, queues: str, concurrency: int | None) -> None:
+def worker(ctx: click.Context, queues: str, concurrency: int | None,
+           idle_exit: float | None) -> None:
     """Run a Celery worker for QUEUES (threads pool)."""
     from workers.app import run_worker
 
@@ -91,7 +95,7 @@ def worker(ctx: click.Context, queues: str, concurrency: int | None) -> None:
     if QUEUE_GPU in names:
         logging.getLogger("monkey").info("gpu worker: loading local models before consuming")
     run_worker(settings, queues=names, concurrency=concurrency or settings.worker_concurrency,
-               loglevel=ctx.obj["log_level"])
+               loglevel=ctx.obj["log_level"], idle_exit_s=idle_exit)
 
 
 @main.command()
