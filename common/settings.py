@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     rate_limit_burst: int = _env("MONKEY_RATE_LIMIT_BURST", 500)
     max_queued_per_key: int = _env("MONKEY_MAX_QUEUED_PER_KEY", 10_000)
     max_streams_per_key: int = _env("MONKEY_MAX_STREAMS_PER_KEY", 100)
+    # Fair share between keys: a key's batches keep at most this many lines waiting in
+    # the queue, so another key's batch lines start promptly (0: no window).
+    batch_window: int = _env("MONKEY_BATCH_WINDOW", 2000)
 
     # Reliability: leases, heartbeats, reconciler, broker.
     lease_s: float = _env("MONKEY_LEASE_S", 10.0)
