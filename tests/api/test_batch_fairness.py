@@ -3,6 +3,8 @@ the first key's bigger batch is still running, instead of after all of it."""
 
 from __future__ import annotations
 
+import time
+
 from tests.api.test_batches import chat_line, sdk, start_batch, wait_batch
 from tests.conftest import wait_until
 
@@ -26,3 +28,27 @@ def test_a_second_keys_batch_finishes_while_the_first_keys_batch_runs(make_stack
     assert big_now.status == "in_progress"
     assert big_now.request_counts.completed <= 2000, big_now.request_counts
     assert wait_batch(first, big.id, timeout=300).request_counts.completed == 3000
+
+
+def test_two_keys_batches_submitted_together_finish_within_a_quarter(make_stack):
+    stack = make_stack("postgres", env={"MONKEY_BATCH_WINDOW": "100"})
+    stack.start_worker("llm", concurrency=8)
+    clients = [sdk(stack), sdk(stack, stack.new_key("second"))]
+    lines = [chat_line(f"l{i}", "one two", delay_ms=10) for i in range(1200)]
+    started, batches = [], []
+    for client in clients:
+        started.append(time.monotonic())
+        batches.append(start_batch(client, lines))
+        time.sleep(1.0)  # one second apart, as a second user would come
+    took: dict[int, float] = {}
+
+    def both_done() -> bool:
+        for i, (client, batch) in enumerate(zip(clients, batches, strict=True)):
+            if i not in took and client.batches.retrieve(batch.id).status == "completed":
+                took[i] = time.monotonic() - started[i]
+        return len(took) == 2
+
+    wait_until(both_done, 300, "both batches completed", interval=0.2)
+    print(f"\nseconds to complete, first and second key: {took[0]:.1f}, {took[1]:.1f}")
+    # First come, first served, the second would take about twice as long as the first.
+    assert abs(took[0] - took[1]) <= 0.25 * max(took.values()), took
