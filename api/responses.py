@@ -94,6 +94,9 @@ class ModelEntry(_Shape):
     kinds: list[Literal["generate", "embed"]]
     queue: str
     configured: bool
+    description: str
+    # The request parameters the model reads (params of a generate job).
+    params: list[str]
     hint: str | None = None
     loaded_on: list[str]
 

@@ -81,9 +81,13 @@ async def list_jobs(
     kind: Literal["generate", "embed"] | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     after: Annotated[str | None, Query(max_length=64)] = None,
+    model: Annotated[str | None, Query(max_length=200)] = None,
+    priority: Literal["interactive", "batch"] | None = None,
+    batch_id: Annotated[str | None, Query(max_length=64)] = None,
 ) -> JSONResponse:
-    return JSONResponse(await svc.list_jobs(session=session, principal=principal, status=status,
-                                            kind=kind, limit=limit, after=after))
+    return JSONResponse(await svc.list_jobs(
+        session=session, principal=principal, status=status, kind=kind, limit=limit,
+        after=after, model=model, priority=priority, batch_id=batch_id))
 
 
 @router.get("/{job_id}", response_model=JobEnvelope, responses=errors(404))

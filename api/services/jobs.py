@@ -152,12 +152,15 @@ async def get_job(*, store: AsyncJobStore, principal: Principal, job_id: str):
 
 
 async def list_jobs(*, session: AsyncSession, principal: Principal, status: str | None,
-                    kind: str | None, limit: int, after: str | None) -> dict:
+                    kind: str | None, limit: int, after: str | None, model: str | None = None,
+                    priority: str | None = None, batch_id: str | None = None) -> dict:
     stmt = select(*JOB_COLUMNS).where(Job.owner_id == principal.key_id)
     if status:
         stmt = stmt.where(Job.status.in_(status.split(",")))
-    if kind:
-        stmt = stmt.where(Job.kind == kind)
+    for column, value in ((Job.kind, kind), (Job.model, model), (Job.priority, priority),
+                          (Job.batch_id, batch_id)):
+        if value:
+            stmt = stmt.where(column == value)
     if after:
         stmt = stmt.where(Job.id < after)
     rows = (await session.execute(stmt.order_by(Job.id.desc()).limit(limit + 1))).all()
