@@ -3,6 +3,7 @@
 import Link from "next/link";
 import { usePathname } from "next/navigation";
 import { useApiKey } from "@/lib/key";
+import { NEXT_THEME, setTheme, useTheme } from "@/lib/theme";
 
 const LINKS = [
   { href: "/", label: "New job" },
@@ -14,6 +15,7 @@ const LINKS = [
 export default function Nav() {
   const pathname = usePathname();
   const key = useApiKey();
+  const theme = useTheme();
   const here = (href: string) => pathname === href || pathname === href.replace(/\/$/, "");
   return (
     <header className="site-header">
@@ -33,6 +35,17 @@ export default function Nav() {
         <span className="key-state" data-testid="key-state">
           {key === undefined ? "" : key ? `key …${key.slice(-4)}` : "no key"}
         </span>
+        {theme ? (
+          <button
+            type="button"
+            className="secondary theme-toggle"
+            data-testid="theme-toggle"
+            onClick={() => setTheme(NEXT_THEME[theme])}
+            title="Light, dark, or as the system says"
+          >
+            Theme: {theme}
+          </button>
+        ) : null}
       </nav>
     </header>
   );
