@@ -78,6 +78,12 @@ def test_stream_cancel_and_list(page: Page, web_stack):
     cancelled_id = submit_echo(page, long_prompt, delay_ms=150)
     observe(page, lambda s: len(s[-1][1].split()) >= 3, timeout=30)
     page.get_by_role("button", name="Cancel job").click()
+    # It asks first, with the harmless answer focused: Enter keeps the job running.
+    expect(page.get_by_role("button", name="Keep it running")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.get_by_test_id("job-status")).to_have_text("running")
+    page.get_by_role("button", name="Cancel job").click()
+    page.get_by_role("button", name="Yes, cancel it").click()
     expect(page.get_by_test_id("job-status")).to_have_text("cancelled", timeout=20_000)
     history = page.get_by_test_id("status-history").locator("li")
     steps = [li.get_attribute("data-status") for li in history.all()]
@@ -113,6 +119,7 @@ def test_queued_job_shows_its_queue_and_cancels_at_once(page: Page, web_stack):
     expect(page.get_by_test_id("no-workers")).to_contain_text("monkey worker --queues gpu")
     expect(page.get_by_test_id("queue-ms")).not_to_have_text("-")
     page.get_by_role("button", name="Cancel job").click()
+    page.get_by_role("button", name="Yes, cancel it").click()
     expect(page.get_by_test_id("job-status")).to_have_text("cancelled")
     expect(page.get_by_test_id("queue-info")).to_have_count(0)
     steps = [li.get_attribute("data-status") for li in page.locator("ol.history li").all()]

@@ -1,11 +1,10 @@
-import type { Metadata } from "next";
 import Link from "next/link";
-
-export const metadata: Metadata = { title: "Page not found · Monkey Coder" };
+import SetTitle from "@/components/SetTitle";
 
 export default function NotFound() {
   return (
     <section aria-labelledby="not-found-title">
+      <SetTitle text="Page not found" />
       <h1 id="not-found-title">Page not found</h1>
       <p>There is no page at this address. It may have been mistyped, or the link is old.</p>
       <ul>

@@ -14,28 +14,32 @@ const SLACK_PX = 48;
 
 function useFollow(ref: React.RefObject<HTMLElement | null>, active: boolean, content: string) {
   const [following, setFollowing] = useState(true);
-
-  const endInView = useCallback(() => {
-    const el = ref.current;
-    return !el || el.getBoundingClientRect().bottom <= window.innerHeight + SLACK_PX;
-  }, [ref]);
+  // Where our own last scroll left the window: a scroll event there is ours, not the reader's.
+  const autoY = useRef<number | null>(null);
 
   const toEnd = useCallback(() => {
     const el = ref.current;
     if (!el) return;
     const below = el.getBoundingClientRect().bottom - window.innerHeight + 16;
+    if (below <= 0) return;
     // Instant, not smooth: a smooth scroll's first steps would read as scrolling away.
-    if (below > 0) window.scrollBy({ top: below, behavior: "instant" as ScrollBehavior });
+    window.scrollBy({ top: below, behavior: "instant" as ScrollBehavior });
+    autoY.current = window.scrollY;
   }, [ref]);
 
-  // Growing text moves the end without a scroll event, so only a scroll (the reader's,
-  // or ours, which lands on the end) decides whether the view follows.
+  // Growing text moves the end without a scroll event; only the reader's scrolling
+  // decides: away from the end stops following, back to it follows again.
   useEffect(() => {
     if (!active) return;
-    const onScroll = () => setFollowing(endInView());
+    const onScroll = () => {
+      if (autoY.current !== null && Math.abs(window.scrollY - autoY.current) < 2) return;
+      autoY.current = null;
+      const el = ref.current;
+      setFollowing(!el || el.getBoundingClientRect().bottom <= window.innerHeight + SLACK_PX);
+    };
     window.addEventListener("scroll", onScroll, { passive: true });
     return () => window.removeEventListener("scroll", onScroll);
-  }, [active, endInView]);
+  }, [active, ref]);
 
   useEffect(() => {
     if (active && following) toEnd();
