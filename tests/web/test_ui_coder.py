@@ -10,7 +10,7 @@ from datetime import datetime
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.web.conftest import ARTIFACTS
+from tests.web.conftest import ARTIFACTS, WEB
 from tests.web.ui import enter_key, observe, status, submit_echo, words
 
 pytestmark = pytest.mark.slow
@@ -37,7 +37,7 @@ def test_markdown_output_is_rendered_safely_with_copyable_code(page: Page, web_s
     page.screenshot(path=str(ARTIFACTS / "job-markdown-streaming.png"), full_page=True)
     expect(page.get_by_test_id("job-status")).to_have_text("succeeded", timeout=30_000)
 
-    expect(out.locator("h1")).to_have_text("Result")
+    expect(out.locator("h3")).to_have_text("Result")  # under the page's h1 and h2
     expect(out.locator("strong")).to_have_text("bold")
     # The model's HTML is shown as text and creates no element; its script link is no link.
     expect(out).to_contain_text('<img src=x onerror="window.__pwned = 1">')
@@ -247,3 +247,45 @@ def test_not_found_page_and_outage_message(page: Page, web_stack):
     expect(error).to_contain_text("did not answer")
     expect(error).to_contain_text("Check your connection")
     expect(error).not_to_contain_text("rebuild")
+
+
+AXE = WEB / "node_modules" / "axe-core" / "axe.min.js"
+AXE_RUN = """async () => {
+    const r = await axe.run(document, {resultTypes: ['violations']});
+    return r.violations.map(
+        v => `${v.impact} ${v.id}: ${v.nodes.map(n => n.target.join(' ')).join(', ')}`);
+}"""
+SIZES = {"desktop": {"width": 1000, "height": 900}, "phone": {"width": 360, "height": 780}}
+
+
+def test_every_page_has_no_axe_violations_light_and_dark(browser, web_stack):
+    if not AXE.exists():
+        pytest.fail(f"{AXE} is missing: axe-core is a devDependency of web/ (npm ci)")
+    job = web_stack.submit(kind="generate", input={"prompt": HOSTILE})
+    web_stack.wait(job["id"])
+    pages = ["/", "/key/", "/jobs/", "/batches/", f"/job/?id={job['id']}", "/no/such/page/"]
+    found = {}
+    for scheme in ("light", "dark"):
+        for size, viewport in SIZES.items():
+            context = browser.new_context(base_url=web_stack.url, viewport=viewport,
+                                          color_scheme=scheme)
+            try:
+                page = context.new_page()
+                page.goto("/key/")
+                page.evaluate(f"localStorage.setItem('monkey.apiKey', '{web_stack.key}')")
+                for path in pages:
+                    page.goto(path)
+                    expect(page.locator("main h1").first).to_be_visible()
+                    expect(page.locator('[aria-busy="true"]')).to_have_count(0)
+                    page.add_script_tag(path=str(AXE))
+                    violations = page.evaluate(AXE_RUN)
+                    if violations:
+                        found[f"{scheme} {size} {path}"] = violations
+                    if size == "desktop" and path.startswith(("/job/", "/?")) or path == "/":
+                        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+                        name = "job" if path.startswith("/job/") else "new-job"
+                        page.screenshot(path=str(ARTIFACTS / f"{name}-{scheme}-{size}.png"),
+                                        full_page=True)
+            finally:
+                context.close()
+    assert not found, found

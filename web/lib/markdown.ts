@@ -61,6 +61,15 @@ md.renderer.rules.fence = (tokens, idx) => {
   );
 };
 
+// The output sits under the page's "Output" (h2): its headings start at h3.
+for (const rule of ["heading_open", "heading_close"] as const) {
+  md.renderer.rules[rule] = (tokens, idx, options, _env, self) => {
+    const level = Math.min(6, Number(tokens[idx].tag.slice(1)) + 2);
+    tokens[idx].tag = `h${level}`;
+    return self.renderToken(tokens, idx, options);
+  };
+}
+
 // Links open in a new tab and tell the target nothing about this page.
 const defaultLinkOpen =
   md.renderer.rules.link_open ?? ((tokens, idx, options, _env, self) => self.renderToken(tokens, idx, options));

@@ -39,3 +39,7 @@ test("a fence's info string cannot inject attributes", () => {
   const html = renderMarkdown('```"><script>x</script>\ncode\n```\n');
   assert.ok(!html.includes("<script>"), html);
 });
+
+test("headings start at h3, under the page's Output heading", () => {
+  assert.equal(renderMarkdown("# A\n\n##### B\n"), "<h3>A</h3>\n<h6>B</h6>\n");
+});
