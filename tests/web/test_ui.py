@@ -210,6 +210,16 @@ def test_batches_page(page: Page, web_stack, tmp_path):
         page.get_by_role("button", name="Download results").click()
     results = download.value.path().read_text().splitlines()
     assert sorted(json.loads(r)["custom_id"] for r in results) == ["r0", "r1", "r2"]
+    # Its lines, each a job whose page links back to the batch.
+    batch_id = page.url.split("id=")[1]
+    expect(page.get_by_test_id("line-row")).to_have_count(3)
+    expect(page.get_by_test_id("line-counts")).to_contain_text("3 succeeded")
+    page.get_by_test_id("line-row").first.get_by_role("link").click()
+    expect(page.get_by_test_id("batch-link")).to_contain_text(batch_id)
+    page.get_by_test_id("batch-link").click()
+    page.get_by_role("link", name="All its lines in the jobs list").click()
+    expect(page.get_by_label("Batch")).to_have_value(batch_id)
+    expect(page.get_by_test_id("job-row")).to_have_count(3)
 
     # A line the server refuses: the batch fails, and the page says which line and why.
     bad = tmp_path / "bad.jsonl"
