@@ -123,6 +123,16 @@ class QueueList(_Shape):
     data: list[QueueStats]
 
 
+class QueuePosition(_Shape):
+    object: Literal["queue_position"]
+    job_id: str
+    status: str
+    queue: str
+    priority: Literal["interactive", "batch"]
+    # Queued jobs ahead of it on its queue; null once the job left the queue.
+    ahead: int | None
+
+
 class Alive(_Shape):
     status: Literal["alive"]
 

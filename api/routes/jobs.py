@@ -21,7 +21,7 @@ from api.deps import (
 )
 from api.limits import StreamSlots
 from api.metrics import JOBS_SUBMITTED
-from api.responses import SSE_EVENT, errors
+from api.responses import SSE_EVENT, QueuePosition, errors
 from api.services import jobs as svc
 from api.sse import job_events, sse
 from common.errors import RateLimited
@@ -95,6 +95,15 @@ async def get_job(job_id: str, store: StoreDep, principal: PrincipalDep) -> JSON
     # A response object skips re-validating the envelope: the model only documents it.
     return JSONResponse(envelope(await svc.get_job(store=store, principal=principal,
                                                    job_id=job_id)))
+
+
+@router.get("/{job_id}/position", response_model=QueuePosition, responses=errors(404))
+async def job_position(job_id: str, session: AutoSessionDep, store: StoreDep,
+                       principal: PrincipalDep) -> JSONResponse:
+    """A queued job's place on its queue (`ahead`: queued jobs before it); null once
+    it left the queue."""
+    return JSONResponse(await svc.queue_position(session=session, store=store,
+                                                 principal=principal, job_id=job_id))
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobEnvelope,

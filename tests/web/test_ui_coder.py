@@ -263,7 +263,8 @@ def test_every_page_has_no_axe_violations_light_and_dark(browser, web_stack):
         pytest.fail(f"{AXE} is missing: axe-core is a devDependency of web/ (npm ci)")
     job = web_stack.submit(kind="generate", input={"prompt": HOSTILE})
     web_stack.wait(job["id"])
-    pages = ["/", "/key/", "/jobs/", "/batches/", f"/job/?id={job['id']}", "/no/such/page/"]
+    pages = ["/", "/key/", "/jobs/", "/batches/", f"/job/?id={job['id']}", "/operators/",
+             "/no/such/page/"]
     found = {}
     for scheme in ("light", "dark"):
         for size, viewport in SIZES.items():
@@ -281,11 +282,55 @@ def test_every_page_has_no_axe_violations_light_and_dark(browser, web_stack):
                     violations = page.evaluate(AXE_RUN)
                     if violations:
                         found[f"{scheme} {size} {path}"] = violations
-                    if size == "desktop" and path.startswith(("/job/", "/?")) or path == "/":
+                    name = {"/": "new-job", "/operators/": "operators"}.get(
+                        path, "job" if path.startswith("/job/") else None)
+                    if name and size == "desktop":
                         ARTIFACTS.mkdir(parents=True, exist_ok=True)
-                        name = "job" if path.startswith("/job/") else "new-job"
                         page.screenshot(path=str(ARTIFACTS / f"{name}-{scheme}-{size}.png"),
                                         full_page=True)
             finally:
                 context.close()
     assert not found, found
+
+
+EMBED = {"model": "local/all-MiniLM-L6-v2", "kind": "embed"}
+
+
+def test_a_queued_job_shows_its_place_and_it_moves(page: Page, web_stack):
+    # No gpu worker in this stack: local jobs wait, and the first one leaves by cancel.
+    enter_key(page, web_stack.key)
+    first = web_stack.submit(**EMBED, input={"texts": ["one"]})
+    second = web_stack.submit(**EMBED, input={"texts": ["two"]})
+    try:
+        page.goto(f"/job/?id={second['id']}")
+        expect(page.get_by_test_id("queue-position")).to_have_text("1 job ahead of it")
+        web_stack.default_client.post(f"/v1/jobs/{first['id']}/cancel")
+        expect(page.get_by_test_id("queue-position")).to_have_text("Next in line")
+        expect(page.get_by_test_id("queue-eta")).to_contain_text("about")
+        page.get_by_role("link", name="All queues").click()
+        expect(page.locator('[data-queue="gpu"] td[data-label="Waiting (interactive)"]')
+               ).to_have_text("1")
+    finally:
+        for job in (first, second):
+            web_stack.default_client.post(f"/v1/jobs/{job['id']}/cancel")
+
+
+def test_operators_page_charts_live_queues(page: Page, web_stack):
+    enter_key(page, web_stack.key)
+    page.goto("/operators/")
+    expect(page).to_have_title("Queues and workers · Monkey Coder")
+    jobs = [web_stack.submit(kind="generate", input={"prompt": words(20)},
+                             params={"delay_ms": 200}, priority="batch") for _ in range(4)]
+    running = page.locator('[data-queue="llm"] [data-testid="queue-running"]')
+    expect(running).to_have_text("4", timeout=20_000)
+    # The running line has climbed from 0 to 4 over the samples taken so far.
+    chart = page.get_by_test_id("chart-llm-running")
+    expect(chart.get_by_role("img")).to_have_attribute("aria-label", re.compile(r"running 4\b"))
+    path = chart.locator("path").first.get_attribute("d")
+    assert path.count("L") >= 1, path
+    ys = [float(p.split(",")[1]) for p in re.findall(r"[ML][\d.]+,[\d.]+", path)]
+    assert max(ys) > min(ys), path  # it moved
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "operators-live.png"), full_page=True)
+    for job in jobs:
+        web_stack.default_client.post(f"/v1/jobs/{job['id']}/cancel")

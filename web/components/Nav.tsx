@@ -9,6 +9,7 @@ const LINKS = [
   { href: "/", label: "New job" },
   { href: "/jobs/", label: "Jobs" },
   { href: "/batches/", label: "Batches" },
+  { href: "/operators/", label: "Queues" },
   { href: "/key/", label: "API key" },
 ];
 

@@ -127,3 +127,25 @@ def test_models_say_what_they_are_and_which_params_they_take(inproc):
     assert embed["params"] == [] and "Embedding" in embed["description"]
     sampling = {"max_tokens", "temperature", "top_p", "stop", "seed"}
     assert set(models["openai/*"]["params"]) >= sampling
+
+
+def test_a_queued_jobs_position_counts_the_jobs_ahead_of_it(inproc):
+    # The stub producer publishes nothing to a worker: every job stays queued.
+    first = inproc.submit(model="local/all-MiniLM-L6-v2", kind="embed", input={"texts": ["a"]})
+    low = inproc.submit(model="local/all-MiniLM-L6-v2", kind="embed", input={"texts": ["b"]},
+                        priority="batch")
+    second = inproc.submit(model="local/all-MiniLM-L6-v2", kind="embed", input={"texts": ["c"]})
+    echo = inproc.submit()  # another queue
+
+    def ahead(job) -> int | None:
+        resp = inproc.client.get(f"/v1/jobs/{job['id']}/position")
+        assert resp.status_code == 200, resp.text
+        return resp.json()["ahead"]
+
+    # Counted across keys: other tests' queued jobs on this queue are ahead too, so
+    # the figures are compared with each other. A batch job waits for every interactive one.
+    base, low_ahead = ahead(first), ahead(low)
+    assert ahead(second) == base + 1 and low_ahead >= base + 2 and ahead(echo) is not None
+    inproc.client.post(f"/v1/jobs/{first['id']}/cancel")
+    assert (ahead(first), ahead(second), ahead(low)) == (None, base, low_ahead - 1)
+    assert inproc.client.get("/v1/jobs/job_nope/position").status_code == 404

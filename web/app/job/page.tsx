@@ -177,7 +177,7 @@ function JobDetails({ state, apiKey, mode, modeError, fatal, onEnvelope }: Detai
       ) : null}
 
       {status === "queued" ? (
-        <QueueInfo apiKey={apiKey} model={job.model} priority={job.priority ?? "interactive"} />
+        <QueueInfo apiKey={apiKey} jobId={job.id} priority={job.priority ?? "interactive"} />
       ) : null}
       <Timings state={state} now={now} />
 
