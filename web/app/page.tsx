@@ -21,6 +21,7 @@ import {
   type Draft,
   type Turn,
 } from "@/lib/request";
+import { usePoll } from "@/lib/poll";
 import { useTitle } from "@/lib/title";
 import type { Job, ListPage, Model, QueueStat } from "@/lib/types";
 
@@ -48,25 +49,15 @@ export default function NewJobPage() {
 
 function useQueues(apiKey: string): QueueStat[] | null {
   const [queues, setQueues] = useState<QueueStat[] | null>(null);
-  useEffect(() => {
-    const controller = new AbortController();
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const tick = async () => {
-      try {
-        const page = await apiJson<ListPage<QueueStat>>("/v1/queues", { key: apiKey, signal: controller.signal });
-        setQueues(Array.isArray(page.data) ? page.data : []);
-      } catch (err) {
-        if (isAbort(err)) return;
-        // Without queue figures the form still works; it just cannot warn.
-      }
-      timer = setTimeout(tick, 5000);
-    };
-    void tick();
-    return () => {
-      controller.abort();
-      clearTimeout(timer);
-    };
-  }, [apiKey]);
+  // Without queue figures the form still works; it just cannot warn (errors are ignored).
+  usePoll(
+    async (signal) => {
+      const page = await apiJson<ListPage<QueueStat>>("/v1/queues", { key: apiKey, signal });
+      setQueues(Array.isArray(page.data) ? page.data : []);
+    },
+    5000,
+    [apiKey],
+  );
   return queues;
 }
 

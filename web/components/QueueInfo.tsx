@@ -5,9 +5,10 @@
 // wait from how fast its place has moved since the page opened.
 
 import Link from "next/link";
-import { useEffect, useRef, useState } from "react";
-import { apiJson, isAbort } from "@/lib/api";
+import { useRef, useState } from "react";
+import { apiJson } from "@/lib/api";
 import { formatMs } from "@/lib/format";
+import { usePoll } from "@/lib/poll";
 import type { ListPage, QueueStat } from "@/lib/types";
 
 interface Position {
@@ -27,33 +28,22 @@ export default function QueueInfo({ apiKey, jobId, priority }: { apiKey: string;
   const [rate, setRate] = useState<number | null>(null);
   const first = useRef<{ at: number; ahead: number } | null>(null);
 
-  useEffect(() => {
-    const controller = new AbortController();
-    const signal = controller.signal;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const tick = async () => {
-      try {
-        const p = await apiJson<Position>(`/v1/jobs/${encodeURIComponent(jobId)}/position`, { key: apiKey, signal });
-        setPos(p);
-        if (p.ahead !== null) {
-          const now = Date.now();
-          first.current = first.current ?? { at: now, ahead: p.ahead };
-          setRate(aheadRate(first.current, p.ahead, now));
-        }
-        const stats = await apiJson<ListPage<QueueStat>>("/v1/queues", { key: apiKey, signal });
-        setStat((stats.data ?? []).find((q) => q.queue === p.queue) ?? null);
-      } catch (err) {
-        if (isAbort(err)) return;
-        // Queue figures are a nicety: without them the page still shows the wait.
+  // Queue figures are a nicety: without them (errors are ignored) the page still shows the wait.
+  usePoll(
+    async (signal) => {
+      const p = await apiJson<Position>(`/v1/jobs/${encodeURIComponent(jobId)}/position`, { key: apiKey, signal });
+      setPos(p);
+      if (p.ahead !== null) {
+        const now = Date.now();
+        first.current = first.current ?? { at: now, ahead: p.ahead };
+        setRate(aheadRate(first.current, p.ahead, now));
       }
-      timer = setTimeout(tick, 2000);
-    };
-    void tick();
-    return () => {
-      controller.abort();
-      clearTimeout(timer);
-    };
-  }, [apiKey, jobId]);
+      const stats = await apiJson<ListPage<QueueStat>>("/v1/queues", { key: apiKey, signal });
+      setStat((stats.data ?? []).find((q) => q.queue === p.queue) ?? null);
+    },
+    2000,
+    [apiKey, jobId],
+  );
 
   if (!pos || !stat) return null;
   const queue = pos.queue;

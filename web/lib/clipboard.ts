@@ -18,8 +18,9 @@ export async function copyText(text: string): Promise<void> {
   if (!ok) throw new Error("the browser refused to copy");
 }
 
-export function downloadText(text: string, filename: string, type = "text/plain"): void {
-  const url = URL.createObjectURL(new Blob([text], { type: `${type};charset=utf-8` }));
+/** Hands a blob to the browser as a download named `filename`. */
+export function saveBlob(blob: Blob, filename: string): void {
+  const url = URL.createObjectURL(blob);
   const a = document.createElement("a");
   a.href = url;
   a.download = filename;
@@ -27,4 +28,8 @@ export function downloadText(text: string, filename: string, type = "text/plain"
   a.click();
   a.remove();
   setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
+
+export function downloadText(text: string, filename: string, type = "text/plain"): void {
+  saveBlob(new Blob([text], { type: `${type};charset=utf-8` }), filename);
 }

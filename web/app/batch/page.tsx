@@ -12,6 +12,7 @@ import StatusBadge from "@/components/StatusBadge";
 import { ApiError, apiJson, isAbort } from "@/lib/api";
 import { downloadFile } from "@/lib/batches";
 import { formatMs, formatTime, toMillis } from "@/lib/format";
+import { usePoll } from "@/lib/poll";
 import { useTitle } from "@/lib/title";
 import { BATCH_TERMINAL, type Batch, type Job, type ListPage } from "@/lib/types";
 
@@ -224,24 +225,15 @@ const LINES_SHOWN = 100;
 // The batch's lines as jobs (GET /v1/jobs?batch_id=), newest first, refreshed while it runs.
 function BatchLines({ apiKey, batchId, live }: { apiKey: string; batchId: string; live: boolean }) {
   const [lines, setLines] = useState<ListPage<Job> | null>(null);
-  useEffect(() => {
-    const controller = new AbortController();
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const tick = async () => {
-      try {
-        const q = new URLSearchParams({ batch_id: batchId, limit: String(LINES_SHOWN) });
-        setLines(await apiJson<ListPage<Job>>(`/v1/jobs?${q}`, { key: apiKey, signal: controller.signal }));
-      } catch (err) {
-        if (isAbort(err)) return;
-      }
-      if (live) timer = setTimeout(tick, 2000);
-    };
-    void tick();
-    return () => {
-      controller.abort();
-      clearTimeout(timer);
-    };
-  }, [apiKey, batchId, live]);
+  usePoll(
+    async (signal) => {
+      const q = new URLSearchParams({ batch_id: batchId, limit: String(LINES_SHOWN) });
+      setLines(await apiJson<ListPage<Job>>(`/v1/jobs?${q}`, { key: apiKey, signal }));
+      return live;
+    },
+    2000,
+    [apiKey, batchId, live],
+  );
 
   const rows = lines?.data ?? [];
   const byStatus = new Map<string, number>();

@@ -114,64 +114,27 @@ function JobsList({ apiKey }: { apiKey: string }) {
     setCursors([""]);
   }
 
+  function change(name: Filter, value: string) {
+    setFilter(name, value);
+    resetPages();
+  }
+
   const rows = Array.isArray(page?.data) ? page.data : [];
   const lastId = page?.last_id ?? rows[rows.length - 1]?.id;
 
   return (
     <>
       <form className="filters" onSubmit={(e) => e.preventDefault()} aria-label="Filters">
-        <div className="field">
-          <label htmlFor="filter-status">Status</label>
-          <select
-            id="filter-status"
-            value={status}
-            onChange={(e) => {
-              setFilter("status", e.target.value);
-              resetPages();
-            }}
-          >
-            <option value="">all</option>
-            {JOB_STATUSES.map((s) => (
-              <option key={s} value={s}>
-                {s}
-              </option>
-            ))}
-          </select>
-        </div>
-        <div className="field">
-          <label htmlFor="filter-kind">Kind</label>
-          <select
-            id="filter-kind"
-            value={kind}
-            onChange={(e) => {
-              setFilter("kind", e.target.value);
-              resetPages();
-            }}
-          >
-            <option value="">all</option>
-            <option value="generate">generate</option>
-            <option value="embed">embed</option>
-          </select>
-        </div>
-        <div className="field">
-          <label htmlFor="filter-priority">Priority</label>
-          <select
-            id="filter-priority"
-            value={priority}
-            onChange={(e) => {
-              setFilter("priority", e.target.value);
-              resetPages();
-            }}
-          >
-            <option value="">all</option>
-            <option value="interactive">interactive (no batch lines)</option>
-            <option value="batch">batch</option>
-          </select>
-        </div>
+        <SelectFilter id="filter-status" label="Status" value={status} onChange={(v) => change("status", v)}
+          options={JOB_STATUSES.map((x) => [x, x])} />
+        <SelectFilter id="filter-kind" label="Kind" value={kind} onChange={(v) => change("kind", v)}
+          options={[["generate", "generate"], ["embed", "embed"]]} />
+        <SelectFilter id="filter-priority" label="Priority" value={priority} onChange={(v) => change("priority", v)}
+          options={[["interactive", "interactive (no batch lines)"], ["batch", "batch"]]} />
         <TextFilter id="filter-model" label="Model" value={model} placeholder="e.g. debug/echo"
-          onChange={(v) => { setFilter("model", v); resetPages(); }} />
+          onChange={(v) => change("model", v)} />
         <TextFilter id="filter-batch" label="Batch" value={batch} placeholder="batch_…"
-          onChange={(v) => { setFilter("batch", v); resetPages(); }} />
+          onChange={(v) => change("batch", v)} />
         <div className="field">
           <label htmlFor="page-size">Per page</label>
           <select
@@ -299,6 +262,28 @@ function TextFilter(props: { id: string; label: string; value: string; placehold
           if (e.key === "Enter") apply();
         }}
       />
+    </div>
+  );
+}
+
+function SelectFilter(props: {
+  id: string;
+  label: string;
+  value: string;
+  options: [string, string][];
+  onChange: (v: string) => void;
+}) {
+  return (
+    <div className="field">
+      <label htmlFor={props.id}>{props.label}</label>
+      <select id={props.id} value={props.value} onChange={(e) => props.onChange(e.target.value)}>
+        <option value="">all</option>
+        {props.options.map(([value, text]) => (
+          <option key={value} value={value}>
+            {text}
+          </option>
+        ))}
+      </select>
     </div>
   );
 }

@@ -4,12 +4,13 @@
 // workers, from GET /v1/queues every two seconds, drawn over the last hour this page has
 // been open (the history lives in the page; the API keeps none).
 
-import { useEffect, useState } from "react";
+import { useState } from "react";
 import Chart from "@/components/Chart";
 import ErrorNotice from "@/components/ErrorNotice";
 import RequireKey from "@/components/RequireKey";
 import { apiJson, isAbort } from "@/lib/api";
 import { formatMs } from "@/lib/format";
+import { usePoll } from "@/lib/poll";
 import { useTitle } from "@/lib/title";
 import type { ListPage, QueueStat } from "@/lib/types";
 
@@ -35,27 +36,21 @@ function Operators({ apiKey }: { apiKey: string }) {
   const [samples, setSamples] = useState<Sample[]>([]);
   const [error, setError] = useState<unknown>(null);
 
-  useEffect(() => {
-    const controller = new AbortController();
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const tick = async () => {
+  usePoll(
+    async (signal) => {
       try {
-        const page = await apiJson<ListPage<QueueStat>>("/v1/queues", { key: apiKey, signal: controller.signal });
+        const page = await apiJson<ListPage<QueueStat>>("/v1/queues", { key: apiKey, signal });
         const sample = { at: Date.now(), queues: Array.isArray(page.data) ? page.data : [] };
         setSamples((prev) => [...prev.slice(-(KEEP - 1)), sample]);
         setError(null);
       } catch (err) {
-        if (isAbort(err)) return;
-        setError(err);
+        if (!isAbort(err)) setError(err);
+        throw err;
       }
-      timer = setTimeout(tick, EVERY_MS);
-    };
-    void tick();
-    return () => {
-      controller.abort();
-      clearTimeout(timer);
-    };
-  }, [apiKey]);
+    },
+    EVERY_MS,
+    [apiKey],
+  );
 
   const last = samples[samples.length - 1];
   if (!last) return error ? <ErrorNotice error={error} title="Could not load the queues" /> : <p aria-busy="true">Loading queues…</p>;
