@@ -218,7 +218,8 @@ def test_batches_page(page: Page, web_stack, tmp_path):
     expect(page.get_by_test_id("batch-link")).to_contain_text(batch_id)
     page.get_by_test_id("batch-link").click()
     page.get_by_role("link", name="All its lines in the jobs list").click()
-    expect(page.get_by_label("Batch")).to_have_value(batch_id)
+    page.wait_for_url("**/jobs/?batch=*")  # the batch page's section is labelled "Batch …" too
+    expect(page.get_by_label("Batch", exact=True)).to_have_value(batch_id)
     expect(page.get_by_test_id("job-row")).to_have_count(3)
 
     # A line the server refuses: the batch fails, and the page says which line and why.

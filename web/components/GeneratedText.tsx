@@ -7,7 +7,22 @@
 
 import { useCallback, useEffect, useMemo, useRef, useState } from "react";
 import { copyText, downloadText } from "@/lib/clipboard";
-import { codeOfButton, renderMarkdown } from "@/lib/markdown";
+
+type Markdown = typeof import("@/lib/markdown");
+
+// The renderer (markdown-it and highlight.js, about 70 KB gzipped) loads after the page:
+// until it is there, the text shows raw.
+function useMarkdown(): Markdown | null {
+  const [md, setMd] = useState<Markdown | null>(null);
+  useEffect(() => {
+    let live = true;
+    import("@/lib/markdown").then((m) => live && setMd(m)).catch(() => undefined);
+    return () => {
+      live = false;
+    };
+  }, []);
+  return md;
+}
 
 // The end of the output counts as in view when it is this close to the window's bottom.
 const SLACK_PX = 48;
@@ -63,7 +78,9 @@ export default function GeneratedText({ text, streaming, over, jobId }: Props) {
   const [raw, setRaw] = useState(false);
   const [said, setSaid] = useState("");
   const boxRef = useRef<HTMLDivElement>(null);
-  const html = useMemo(() => (raw ? "" : renderMarkdown(text)), [raw, text]);
+  const md = useMarkdown();
+  const showRaw = raw || md === null;
+  const html = useMemo(() => (showRaw || !md ? "" : md.renderMarkdown(text)), [showRaw, md, text]);
   const { following, resume } = useFollow(boxRef, streaming, text);
 
   useEffect(() => {
@@ -85,7 +102,7 @@ export default function GeneratedText({ text, streaming, over, jobId }: Props) {
   function onClick(e: React.MouseEvent) {
     const button = (e.target as Element).closest("[data-copy-code]");
     if (!button) return;
-    const code = codeOfButton(button);
+    const code = md?.codeOfButton(button) ?? null;
     if (code !== null) void copy(code, "Code");
   }
 
@@ -112,7 +129,7 @@ export default function GeneratedText({ text, streaming, over, jobId }: Props) {
         </span>
       </div>
       <div ref={boxRef} aria-busy={streaming}>
-        {raw ? (
+        {showRaw ? (
           <pre className="output raw" data-testid="job-output" aria-label="Generated text">
             {text}
           </pre>
