@@ -4,6 +4,7 @@ filters in the address, dark mode, page titles and the 404 page."""
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime
 
@@ -334,3 +335,32 @@ def test_operators_page_charts_live_queues(page: Page, web_stack):
     page.screenshot(path=str(ARTIFACTS / "operators-live.png"), full_page=True)
     for job in jobs:
         web_stack.default_client.post(f"/v1/jobs/{job['id']}/cancel")
+
+
+def test_a_cancelled_batch_counts_the_lines_it_never_ran(page: Page, web_stack, tmp_path):
+    if web_stack.default_client.get("/v1/batches").status_code == 404:
+        pytest.skip("this server has no batches")
+    enter_key(page, web_stack.key)
+    lines = tmp_path / "slow.jsonl"
+    body = {"model": "debug/echo", "delay_ms": 300,
+            "messages": [{"role": "user", "content": words(10)}]}
+    lines.write_text("".join(json.dumps({"custom_id": f"s{i}", "method": "POST",
+                                         "url": "/v1/chat/completions", "body": body}) + "\n"
+                             for i in range(24)))
+    page.goto("/batches/")
+    page.get_by_label("JSONL file").set_input_files(str(lines))
+    page.get_by_role("button", name="Upload and start").click()
+    page.wait_for_url("**/batch/?id=*")
+    batch_id = page.url.split("id=")[1]
+    # Once some lines are done, the page estimates the rest from the pace so far.
+    expect(page.get_by_test_id("batch-eta")).to_contain_text("left at the pace so far",
+                                                             timeout=30_000)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "batch-in-progress.png"), full_page=True)
+    page.get_by_role("button", name="Cancel batch").click()
+    expect(page.get_by_test_id("batch-status")).to_have_text("cancelled", timeout=30_000)
+    counts = web_stack.default_client.get(f"/v1/batches/{batch_id}").json()["request_counts"]
+    not_run = counts["total"] - counts["completed"] - counts["failed"]
+    assert 0 < not_run < 24, counts
+    expect(page.get_by_test_id("batch-not-run")).to_have_text(
+        f"{not_run} line{'s' if not_run > 1 else ''} cancelled before running.")
