@@ -9,17 +9,12 @@ import { useRef, useState } from "react";
 import { apiJson } from "@/lib/api";
 import { formatMs } from "@/lib/format";
 import { usePoll } from "@/lib/poll";
+import { aheadRate } from "@/lib/queue";
 import type { ListPage, QueueStat } from "@/lib/types";
 
 interface Position {
   queue: string;
   ahead: number | null;
-}
-
-/** Jobs ahead per second, from the first and latest samples; null until it moved. */
-export function aheadRate(first: { at: number; ahead: number } | null, ahead: number, now: number): number | null {
-  if (!first || ahead >= first.ahead || now <= first.at) return null;
-  return (first.ahead - ahead) / ((now - first.at) / 1000);
 }
 
 export default function QueueInfo({ apiKey, jobId, priority }: { apiKey: string; jobId: string; priority: string }) {
