@@ -22,7 +22,7 @@ from api.deps import (
 )
 from api.limits import StreamSlots
 from api.metrics import JOBS_SUBMITTED
-from api.responses import SSE_EVENT, errors
+from api.responses import SSE_EVENT, QueuePosition, errors
 from api.services import jobs as svc
 from api.shutdown import ShutdownNotice
 from api.sse import EventStreamResponse, job_events, sse, until_stopping
@@ -85,9 +85,13 @@ async def list_jobs(
     kind: Literal["generate", "embed"] | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     after: Annotated[str | None, Query(max_length=64)] = None,
+    model: Annotated[str | None, Query(max_length=200)] = None,
+    priority: Literal["interactive", "batch"] | None = None,
+    batch_id: Annotated[str | None, Query(max_length=64)] = None,
 ) -> JSONResponse:
-    return JSONResponse(await svc.list_jobs(session=session, principal=principal, status=status,
-                                            kind=kind, limit=limit, after=after))
+    return JSONResponse(await svc.list_jobs(
+        session=session, principal=principal, status=status, kind=kind, limit=limit,
+        after=after, model=model, priority=priority, batch_id=batch_id))
 
 
 @router.get("/{job_id}", response_model=JobEnvelope, responses=errors(404))
@@ -95,6 +99,15 @@ async def get_job(job_id: str, store: StoreDep, principal: PrincipalDep) -> JSON
     # A response object skips re-validating the envelope: the model only documents it.
     return JSONResponse(envelope(await svc.get_job(store=store, principal=principal,
                                                    job_id=job_id)))
+
+
+@router.get("/{job_id}/position", response_model=QueuePosition, responses=errors(404))
+async def job_position(job_id: str, session: AutoSessionDep, store: StoreDep,
+                       principal: PrincipalDep) -> JSONResponse:
+    """A queued job's place on its queue (`ahead`: queued jobs before it); null once
+    it left the queue."""
+    return JSONResponse(await svc.queue_position(session=session, store=store,
+                                                 principal=principal, job_id=job_id))
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobEnvelope,
