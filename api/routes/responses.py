@@ -100,7 +100,7 @@ async def create_response(
     if req.stream:
         chunks = svc.stream(events=events, store=store, principal=principal, job=env, row=row,
                             cancel_on_hangup=not req.background)
-        return _event_stream(chunks, streams, principal, shutdown, headers=headers)
+        return _event_stream(chunks, streams, principal, shutdown, settings, headers=headers)
     if req.background:
         return JSONResponse(response_object(env, row), headers=headers)
     final = await completions.wait_done(events=events, store=store, principal=principal,
@@ -115,7 +115,7 @@ async def create_response(
                              "after `starting_after`.", "content": _STREAM}, **errors(404)})
 async def get_response(
     response_id: str, principal: PrincipalDep, session: SessionDep, store: StoreDep,
-    events: EventsDep, streams: StreamsDep, shutdown: ShutdownDep,
+    events: EventsDep, streams: StreamsDep, shutdown: ShutdownDep, settings: SettingsDep,
     stream: bool = False,
     starting_after: Annotated[int | None, Query(ge=-1, le=10**9)] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)] = None,
@@ -130,7 +130,7 @@ async def get_response(
     _take_stream_slot(streams, principal)
     chunks = svc.stream(events=events, store=store, principal=principal, job=env, row=row,
                         after=after)
-    return _event_stream(chunks, streams, principal, shutdown, headers=headers)
+    return _event_stream(chunks, streams, principal, shutdown, settings, headers=headers)
 
 
 def _last_seq(header: str | None) -> int:

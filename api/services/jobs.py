@@ -166,13 +166,35 @@ async def get_job(*, store: AsyncJobStore, principal: Principal, job_id: str):
     return await store.get(job_id, owner_id=principal.key_id)
 
 
+async def queue_position(*, session: AsyncSession, store: AsyncJobStore, principal: Principal,
+                         job_id: str) -> dict:
+    """How many queued jobs are ahead of this one on its queue: every queued interactive
+    job created before it, and for a batch job every queued interactive one too. The
+    workers take interactive jobs first; within a priority the order is roughly FIFO."""
+    job = await store.get(job_id, owner_id=principal.key_id)
+    ahead = None
+    if job.status == JobStatus.QUEUED:
+        before = (Job.priority == job.priority) & (Job.created_at < job.created_at)
+        if job.priority == "batch":
+            before = before | (Job.priority == "interactive")
+        ahead = (await session.execute(
+            select(func.count()).select_from(Job)
+            .where(Job.status == JobStatus.QUEUED, Job.queue == job.queue, before)
+        )).scalar_one()
+    return {"object": "queue_position", "job_id": job.id, "status": job.status,
+            "queue": job.queue, "priority": job.priority, "ahead": ahead}
+
+
 async def list_jobs(*, session: AsyncSession, principal: Principal, status: str | None,
-                    kind: str | None, limit: int, after: str | None) -> dict:
+                    kind: str | None, limit: int, after: str | None, model: str | None = None,
+                    priority: str | None = None, batch_id: str | None = None) -> dict:
     stmt = select(*JOB_COLUMNS).where(Job.owner_id == principal.key_id)
     if status:
         stmt = stmt.where(Job.status.in_(status.split(",")))
-    if kind:
-        stmt = stmt.where(Job.kind == kind)
+    for column, value in ((Job.kind, kind), (Job.model, model), (Job.priority, priority),
+                          (Job.batch_id, batch_id)):
+        if value:
+            stmt = stmt.where(column == value)
     if after:
         stmt = stmt.where(Job.id < after)
     rows = (await session.execute(stmt.order_by(Job.id.desc()).limit(limit + 1))).all()
