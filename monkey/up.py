@@ -227,7 +227,9 @@ def _pump(name: str, pipe: IO[bytes], console: Console) -> None:
     folder = CeleryBannerFolder()
     try:
         for raw in iter(pipe.readline, b""):
-            for line in folder.feed(raw.decode("utf-8", "replace").rstrip("\r\n")):
+            # A progress bar redraws itself with \r: its last state is the line.
+            text = raw.decode("utf-8", "replace").rstrip("\r\n").rsplit("\r", 1)[-1]
+            for line in folder.feed(text):
                 console.service_line(name, line)
         for line in folder.flush():
             console.service_line(name, line)

@@ -10,7 +10,7 @@ import logging
 import pytest
 
 from monkey import logs
-from monkey.up import CeleryBannerFolder, Console, ConsoleStream, _safe_url
+from monkey.up import CeleryBannerFolder, Console, ConsoleStream, _pump, _safe_url
 
 CELERY_BANNER = """\x20
  -------------- llm-18914@vm v5.7.0 (collider)
@@ -42,6 +42,18 @@ def test_celery_banner_folds_to_one_line():
     assert [ln for ln in out if ln.strip()] == [
         "celery 5.7.0 llm-18914@vm: queues llm, concurrency 32 (thread), 2 tasks",
         "after the banner",
+    ]
+
+
+def test_a_child_output_read_whole_lines_progress_bars_at_their_last_state():
+    console, stream = _console("text")
+    data = "\n".join(CELERY_BANNER).encode() + b"\nLoading 0%\rLoading 100%\r\nlast, no newline"
+    _pump("llm-worker", io.BytesIO(data), console)
+    assert stream.getvalue().splitlines() == [
+        "llm-worker | celery 5.7.0 llm-18914@vm: queues llm, concurrency 32 (thread), 2 tasks",
+        "llm-worker | after the banner",
+        "llm-worker | Loading 100%",
+        "llm-worker | last, no newline",
     ]
 
 
