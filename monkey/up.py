@@ -307,9 +307,12 @@ def _port_open(port: int) -> bool:
         return False
 
 
-def _waiting_note(pending: list[str]) -> str:
-    return "waiting for: " + ", ".join(
+def _waiting_note(pending: list[str], port: int) -> str:
+    note = "waiting for: " + ", ".join(
         f"{n} ({_HINTS[n]})" if n in _HINTS else n for n in pending)
+    if "api" not in pending:  # a model may take minutes to load: the UI works already
+        note += f"; the UI answers already on http://127.0.0.1:{port}"
+    return note
 
 
 # The stack ---------------------------------------------------------------------------
@@ -422,7 +425,7 @@ def _wait_ready(readiness: Readiness, readers: dict[str, threading.Thread]) -> i
             log.error("the API did not become ready in %.0fs; see its lines above",
                       API_READY_TIMEOUT_S)
             return 1
-        note = _waiting_note(pending)
+        note = _waiting_note(pending, readiness.port)
         if (note != shown and now - shown_at >= 2) or now - shown_at >= WAIT_NOTE_EVERY_S:
             log.info(note)
             shown, shown_at = note, now
