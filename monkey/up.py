@@ -2,9 +2,11 @@
 
 SQLite under .monkey/, a private Redis server (unless REDIS_URL is set), migrations,
 an API key on first run, then the API (serving the built web UI), a worker for each
-queue and Flower, as child processes. Ctrl-C or SIGTERM (a platform's redeploy, when
-the whole stack is one service) stops all of them: each child gets SIGTERM and its
-drain window (MONKEY_DRAIN_S) before SIGKILL; none is left behind.
+queue and Flower, as child processes. Ctrl-C, SIGTERM (a platform's redeploy, when
+the whole stack is one service) or the terminal closing stops all of them: each child
+gets SIGTERM and its drain window (MONKEY_DRAIN_S) before SIGKILL; none is left behind.
+The children run in process groups of their own, so a Ctrl-C on the terminal reaches
+`monkey up` alone and each child is stopped once, the way a platform stops it.
 
 The children's output comes through `monkey up`: a reader thread per child reads its
 pipe line by line and writes whole lines under one lock, so lines never interleave.
@@ -341,6 +343,45 @@ def run_up(*, host: str | None, port: int | None, flower_port: int, gpu_worker: 
     upgrade(settings)
     new_key = _first_key(settings)
 
+    commands = _commands(host, port, flower_port, gpu_worker)
+    procs: dict[str, subprocess.Popen] = {}
+    readers: dict[str, threading.Thread] = {}
+    readiness: Readiness | None = None
+    signal.signal(signal.SIGTERM, _raise_stopped)
+    signal.signal(signal.SIGHUP, _raise_stopped)  # the terminal closed
+    try:
+        for name, cmd in commands.items():
+            _start(name, cmd, env, console, procs, readers)
+        readiness = Readiness(procs, port=port, flower_port=flower_port,
+                              redis_url=env["REDIS_URL"])
+        code = _wait_ready(readiness, readers)
+        if code is not None:
+            return code
+        readiness.close()
+        view = _View(port, flower_port, settings, new_key)
+        view.banner(console)
+        return _run(procs, readers, view, console)
+    except (KeyboardInterrupt, _Stopped) as exc:
+        if isinstance(exc, KeyboardInterrupt) and console.fmt == "text":
+            console.write("", counts=False)  # past the terminal's ^C
+        log.info("stopping...")
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the stop
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # nor a second Ctrl-C
+        _stop_all(procs, grace_s=settings.drain_s + 4)
+        deadline = time.monotonic() + 3
+        for reader in readers.values():  # the children's last lines
+            reader.join(max(0.0, deadline - time.monotonic()))
+        if readiness is not None:
+            readiness.close()
+        if redis_server:
+            redis_server.stop()
+
+
+def _commands(host: str | None, port: int, flower_port: int,
+              gpu_worker: bool) -> dict[str, list[str]]:
     monkey = [sys.executable, "-m", "monkey.cli"]
     commands = {
         "api": [*monkey, "api", "--port", str(port), *(["--host", host] if host else [])],
@@ -351,50 +392,33 @@ def run_up(*, host: str | None, port: int | None, flower_port: int, gpu_worker: 
         commands["gpu-worker"] = [*monkey, "worker", "--queues", "gpu", "--concurrency", "64"]
     elif gpu_worker:
         log.warning("torch is not installed: no gpu worker (pip install '.[ml]' to add one)")
+    return commands
 
-    procs: dict[str, subprocess.Popen] = {}
-    readers: dict[str, threading.Thread] = {}
-    readiness: Readiness | None = None
-    signal.signal(signal.SIGTERM, _raise_stopped)
-    try:
-        for name, cmd in commands.items():
-            proc = subprocess.Popen(cmd, env={**env, "MONKEY_SERVICE": name},
-                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT)
-            procs[name] = proc
-            assert proc.stdout is not None
-            readers[name] = threading.Thread(target=_pump, args=(name, proc.stdout, console),
-                                             name=f"output-{name}", daemon=True)
-            readers[name].start()
-        readiness = Readiness(procs, port=port, flower_port=flower_port,
-                              redis_url=env["REDIS_URL"])
-        code = _wait_ready(readiness, readers)
-        if code is not None:
-            return code
-        readiness.close()
-        view = _View(port, flower_port, settings, new_key)
-        view.banner(console)
-        while True:
-            for name, proc in procs.items():
-                if proc.poll() is not None:
-                    readers[name].join(1.0)  # its last lines first
-                    log.error("%s exited with code %s; stopping", name, proc.returncode)
-                    return proc.returncode or 1
-            view.maybe_remind(console)
-            time.sleep(0.5)
-    except (KeyboardInterrupt, _Stopped):
-        log.info("stopping...")
-        return 0
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the stop
-        _stop_all(procs, grace_s=settings.drain_s + 4)
-        deadline = time.monotonic() + 3
-        for reader in readers.values():  # the children's last lines
-            reader.join(max(0.0, deadline - time.monotonic()))
-        if readiness is not None:
-            readiness.close()
-        if redis_server:
-            redis_server.stop()
+
+def _start(name: str, cmd: list[str], env: dict[str, str], console: Console,
+           procs: dict[str, subprocess.Popen], readers: dict[str, threading.Thread]) -> None:
+    """A child in a process group of its own, its output read by a thread of ours."""
+    proc = subprocess.Popen(cmd, env={**env, "MONKEY_SERVICE": name},
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, process_group=0)
+    procs[name] = proc
+    assert proc.stdout is not None
+    readers[name] = threading.Thread(target=_pump, args=(name, proc.stdout, console),
+                                     name=f"output-{name}", daemon=True)
+    readers[name].start()
+
+
+def _run(procs: dict[str, subprocess.Popen], readers: dict[str, threading.Thread],
+         view: _View, console: Console) -> int:
+    """Up: until a child exits (its code is ours then)."""
+    while True:
+        for name, proc in procs.items():
+            if proc.poll() is not None:
+                readers[name].join(1.0)  # its last lines first
+                log.error("%s exited with code %s; stopping", name, proc.returncode)
+                return proc.returncode or 1
+        view.maybe_remind(console)
+        time.sleep(0.5)
 
 
 def _own_logging(console: Console, fmt: str) -> None:

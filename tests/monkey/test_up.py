@@ -134,13 +134,20 @@ class _Pty:
         os.close(self.master)
 
 
-def test_on_a_terminal_prefixed_lines_and_the_banner_once_every_worker_is_ready(tmp_path):
+def _controlling_terminal() -> None:
+    """In the child, after setsid: its stdin (the pty) becomes its terminal, so ^C on
+    the pty is a SIGINT to its foreground process group, as in a shell."""
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def test_on_a_terminal_prefixed_lines_the_banner_once_all_are_ready_and_ctrl_c(tmp_path):
     port, flower_port = free_port(), free_port()
     term = _Pty(rows=8)
     proc = subprocess.Popen(
         _up_cmd(port, flower_port), cwd=REPO,
         env=_up_env(tmp_path, NO_COLOR="1", TERM="xterm", MONKEY_UP_REMINDER_IDLE_S="1"),
-        stdin=term.slave, stdout=term.slave, stderr=term.slave)
+        stdin=term.slave, stdout=term.slave, stderr=term.slave,
+        start_new_session=True, preexec_fn=_controlling_terminal)
     term.start()
     worker: psutil.Process | None = None
     children: list[psutil.Process] = []
@@ -174,8 +181,13 @@ def test_on_a_terminal_prefixed_lines_and_the_banner_once_every_worker_is_ready(
         reminder = f"-- UI http://127.0.0.1:{port} | Flower http://127.0.0.1:{flower_port}"
         wait_until(lambda: reminder in term.text(), 20, "the reminder")
 
+        # Ctrl-C: the terminal's SIGINT reaches `monkey up` alone, which stops each
+        # child once (no "Hitting Ctrl+C again", no traceback from a second signal).
         children = psutil.Process(proc.pid).children(recursive=True)
-        _sigterm(proc, children)
+        os.write(term.master, b"\x03")
+        assert proc.wait(timeout=30) == 0
+        _, alive = psutil.wait_procs(children, timeout=5)
+        assert not alive, f"left running: {[p.cmdline() for p in alive]}"
     finally:
         if worker is not None and worker.is_running():
             worker.resume()
@@ -184,13 +196,15 @@ def test_on_a_terminal_prefixed_lines_and_the_banner_once_every_worker_is_ready(
 
     out = term.text()
     assert out.count(BANNER) == 1
+    assert "stopping..." in out
+    assert "Ctrl+C again" not in out and "Traceback" not in out
     key = (tmp_path / "api-key").read_text().strip()
     assert f"Your API key:       {key}" in out
     assert "\x1b[" not in out  # NO_COLOR
     prefixed = re.compile(r"^(api|llm-worker|flower|monkey) +\| (.*)$")
     services, lines = set(), [ln for ln in out.splitlines() if ln.strip()]
     for line in lines:
-        if line.startswith("  ") or line.startswith("-- UI "):  # the banner, the reminder
+        if line.startswith(("  ", "-- UI ")) or line == "^C":  # banner, reminder, echo
             continue
         match = prefixed.match(line)
         assert match, f"a line without a service prefix: {line!r}"
