@@ -5,10 +5,13 @@ that go with it, so no caller can change a status and forget to tell its followe
 
     claim       queued -> running (attempt + 1, lease), or queued -> expired (start_by)
     finish      running|cancelling -> succeeded | failed | cancelled (attempt fence)
+    claim_many, finish_many   the same for many jobs (a chunk of batch lines): one
+                statement for them all, each row still fenced by its own attempt
     cancel      queued -> cancelled, running -> cancelling (and the worker is told)
     recover     a lapsed lease: -> queued again, failed (attempts spent) or cancelled
     expire_due  queued past start_by -> expired
-    cancel_batch_lines  every queued line of a batch -> cancelled (bulk)
+    cancel_batch_lines  every queued line of a batch -> cancelled, running ones ->
+                cancelling (bulk)
 
 The statements are built once, here; `JobStore` runs them for a worker thread
 (sync engine, `EventWriter`), `AsyncJobStore` for the API and the control loop
@@ -28,7 +31,21 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
 
 from redis.exceptions import RedisError
-from sqlalchemy import CursorResult, Engine, Update, bindparam, or_, select, text
+from sqlalchemy import (
+    JSON,
+    Connection,
+    CursorResult,
+    Engine,
+    Integer,
+    String,
+    Update,
+    bindparam,
+    column,
+    or_,
+    select,
+    text,
+    values,
+)
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -65,6 +82,18 @@ _EXPIRE = (
     .where(Job.start_by < bindparam("now")).returning(*JOB_COLUMNS)
 )
 _GET = select(*JOB_COLUMNS).where(Job.__table__.c.id == bindparam("job_id"))
+_IDS: Any = bindparam("job_ids", expanding=True)
+_CLAIM_MANY = (
+    transition(None, S.RUNNING, where=[Job.id.in_(_IDS), or_(Job.start_by.is_(None),
+                                                              Job.start_by >= bindparam("now"))],
+               attempts=Job.attempts + 1, started_at=bindparam("now"),
+               lease_expires_at=bindparam("lease"), worker_id=bindparam("worker_id"))
+    .returning(*JOB_COLUMNS)
+)
+_EXPIRE_MANY = (
+    transition(None, S.EXPIRED, where=[Job.id.in_(_IDS), Job.start_by < bindparam("now")],
+               finished_at=bindparam("now"), error=EXPIRED_ERROR).returning(*JOB_COLUMNS)
+)
 
 
 @functools.cache
@@ -73,6 +102,32 @@ def _finish_statement(to: JobStatus) -> Update:
         bindparam("job_id"), to, attempt=bindparam("attempt"), output=bindparam("output"),
         error=bindparam("error"), metrics=bindparam("metrics"),
         finished_at=bindparam("now"), lease_expires_at=None,
+    ).returning(*JOB_COLUMNS)
+
+
+@dataclass(frozen=True, slots=True)
+class End:
+    """One attempt's end, for `JobStore.finish_many`."""
+
+    job_id: str
+    attempt: int
+    to: JobStatus
+    output: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    metrics: dict[str, Any] | None = None
+
+
+def _finish_many_statement(to: JobStatus, ends: list[End]) -> Update:
+    """One UPDATE for many ends of one status: each row joins its own values (id,
+    attempt, output, error, metrics) from a VALUES list, so the attempt fence holds
+    row by row. Postgres only (SQLite cannot alias a VALUES list's columns)."""
+    rows = values(column("k", String), column("att", Integer), column("output", JSON),
+                  column("error", JSON), column("metrics", JSON), name="ends").data(
+        [(e.job_id, e.attempt, e.output, e.error, e.metrics or {}) for e in ends])
+    return transition(
+        None, to, attempt=rows.c.att, where=[Job.id == rows.c.k], output=rows.c.output,
+        error=rows.c.error, metrics=rows.c.metrics, finished_at=bindparam("now"),
+        lease_expires_at=None,
     ).returning(*JOB_COLUMNS)
 
 
@@ -157,6 +212,61 @@ class JobStore:
                               ttl_s=events_ttl(self.settings, job.priority))
         return env
 
+    def claim_many(self, job_ids: list[str], *, worker_id: str) -> list[Any]:
+        """Take every job of `job_ids` that is still queued, in one statement: rows of
+        JOB_COLUMNS after the claim (attempts is each one's attempt). The rest were
+        taken or ended already (a duplicate delivery claims nothing), or are past their
+        start_by and expire here, with their events.
+
+        No `running` event and no look for an earlier cancel: a chunk's lines are
+        followed through their batch, and a cancel reaches them through the cancel
+        channel or, failing that, the heartbeat's look at the database."""
+
+        def attempt() -> tuple[list[Any], list[Any]]:
+            with self.autocommit.connect() as conn:
+                now = utcnow()
+                lease = now + timedelta(seconds=self.settings.lease_s)
+                claimed = conn.execute(_CLAIM_MANY, {"job_ids": job_ids, "now": now,
+                                                     "lease": lease,
+                                                     "worker_id": worker_id}).all()
+                if len(claimed) == len(job_ids):
+                    return list(claimed), []
+                return list(claimed), list(conn.execute(_EXPIRE_MANY, {"job_ids": job_ids,
+                                                                       "now": now}).all())
+
+        claimed, expired = self.retry(attempt)
+        self.events.emit_jobs([(r.id, _ended(S.EXPIRED, envelope(r)),
+                                events_ttl(self.settings, r.priority)) for r in expired])
+        return claimed
+
+    def finish_many(self, ends: list[End]) -> list[dict[str, Any]]:
+        """Write many attempts' ends in one transaction (one statement per end status on
+        Postgres), each fenced by its own attempt, and publish them in one round trip.
+        Returns the envelopes of the jobs written; an end whose attempt no longer holds
+        its job is left out and changes nothing."""
+        if not ends:
+            return []
+        by_status: dict[JobStatus, list[End]] = {}
+        for e in ends:
+            by_status.setdefault(e.to, []).append(e)
+
+        def write() -> list[Any]:
+            with self.autocommit.connect() as conn, conn.begin():
+                now = utcnow()
+                if conn.dialect.name == "postgresql":
+                    return [row for to, group in by_status.items()
+                            for row in conn.execute(_finish_many_statement(to, group),
+                                                    {"now": now}).all()]
+                return _finish_each(conn, ends, now)  # SQLite: in process, no round trips
+
+        rows = self.retry(write)
+        errors = {e.job_id: e.error for e in ends}
+        envs = [envelope(row) for row in rows]
+        self.events.emit_jobs(
+            [(env["id"], _ended(S(env["status"]), env, errors[env["id"]]),
+              events_ttl(self.settings, env["priority"])) for env in envs])
+        return envs
+
     def retry(self, fn: Callable[[], T]) -> T:
         """Run a database write, retrying while the database is unreachable, with
         capped exponential backoff and jitter."""
@@ -174,6 +284,17 @@ class JobStore:
                 log.warning("database write failed, retrying in %.1fs: %s", delay, exc.orig)
                 time.sleep(delay * (0.5 + random.random() / 2))
                 delay = min(delay * 2, 5.0)
+
+
+def _finish_each(conn: Connection, ends: list[End], now: datetime) -> list[Any]:
+    rows = []
+    for e in ends:
+        row = conn.execute(_finish_statement(e.to), {
+            "job_id": e.job_id, "attempt": e.attempt, "output": e.output, "error": e.error,
+            "metrics": e.metrics or {}, "now": now}).first()
+        if row is not None:
+            rows.append(row)
+    return rows
 
 
 # The API's and the control loop's face ---------------------------------------------------
@@ -302,10 +423,13 @@ class AsyncJobStore:
         return len(rows)
 
     async def cancel_batch_lines(self, batch_id: str, *, guard: Update) -> list[str] | None:
-        """Every queued line of a batch -> cancelled, in one transaction that first runs
-        `guard` (the batch's own status change, which serialises us with its enqueue);
-        None, and nothing changed, when the guard matched no row. The lines' events go
-        out in the background, a page per round trip."""
+        """Every queued line of a batch -> cancelled, and every running one ->
+        cancelling, in one transaction that first runs `guard` (the batch's own status
+        change, which serialises us with its enqueue); None, and nothing changed, when
+        the guard matched no row. Running lines are told at once (a chunk's lines that
+        have not started yet then end as cancelled instead of running: the batch stops
+        within one chunk). The lines' events go out in the background, a page per
+        round trip."""
         now = utcnow()
         async with self.sessions() as s:
             # An UPDATE's result is a CursorResult (the session's execute() says Result).
@@ -316,9 +440,25 @@ class AsyncJobStore:
                 transition(None, S.CANCELLED, expect={S.QUEUED}, where=[Job.batch_id == batch_id],
                            finished_at=now, error=BATCH_CANCELLED_ERROR)
                 .returning(Job.id))).scalars())
+            running = list((await s.execute(
+                transition(None, S.CANCELLING, where=[Job.batch_id == batch_id])
+                .returning(Job.id))).scalars())
             await s.commit()
+        if running:
+            await self._signal_cancel_many(running)
         self._spawn(self._announce_ended(ids, S.CANCELLED), f"announce-{batch_id}")
         return ids
+
+    async def _signal_cancel_many(self, job_ids: list[str]) -> None:
+        # Only running jobs: no key for a later worker (none will claim them), one
+        # message each on the channel, in one round trip.
+        try:
+            pipe = self.events.redis.pipeline(transaction=False)
+            for job_id in job_ids:
+                pipe.publish(CANCEL_CHANNEL, job_id)
+            await pipe.execute()
+        except (RedisError, OSError) as exc:  # the heartbeat reads `cancelling` instead
+            log.warning("cancel signal for %d jobs not sent: %s", len(job_ids), exc)
 
     async def _announce_ended(self, job_ids: list[str], to: JobStatus) -> None:
         for i in range(0, len(job_ids), _ANNOUNCE_PAGE):
@@ -347,5 +487,5 @@ def due_for_recovery(now: datetime | None = None, *, limit: int = 1000) -> Any:
                    Job.lease_expires_at < (now or utcnow())).limit(limit))
 
 
-__all__ = ["AsyncJobStore", "Claimed", "JobStore", "due_for_recovery", "events_ttl"]
+__all__ = ["AsyncJobStore", "Claimed", "End", "JobStore", "due_for_recovery", "events_ttl"]
 
