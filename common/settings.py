@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     # Batch lines are read from the batch's output file, not followed live: their
     # streams (a done event holds the whole result) leave Redis sooner.
     batch_events_ttl_s: int = _env("MONKEY_BATCH_EVENTS_TTL_S", 3600)
+    # Batch lines of models whose line costs little (debug/echo, local embeddings) go
+    # out this many to a task message: one claim, one forward pass or a few, bulk
+    # finishes. A cancelled batch stops within one chunk.
+    batch_chunk_lines: int = _env("MONKEY_BATCH_CHUNK_LINES", 64)
     write_retry_s: float = _env("MONKEY_WRITE_RETRY_S", 120.0)
     # A job whose worker died this many times fails (`worker_lost`) instead of looping.
     max_attempts: int = _env("MONKEY_MAX_ATTEMPTS", 10)
@@ -97,6 +101,8 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite:///{(self.data_dir / 'monkey.db').resolve()}"
         if self.max_batch < 1:
             raise ValueError("MONKEY_MAX_BATCH must be at least 1")
+        if self.batch_chunk_lines < 1:
+            raise ValueError("MONKEY_BATCH_CHUNK_LINES must be at least 1")
         if self.heartbeat_s >= self.lease_s:
             raise ValueError("MONKEY_HEARTBEAT_S must be shorter than MONKEY_LEASE_S")
         return self

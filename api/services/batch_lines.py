@@ -16,9 +16,11 @@ from api.deps import Principal
 from api.services.jobs import new_job_row
 from api.services.openai_shapes import parse_request, response_body
 from common.batches_db import Batch
+from common.constants import DEBUG_ECHO, LOCAL_PREFIX
 from common.db import Job
 from common.errors import MonkeyError, RequestError
 from common.jobs import envelope
+from common.producer import TaskMessage
 from common.settings import Settings
 
 MAX_LINES = 50_000
@@ -133,6 +135,33 @@ def job_rows(settings: Settings, batch: Batch, lines: list[tuple[int, bytes]]) -
     return rows
 
 
+def chunked(row: dict) -> bool:
+    """Lines whose machinery costs more than their model (echo, local embeddings) run in
+    chunks; a provider's line, bound by its network round trip, runs alone on a task
+    thread so that lines overlap."""
+    return row["model"] == DEBUG_ECHO or (
+        row["kind"] == "embed" and row["model"].startswith(LOCAL_PREFIX + "/"))
+
+
+def task_messages(rows: list[dict], chunk_lines: int) -> list[TaskMessage]:
+    """The task messages for a batch's new job rows: consecutive lines of one model go
+    out `chunk_lines` to a message where they run in chunks, one each otherwise."""
+    messages: list[TaskMessage] = []
+    run: list[dict] = []
+    for row in rows:
+        if run and (len(run) >= chunk_lines or row["model"] != run[0]["model"]
+                    or row["kind"] != run[0]["kind"]):
+            messages.append(TaskMessage.chunk(run))
+            run = []
+        if chunked(row) and chunk_lines > 1:
+            run.append(row)
+        else:
+            messages.append(TaskMessage.of_row(row))
+    if run:
+        messages.append(TaskMessage.chunk(run))
+    return messages
+
+
 # Results ------------------------------------------------------------------------------
 
 _LINE_ERRORS = {
@@ -171,7 +200,10 @@ def result_line(job: Job, endpoint: str) -> tuple[str, bytes]:
         kind = "ok"
     else:
         err = job.error or {}
-        type_ = err.get("type") or job.status
+        # A line with no error of its own was cancelled with its batch (a running
+        # line is stopped by the batch's cancel).
+        type_ = err.get("type") or ("batch_cancelled" if job.status == "cancelled"
+                                    else job.status)
         code, message = _LINE_ERRORS.get(type_, (type_, err.get("message") or job.status))
         line["response"] = None
         line["error"] = {"code": code, "message": message}

@@ -4,7 +4,9 @@
   line numbers; nothing is written for a batch that fails.
 - enqueue (in_progress): lines become jobs (priority `batch`) in chunks: one bulk insert
   per chunk, in the transaction that advances `lines_enqueued`, then one pipelined
-  publish per chunk from a thread. A crash resumes after the last committed chunk.
+  publish per chunk from a thread, where lines that run in chunks on the worker go
+  `MONKEY_BATCH_CHUNK_LINES` to a task message (batch_lines.task_messages). A crash
+  resumes after the last committed chunk.
 - finalize (batch_finalize): once no line is queued or running, the result files and
   the final status.
 
@@ -205,7 +207,8 @@ async def _publish(state: AppState, rows: list[dict]) -> None:
     if state.producer.broker_down:
         return
     try:
-        await state.producer.publish_many(rows)
+        await state.producer.publish_tasks(
+            batch_lines.task_messages(rows, state.settings.batch_chunk_lines))
     except BrokerUnavailable as exc:
         log.warning("batch lines left for the reconciler to publish: %s", exc)
         return

@@ -38,6 +38,7 @@ Checked against the kombu versions in CHECKED (tests/common/compat/test_kombu_re
 
 from __future__ import annotations
 
+import base64
 import bisect
 import json
 import logging
@@ -47,7 +48,7 @@ from typing import Any
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 
-from common.constants import PRIORITY_SEP, PRIORITY_STEPS, QUEUES, TASK_BY_KIND
+from common.constants import PRIORITY_SEP, PRIORITY_STEPS, QUEUES, TASK_BY_KIND, TASK_CHUNK
 
 CHECKED = {"kombu": ">=5.7.0,<5.8"}
 
@@ -184,6 +185,22 @@ def job_id_of_unacked(raw: bytes | str | None) -> str | None:
         return None
 
 
+def job_ids_of_unacked(raw: bytes | str | None) -> list[str]:
+    """The job ids of one of our task messages in the unacked hash: one for a job's
+    task, every line of a chunk's (its args: [[job ids]])."""
+    if raw is None:
+        return []
+    try:
+        message = json.loads(raw)[0]
+        if message["headers"].get("task") != TASK_CHUNK:
+            job_id = job_id_of_unacked(raw)
+            return [job_id] if job_id else []
+        args = json.loads(base64.b64decode(message["body"]))[0]
+        return [str(j) for j in args[0]]
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError):
+        return []
+
+
 async def stale_unacked(redis: Any, *, delivered_before: float,
                         limit: int) -> dict[str, list[bytes]]:
     """Our jobs' messages delivered before `delivered_before` (epoch seconds) and still
@@ -194,8 +211,7 @@ async def stale_unacked(redis: Any, *, delivered_before: float,
         return {}
     by_job: dict[str, list[bytes]] = {}
     for tag, raw in zip(tags, await redis.hmget(UNACKED_HASH, tags), strict=True):
-        job_id = job_id_of_unacked(raw)
-        if job_id:
+        for job_id in job_ids_of_unacked(raw):
             by_job.setdefault(job_id, []).append(tag)
     return by_job
 
@@ -211,5 +227,6 @@ async def forget_unacked(redis: Any, tags: Iterable[bytes | str]) -> None:
 __all__ = [
     "CHECKED", "LEGACY_SEP", "LEGACY_STEPS", "TRANSPORT", "UNACKED_HASH", "UNACKED_INDEX",
     "Transport", "adopt_legacy_layout", "forget_unacked", "job_id_of_unacked",
+    "job_ids_of_unacked",
     "stale_unacked",
 ]

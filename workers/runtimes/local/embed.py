@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 
 import torch
 
@@ -40,11 +41,20 @@ class EmbedExecutor(BatchExecutor):
 
     def embed(self, texts: list[str], ctx) -> EmbedResult:
         """Called from a task thread: blocks until every text has its vector."""
+        return self.submit_texts(texts, ctx)()
+
+    def submit_texts(self, texts: list[str], ctx) -> Callable[[], EmbedResult]:
+        """Hand the texts to the executor now; the returned function blocks until every
+        text has its vector (a chunk submits all its lines, then waits for each)."""
         request = EmbedRequest(texts, ctx)
         self.submit(request)
-        self.wait(request)
-        done = [v for v in request.vectors if v is not None]
-        return EmbedResult(embeddings=done, prompt_tokens=request.tokens)
+
+        def result() -> EmbedResult:
+            self.wait(request)
+            done = [v for v in request.vectors if v is not None]
+            return EmbedResult(embeddings=done, prompt_tokens=request.tokens)
+
+        return result
 
     # Executor thread ---------------------------------------------------------------------
     def run(self) -> None:

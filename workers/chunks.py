@@ -1,0 +1,149 @@
+"""A chunk of batch lines on a worker: one task message, one claim, bulk finishes.
+
+Why: a batch line of a model that costs almost nothing (debug/echo) or that batches
+(local embeddings) used to spend far more on its own message, claim, finish and event
+stream than on the model. A chunk's lines are claimed in one statement
+(`JobStore.claim_many`), run without token events (nobody follows a line live; a
+batch is watched through its progress), embedded in as few forward passes as the
+executor allows (every line's texts are handed over before the first is awaited), and
+their ends written in bulk (`JobStore.finish_many`) every `FLUSH_S` and at the end, so
+the batch's progress advances within a chunk too.
+
+Each line is still a job of its own: its run sits in the registry, so the heartbeat
+renews its lease and a cancel (the line's, or its batch's) stops it; every end is
+fenced by the line's attempt. A worker killed mid-chunk leaves its unfinished lines
+running under leases that lapse: the reconciler requeues them and sends them again,
+one message each. A duplicate delivery of the chunk claims nothing and writes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+
+from common.store import End
+from workers.lifecycle import JobRun, Outcome, claim_of, failed_end, settled_end
+from workers.runtimes.base import EmbedResult, GenerateResult
+from workers.worker import Worker
+
+log = logging.getLogger("monkey.worker")
+
+FLUSH_S = 0.25  # finished lines wait at most this long for their bulk write
+
+
+class LineRun(JobRun):
+    """A chunk line's RunContext: tokens are counted, not streamed."""
+
+    def token(self, text: str) -> None:
+        if self.first_token_at is None:
+            self.first_token_at = time.monotonic()
+        self.tokens += 1
+
+    def restart(self, reason: str) -> None:
+        self.tokens = 0
+
+    def progress(self, **data) -> None:
+        pass
+
+
+class Ends:
+    """Finished lines waiting for their bulk write."""
+
+    def __init__(self, state: Worker):
+        self.state = state
+        self.pending: list[tuple[LineRun, End]] = []
+        self.flushed_at = time.monotonic()
+
+    def add(self, run: LineRun, outcome: Outcome | None,
+            result: GenerateResult | EmbedResult | None = None) -> None:
+        if outcome is not None:  # None: the lease was lost, another attempt owns the line
+            self.pending.append((run, End(run.spec.id, run.spec.attempt, outcome.to,
+                                          outcome.output, outcome.error, run.metrics(result))))
+        if time.monotonic() - self.flushed_at >= FLUSH_S:
+            self.flush()
+
+    def flush(self) -> None:
+        self.flushed_at = time.monotonic()
+        if not self.pending:
+            return
+        pending, self.pending = self.pending, []
+        envs = {env["id"]: env for env in self.state.store.finish_many([e for _, e in pending])}
+        for run, _ in pending:
+            env = envs.get(run.spec.id)
+            if env is not None:
+                self.state.hooks.finished(run.spec, env)
+        statuses = Counter(str(env["status"]) for env in envs.values())
+        log.info("chunk lines finished", extra={
+            "lines": len(pending), "discarded": len(pending) - len(envs), **statuses})
+
+
+def execute(state: Worker, job_ids: list[str]) -> None:
+    """Run one delivered chunk: claim its queued lines, run them, write their ends."""
+    try:
+        _execute(state, job_ids)
+    finally:
+        for job_id in job_ids:
+            state.supervisor.release(job_id)
+
+
+def _execute(state: Worker, job_ids: list[str]) -> None:
+    rows = state.store.claim_many(job_ids, worker_id=state.worker_id)
+    if not rows:
+        return
+    runs = [LineRun(state, claim_of(row)) for row in rows]
+    for run in runs:
+        state.runs.add(run)
+    ends = Ends(state)
+    try:
+        embed = [r for r in runs if r.spec.kind == "embed"]
+        _embed(state, embed, ends)
+        _generate(state, [r for r in runs if r.spec.kind != "embed"], ends)
+        ends.flush()
+    finally:
+        for run in runs:
+            state.runs.remove(run)
+            run.close()
+
+
+def _stopped(run: LineRun, ends: Ends) -> bool:
+    """A line stopped before its turn (cancelled with its batch, lease lost) ends now."""
+    if not run.should_stop():
+        return False
+    ends.add(run, failed_end(run, RuntimeError("stopped before it started")))
+    return True
+
+
+def _generate(state: Worker, runs: list[LineRun], ends: Ends) -> None:
+    for run in runs:
+        if _stopped(run, ends):
+            continue
+        run.started = time.monotonic()
+        try:
+            result = state.runtime_for(run.spec.model).generate(run.spec, run)
+        except Exception as exc:  # that line ends with it; the chunk goes on
+            ends.add(run, failed_end(run, exc))
+            continue
+        ends.add(run, settled_end(run, result), result)
+
+
+def _embed(state: Worker, runs: list[LineRun], ends: Ends) -> None:
+    live = [r for r in runs if not _stopped(r, ends)]
+    if not live:
+        return
+    started = time.monotonic()
+    for run in live:
+        run.started = started
+    try:
+        results = state.runtime_for(live[0].spec.model).embed_many(
+            [(run.spec, run) for run in live])
+    except Exception as exc:  # the model is not there: every line ends with it
+        results = [exc] * len(live)
+    for run, result in zip(live, results, strict=True):
+        if isinstance(result, Exception):
+            ends.add(run, failed_end(run, result))
+        else:
+            ends.add(run, settled_end(run, result), result)
+
+
+__all__ = ["execute"]
