@@ -77,6 +77,7 @@ class Job(Base):
         Index("ix_jobs_owner_id", "owner_id", "id"),
         Index("ix_jobs_status_queue", "status", "queue", "priority"),
         Index("ix_jobs_batch", "batch_id"),
+        Index("ix_jobs_batch_status", "batch_id", "status"),
         Index("ix_jobs_owner_status", "owner_id", "status", "priority"),
     )
 

@@ -22,6 +22,13 @@ import logging
 import time
 from collections import Counter
 
+import redis
+from sqlalchemy import bindparam, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from common.constants import CONTROL_CHANNEL
+from common.db import Job
+from common.jobs import JobStatus
 from common.store import End
 from workers.lifecycle import JobRun, Outcome, claim_of, failed_end, settled_end
 from workers.runtimes.base import EmbedResult, GenerateResult
@@ -30,6 +37,10 @@ from workers.worker import Worker
 log = logging.getLogger("monkey.worker")
 
 FLUSH_S = 0.25  # finished lines wait at most this long for their bulk write
+_ACTIVE_LINE = (select(Job.id).where(Job.batch_id == bindparam("batch_id"),
+                                     Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING,
+                                                     JobStatus.CANCELLING]))
+                .limit(1))
 
 
 class LineRun(JobRun):
@@ -104,6 +115,21 @@ def _execute(state: Worker, job_ids: list[str]) -> None:
         for run in runs:
             state.runs.remove(run)
             run.close()
+    for batch_id in {row.batch_id for row in rows if row.batch_id}:
+        _kick_if_done(state, batch_id)
+
+
+def _kick_if_done(state: Worker, batch_id: str) -> None:
+    """The chunk that leaves its batch with no active line asks the control processes
+    to finalize it now rather than at the reconciler's next pass (one index probe per
+    chunk). Of two chunks ending together, the later look sees both ends."""
+    try:
+        with state.autocommit.connect() as conn:
+            if conn.execute(_ACTIVE_LINE, {"batch_id": batch_id}).first() is not None:
+                return
+        state.redis.publish(CONTROL_CHANNEL, "batches")
+    except (SQLAlchemyError, redis.RedisError) as exc:  # the reconciler's pass does it
+        log.warning("batch %s: control not kicked: %s", batch_id, exc)
 
 
 def _stopped(run: LineRun, ends: Ends) -> bool:

@@ -2,7 +2,7 @@
 
 Pure functions (no I/O), run in a thread by batch_work so that parsing 200 MB of JSON
 never stalls the event loop. A line is validated exactly as the same request sent to
-the interactive route would be (openai_shapes.parse_request, then new_job_row).
+the interactive route would be (openai_shapes.parse_request, then new_job_values).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from api.deps import Principal
-from api.services.jobs import new_job_row
+from api.services.jobs import new_job_values
 from api.services.openai_shapes import parse_request, response_body
 from common.batches_db import Batch
 from common.constants import DEBUG_ECHO, LOCAL_PREFIX
@@ -26,7 +26,8 @@ from common.settings import Settings
 MAX_LINES = 50_000
 MAX_ERRORS = 100
 MAX_CUSTOM_ID = 512
-JOB_ATTRS = tuple(a.key for a in Job.__mapper__.column_attrs)
+# Job attribute -> column name, for Core INSERTs of plain dicts (metadata_ -> metadata).
+COLUMN_OF = {a.key: c.name for a in Job.__mapper__.column_attrs for c in a.columns}
 
 
 class LineError(MonkeyError):
@@ -90,7 +91,8 @@ class Checker:
                 return
             try:
                 custom_id, job_in = parse_line(raw, self.endpoint)
-                new_job_row(settings=self.settings, principal=self.principal, job_in=job_in)
+                new_job_values(settings=self.settings, principal=self.principal, job_in=job_in,
+                               job_id="-")  # no id: nothing is written
             except LineError as exc:
                 self._error(exc.code, exc.message, lineno, exc.param)
                 continue
@@ -121,17 +123,18 @@ def line_job_id(batch: Batch, lineno: int, suffix: str | None = None) -> str:
 
 
 def job_rows(settings: Settings, batch: Batch, lines: list[tuple[int, bytes]]) -> list[dict]:
-    """Rows to insert for lines that validation already passed."""
+    """Rows to insert for lines that validation already passed, by column name (for a
+    Core INSERT of the jobs table)."""
     principal = Principal(batch.owner_id, "")
     rows = []
     for lineno, raw in lines:
         custom_id, job_in = parse_line(raw, batch.endpoint)
-        job = new_job_row(settings=settings, principal=principal, job_in=job_in,
-                          batch_id=batch.id, custom_id=custom_id)
-        job.id = line_job_id(batch, lineno)
+        values = new_job_values(settings=settings, principal=principal, job_in=job_in,
+                                batch_id=batch.id, custom_id=custom_id,
+                                job_id=line_job_id(batch, lineno))
         # The completion window: a line no worker took by then expires (as start_by).
-        job.start_by = batch.expires_at
-        rows.append({a: getattr(job, a) for a in JOB_ATTRS})
+        values["start_by"] = batch.expires_at
+        rows.append({COLUMN_OF[k]: v for k, v in values.items()})
     return rows
 
 
@@ -188,8 +191,9 @@ def unrun_lines(batch: Batch, lines: list[tuple[int, bytes]]) -> list[bytes]:
     return out
 
 
-def result_line(job: Job, endpoint: str) -> tuple[str, bytes]:
-    """("ok" | "failed" | "unfinished", the line) for one line's job."""
+def result_line(job: Job | Any, endpoint: str) -> tuple[str, bytes]:
+    """("ok" | "failed" | "unfinished", the line) for one line's job (a Job or a row of
+    JOB_COLUMNS)."""
     env = envelope(job)
     line: dict[str, Any] = {"id": f"batch_req_{job.id.removeprefix('job_')}",
                             "custom_id": job.custom_id}
