@@ -63,6 +63,14 @@ def types(state: Worker, job_id: str) -> list[str]:
     return [decode(f)[0] for _, f in r.xrange(events_key(job_id))]
 
 
+def start_chunk(state: Worker, ids: list[str], until) -> threading.Thread:
+    """Run the chunk on a thread of its own, as a task thread would, until `until()`."""
+    worker = threading.Thread(target=chunks.execute, args=(state, ids))
+    worker.start()
+    wait_until(until, 20, "the chunk under way")
+    return worker
+
+
 def test_chunked_lines_end_as_the_same_lines_run_one_by_one(state):
     prompts = [f"line {i} says hello" for i in range(10)] + ["cut here please"]
     chunked = add_lines(state, prompts, stop=["here"])
@@ -96,11 +104,9 @@ def test_a_chunk_delivered_twice_writes_each_line_once(state):
 
 def test_a_line_requeued_mid_chunk_is_left_to_its_new_attempt(state):
     ids = add_lines(state, ["a b c d e f"] * 3, delay_ms=40)
-    worker = threading.Thread(target=chunks.execute, args=(state, ids))
-    worker.start()
     # The reconciler takes the last line away while the chunk runs the first (its
     # lease lapsed, say), and another worker finishes it as attempt 2.
-    wait_until(lambda: rows(state, ids)[2].status == S.RUNNING, 10, "the chunk claimed")
+    worker = start_chunk(state, ids, lambda: rows(state, ids)[2].status == S.RUNNING)
     with state.sessions() as s:
         s.execute(transition(ids[2], S.QUEUED, attempt=1, lease_expires_at=None))
         s.commit()
@@ -116,9 +122,7 @@ def test_a_line_requeued_mid_chunk_is_left_to_its_new_attempt(state):
 
 def test_a_cancel_stops_the_lines_not_started_yet(state):
     ids = add_lines(state, ["a b c"] * 8, delay_ms=50)
-    worker = threading.Thread(target=chunks.execute, args=(state, ids))
-    worker.start()
-    wait_until(lambda: rows(state, ids)[1].status == S.SUCCEEDED, 20, "two lines done")
+    worker = start_chunk(state, ids, lambda: rows(state, ids)[1].status == S.SUCCEEDED)
     # What a batch's cancel does to its running lines (AsyncJobStore.cancel_batch_lines):
     # cancelling in the database, and a message on the cancel channel.
     with state.sessions() as s:
