@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     local_models: str = _env("MONKEY_LOCAL_MODELS", "")
     max_batch: int = _env("MONKEY_MAX_BATCH", 32)
     max_wait_ms: float = _env("MONKEY_MAX_WAIT_MS", 5.0)
+    # Embeddings: padded tokens (rows x longest text) per forward pass; 0: rows alone.
+    max_batch_tokens: int = _env("MONKEY_MAX_BATCH_TOKENS", 0)
     device: str = _env("MONKEY_DEVICE", "auto")
     provider_max_retries: int = _env("MONKEY_PROVIDER_MAX_RETRIES", 4)
     provider_timeout_s: float = _env("MONKEY_PROVIDER_TIMEOUT_S", 600.0)

@@ -68,7 +68,8 @@ class LocalRuntime(Runtime):
             from workers.runtimes.local.embed import EmbedExecutor
 
             executor: EmbedExecutor | GenerateExecutor = EmbedExecutor(
-                loading.load_embedder(name, source, self.device), **limits)
+                loading.load_embedder(name, source, self.device), **limits,
+                max_batch_tokens=self._settings.max_batch_tokens)
         else:
             from workers.runtimes.local.generate import GenerateExecutor
 
