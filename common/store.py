@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import random
 import time
@@ -33,7 +34,6 @@ from typing import Any, TypeVar, cast
 from redis.exceptions import RedisError
 from sqlalchemy import (
     JSON,
-    Connection,
     CursorResult,
     Engine,
     Integer,
@@ -41,6 +41,7 @@ from sqlalchemy import (
     Update,
     bindparam,
     column,
+    func,
     or_,
     select,
     text,
@@ -117,18 +118,35 @@ class End:
     metrics: dict[str, Any] | None = None
 
 
-def _finish_many_statement(to: JobStatus, ends: list[End]) -> Update:
-    """One UPDATE for many ends of one status: each row joins its own values (id,
-    attempt, output, error, metrics) from a VALUES list, so the attempt fence holds
-    row by row. Postgres only (SQLite cannot alias a VALUES list's columns)."""
-    rows = values(column("k", String), column("att", Integer), column("output", JSON),
-                  column("error", JSON), column("metrics", JSON), name="ends").data(
-        [(e.job_id, e.attempt, e.output, e.error, e.metrics or {}) for e in ends])
-    return transition(
-        None, to, attempt=rows.c.att, where=[Job.id == rows.c.k], output=rows.c.output,
-        error=rows.c.error, metrics=rows.c.metrics, finished_at=bindparam("now"),
+def _finish_many_statement(to: JobStatus, ends: list[End], dialect: str
+                           ) -> tuple[Update, dict[str, Any]]:
+    """One UPDATE for many ends of one status, and its parameters: each row joins its
+    own values (id, attempt, output, error, metrics), so the attempt fence holds row by
+    row. Postgres joins a VALUES list; SQLite, which cannot name a VALUES list's
+    columns, the rows of one JSON parameter (json_each)."""
+    if dialect == "postgresql":
+        rows = values(column("k", String), column("att", Integer), column("output", JSON),
+                      column("error", JSON), column("metrics", JSON), name="ends").data(
+            [(e.job_id, e.attempt, e.output, e.error, e.metrics or {}) for e in ends])
+        cols: dict[str, Any] = {"k": rows.c.k, "a": rows.c.att, "o": rows.c.output,
+                                "e": rows.c.error, "m": rows.c.metrics}
+        params: dict[str, Any] = {}
+    else:
+        each = func.json_each(bindparam("ends")).table_valued("value").alias("ends")
+        cols = {k: func.json_extract(each.c.value, f"$.{k}") for k in "kaoem"}
+        params = {"ends": json.dumps(
+            [{"k": e.job_id, "a": e.attempt, "o": e.output, "e": e.error, "m": e.metrics or {}}
+             for e in ends], separators=(",", ":"))}
+    # The id list too: the planner then finds each row by its key, instead of joining
+    # every running job with the list.
+    ids = [e.job_id for e in ends]
+    stmt = transition(
+        None, to, attempt=cols["a"], where=[Job.id.in_(ids), Job.id == cols["k"]],
+        output=cols["o"],
+        error=cols["e"], metrics=cols["m"], finished_at=bindparam("now"),
         lease_expires_at=None,
     ).returning(*JOB_COLUMNS)
+    return stmt, params
 
 
 def _ended(to: JobStatus, env: dict[str, Any],
@@ -240,8 +258,8 @@ class JobStore:
         return claimed
 
     def finish_many(self, ends: list[End]) -> list[dict[str, Any]]:
-        """Write many attempts' ends in one transaction (one statement per end status on
-        Postgres), each fenced by its own attempt, and publish them in one round trip.
+        """Write many attempts' ends in one transaction (one statement per end status),
+        each fenced by its own attempt, and publish them in one round trip.
         Returns the envelopes of the jobs written; an end whose attempt no longer holds
         its job is left out and changes nothing."""
         if not ends:
@@ -251,13 +269,13 @@ class JobStore:
             by_status.setdefault(e.to, []).append(e)
 
         def write() -> list[Any]:
+            rows: list[Any] = []
             with self.autocommit.connect() as conn, conn.begin():
                 now = utcnow()
-                if conn.dialect.name == "postgresql":
-                    return [row for to, group in by_status.items()
-                            for row in conn.execute(_finish_many_statement(to, group),
-                                                    {"now": now}).all()]
-                return _finish_each(conn, ends, now)  # SQLite: in process, no round trips
+                for to, group in by_status.items():
+                    stmt, params = _finish_many_statement(to, group, conn.dialect.name)
+                    rows += conn.execute(stmt, {"now": now, **params}).all()
+            return rows
 
         rows = self.retry(write)
         errors = {e.job_id: e.error for e in ends}
@@ -284,17 +302,6 @@ class JobStore:
                 log.warning("database write failed, retrying in %.1fs: %s", delay, exc.orig)
                 time.sleep(delay * (0.5 + random.random() / 2))
                 delay = min(delay * 2, 5.0)
-
-
-def _finish_each(conn: Connection, ends: list[End], now: datetime) -> list[Any]:
-    rows = []
-    for e in ends:
-        row = conn.execute(_finish_statement(e.to), {
-            "job_id": e.job_id, "attempt": e.attempt, "output": e.output, "error": e.error,
-            "metrics": e.metrics or {}, "now": now}).first()
-        if row is not None:
-            rows.append(row)
-    return rows
 
 
 # The API's and the control loop's face ---------------------------------------------------
