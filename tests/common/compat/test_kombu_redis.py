@@ -138,6 +138,28 @@ def test_messages_a_worker_holds_parse_to_their_jobs_and_can_be_dropped(redis_se
     conn.release()
 
 
+def test_a_held_chunk_parses_to_every_line_it_carries(redis_server):
+    # A worker that dies holding a chunk's message: the reconciler must see each of its
+    # lines, not only the first, or the others would wait for the visibility timeout.
+    app = make_celery(Settings(redis_url=redis_server.url))
+    rows = [{"id": f"job_{c}", "kind": "generate", "model": "debug/echo", "queue": "llm",
+             "priority": "batch"} for c in "xyz"]
+    publish_job(app, TaskMessage.chunk(rows))
+    conn, _channel, messages = _deliver(app, 1)
+    tag = messages[0].delivery_tag.encode()
+
+    async def check() -> None:
+        r = aioredis.Redis.from_url(redis_server.url)
+        try:
+            held = await compat.stale_unacked(r, delivered_before=time.time() + 1, limit=10)
+            assert held == {"job_x": [tag], "job_y": [tag], "job_z": [tag]}
+        finally:
+            await r.aclose()
+
+    asyncio.run(check())
+    conn.release()
+
+
 @pytest.mark.parametrize("transport", ["redis", compat.TRANSPORT])
 def test_a_channel_closed_on_a_dead_broker(redis_server, transport):
     """Ours closes quietly and drops a late ack or reject; kombu's own still touches the
