@@ -68,6 +68,10 @@ class Ends:
 
     def add(self, run: LineRun, outcome: Outcome | None,
             result: GenerateResult | EmbedResult | None = None) -> None:
+        # The line is over here: the heartbeat no longer renews its lease (its row is
+        # about to leave `running`) and a cancel has nothing left to stop.
+        self.state.runs.remove(run)
+        run.close()
         if outcome is not None:  # None: the lease was lost, another attempt owns the line
             self.pending.append((run, End(run.spec.id, run.spec.attempt, outcome.to,
                                           outcome.output, outcome.error, run.metrics(result))))

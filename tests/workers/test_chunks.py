@@ -139,3 +139,19 @@ def test_a_cancel_stops_the_lines_not_started_yet(state):
     rest = final[len(done):]
     assert rest and all(j.status == S.CANCELLED for j in rest)
     assert all(j.finished_at is not None and j.lease_expires_at is None for j in rest)
+
+
+def test_the_heartbeat_renews_a_chunk_in_one_go_and_leaves_its_finished_lines(state):
+    ids = add_lines(state, ["a b c"] * 6, delay_ms=50)
+    worker = start_chunk(state, ids, lambda: rows(state, ids)[1].status == S.SUCCEEDED)
+    running = state.runs.active()
+    assert ids[0] not in {r.spec.id for r in running} and running
+    leases = {j.id: j.lease_expires_at for j in rows(state, ids)}
+    state.supervisor.beat()
+    # Every line still to run keeps its lease, renewed; none is told it lost it.
+    assert all(r.stop_reason() is None for r in running)
+    renewed = {j.id: j.lease_expires_at for j in rows(state, ids)}
+    assert all(renewed[r.spec.id] > leases[r.spec.id] for r in running
+               if rows(state, [r.spec.id])[0].status == S.RUNNING)
+    worker.join(30)
+    assert [j.status for j in rows(state, ids)] == [S.SUCCEEDED] * 6
