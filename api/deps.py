@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.limits import StreamSlots
+from api.shutdown import ShutdownNotice
 from api.state import AppState
 from common.db import ApiKey
 from common.errors import RateLimited, Unauthorized
@@ -77,6 +78,10 @@ async def get_streams(request: Request) -> StreamSlots:
     return _state(request).streams
 
 
+async def get_shutdown(request: Request) -> ShutdownNotice:
+    return _state(request).shutdown
+
+
 async def get_queued_counts(request: Request) -> dict:
     return _state(request).queued_counts
 
@@ -94,6 +99,7 @@ ProducerDep = Annotated[Producer, Depends(get_producer)]
 StoreDep = Annotated[AsyncJobStore, Depends(get_store)]
 EventsDep = Annotated[AsyncEventLog, Depends(get_events)]
 StreamsDep = Annotated[StreamSlots, Depends(get_streams)]
+ShutdownDep = Annotated[ShutdownNotice, Depends(get_shutdown)]
 # key id -> (interactive jobs queued, monotonic time counted): see check_queued_cap
 QueuedCountsDep = Annotated[dict, Depends(get_queued_counts)]
 
@@ -135,6 +141,6 @@ PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 __all__ = [
     "AutoSessionDep", "EventsDep", "Principal", "PrincipalDep", "ProducerDep", "QueuedCountsDep",
-    "RedisDep", "SessionDep", "SessionMakerDep", "SettingsDep", "StoreDep", "StreamsDep",
-    "get_principal",
+    "RedisDep", "SessionDep", "SessionMakerDep", "SettingsDep", "ShutdownDep", "StoreDep",
+    "StreamsDep", "get_principal",
 ]

@@ -37,9 +37,11 @@ def create_app(settings: Settings | None = None, *, producer: Producer | None = 
         state = open_state(settings, producer)
         app.state.monkey = state
         state.producer.start()
+        state.shutdown.install()
         try:
             yield
         finally:
+            state.shutdown.uninstall()
             await close_state(state)
 
     app = FastAPI(title="Monkey Coder", version="0.1.0", lifespan=lifespan)

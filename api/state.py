@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from api.limits import RequestTokens, StreamSlots
+from api.shutdown import ShutdownNotice
 from common.db import async_sessions, make_async_engine
 from common.events import AsyncEventLog
 from common.producer import CeleryProducer, Producer
@@ -38,6 +39,8 @@ class AppState:
         default_factory=lambda: RequestTokens(per_s=0, burst=0))
     # key id -> (interactive jobs queued, monotonic time counted): see check_queued_cap
     queued_counts: dict = field(default_factory=dict)
+    # Set on SIGTERM/SIGINT: open event streams end with a reconnect hint (api/shutdown.py)
+    shutdown: ShutdownNotice = field(default_factory=ShutdownNotice)
 
 
 

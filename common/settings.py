@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     write_retry_s: float = _env("MONKEY_WRITE_RETRY_S", 120.0)
     # A job whose worker died this many times fails (`worker_lost`) instead of looping.
     max_attempts: int = _env("MONKEY_MAX_ATTEMPTS", 10)
+    # SIGTERM to exit: a worker lets its jobs finish for most of it and hands back the
+    # rest; the API ends its event streams at once. Under the platform's grace (compose
+    # stop_grace_period, Railway's RAILWAY_DEPLOYMENT_DRAINING_SECONDS): docs/deploy.md.
+    drain_s: float = _env("MONKEY_DRAIN_S", 8.0)
 
     # Workers.
     worker_concurrency: int = _env("MONKEY_WORKER_CONCURRENCY", 32)

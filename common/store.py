@@ -7,6 +7,7 @@ that go with it, so no caller can change a status and forget to tell its followe
     finish      running|cancelling -> succeeded | failed | cancelled (attempt fence)
     claim_many, finish_many   the same for many jobs (a chunk of batch lines): one
                 statement for them all, each row still fenced by its own attempt
+    release     running -> queued at once, its worker shutting down (attempt fence)
     cancel      queued -> cancelled, running -> cancelling (and the worker is told)
     recover     a lapsed lease: -> queued again, failed (attempts spent) or cancelled
     expire_due  queued past start_by -> expired
@@ -81,6 +82,11 @@ _CLAIM = (
 _EXPIRE = (
     transition(bindparam("job_id"), S.EXPIRED, finished_at=bindparam("now"), error=EXPIRED_ERROR)
     .where(Job.start_by < bindparam("now")).returning(*JOB_COLUMNS)
+)
+_RELEASE = (
+    transition(bindparam("job_id"), S.QUEUED, expect={S.RUNNING}, attempt=bindparam("attempt"),
+               lease_expires_at=None, worker_id=None, published_at=bindparam("now"))
+    .returning(Job.id)
 )
 _GET = select(*JOB_COLUMNS).where(Job.__table__.c.id == bindparam("job_id"))
 _IDS: Any = bindparam("job_ids", expanding=True)
@@ -284,6 +290,24 @@ class JobStore:
             [(env["id"], _ended(S(env["status"]), env, errors[env["id"]]),
               events_ttl(self.settings, env["priority"])) for env in envs])
         return envs
+    def release(self, job_id: str, *, attempt: int, reason: str) -> bool:
+        """Hand a running job back to the queue now, as its worker shuts down: queued
+        again with no lease to wait out, fenced by the attempt (the next claim makes a
+        new one, whose `running` event says `restarted`). The task message is the
+        caller's to requeue; `published_at` says it is back on the broker. False when
+        this attempt no longer holds a running job (a cancel came first: the job is
+        `cancelling`; or it was taken away)."""
+
+        def write() -> Any:
+            with self.autocommit.connect() as conn:
+                return conn.execute(_RELEASE, {"job_id": job_id, "attempt": attempt,
+                                                "now": utcnow()}).first()
+
+        if self.retry(write) is None:
+            return False
+        self.events.emit(job_id, "status", {"status": S.QUEUED, "requeued": True,
+                                            "reason": reason})
+        return True
 
     def retry(self, fn: Callable[[], T]) -> T:
         """Run a database write, retrying while the database is unreachable, with

@@ -2,7 +2,9 @@
 
 SQLite under .monkey/, a private Redis server (unless REDIS_URL is set), migrations,
 an API key on first run, then the API (serving the built web UI), a worker for each
-queue and Flower, as child processes. Ctrl-C stops all of them.
+queue and Flower, as child processes. Ctrl-C or SIGTERM (a platform's redeploy, when
+the whole stack is one service) stops all of them: each child gets SIGTERM and its
+drain window (MONKEY_DRAIN_S) before SIGKILL; none is left behind.
 """
 
 from __future__ import annotations
@@ -49,6 +51,14 @@ def _first_key(settings: Settings) -> str | None:
     return key
 
 
+class _Stopped(Exception):
+    """SIGTERM arrived: stop the children as Ctrl-C does."""
+
+
+def _raise_stopped(signum: int, _frame: object) -> None:
+    raise _Stopped(signum)
+
+
 def run_up(*, host: str | None, port: int | None, flower_port: int, gpu_worker: bool) -> int:
     env = dict(os.environ)
     settings = Settings()
@@ -79,6 +89,7 @@ def run_up(*, host: str | None, port: int | None, flower_port: int, gpu_worker: 
                    err=True)
 
     procs: dict[str, subprocess.Popen] = {}
+    signal.signal(signal.SIGTERM, _raise_stopped)
     try:
         for name, cmd in commands.items():
             procs[name] = subprocess.Popen(cmd, env=env)
@@ -92,11 +103,12 @@ def run_up(*, host: str | None, port: int | None, flower_port: int, gpu_worker: 
                     click.echo(f"{name} exited with code {proc.returncode}; stopping", err=True)
                     return proc.returncode or 1
             time.sleep(0.5)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _Stopped):
         click.echo("\nstopping...", err=True)
         return 0
     finally:
-        _stop_all(procs)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the stop
+        _stop_all(procs, grace_s=settings.drain_s + 4)
         if redis_server:
             redis_server.stop()
 
@@ -117,11 +129,13 @@ def _banner(port: int, flower_port: int, settings: Settings, new_key: str | None
     click.echo("\n".join(lines), err=True)
 
 
-def _stop_all(procs: dict[str, subprocess.Popen]) -> None:
+def _stop_all(procs: dict[str, subprocess.Popen], *, grace_s: float) -> None:
+    """SIGTERM to every child, then SIGKILL to those still alive after grace_s (the
+    workers' drain window and a margin)."""
     for proc in procs.values():
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + grace_s
     for proc in procs.values():
         try:
             proc.wait(max(0.1, deadline - time.monotonic()))

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import NoReturn
 
 from celery import Celery, signals
 
 from common.celery_app import make_celery
 from common.constants import TASK_CHUNK, TASK_EMBED, TASK_GENERATE
 from common.settings import Settings
-from workers import chunks, lifecycle, metrics
+from workers import chunks, drain, lifecycle, metrics
 from workers.compat.celery_consumer import CONSUMER
 from workers.hooks import Hooks
 from workers.worker import Worker
@@ -66,7 +67,9 @@ def start_worker(app: Celery, settings: Settings, queues: list[str],
 
 
 def run_worker(settings: Settings, *, queues: list[str], concurrency: int,
-               loglevel: str = "INFO", hooks: Hooks | None = None) -> None:
+               loglevel: str = "INFO", hooks: Hooks | None = None) -> NoReturn:
+    """Run the worker until it is stopped, then exit the process with Celery's exit
+    code (workers/drain.py says why it exits at once)."""
     app = make_worker_app(settings)
 
     @signals.worker_init.connect(weak=False)
@@ -81,14 +84,17 @@ def run_worker(settings: Settings, *, queues: list[str], concurrency: int,
             for job_id in held if isinstance(held, list) else [held]:
                 worker.supervisor.hold(job_id)
 
+    drain.install(lambda: app.monkey_worker.drain if app.monkey_worker else None)
+
     @signals.worker_shutdown.connect(weak=False)
     def _shutdown(**_kw) -> None:
         if app.monkey_worker is not None:
             app.monkey_worker.close()
 
     name = f"{'+'.join(queues)}-{os.getpid()}@%h"
-    app.worker_main([
+    code = app.start([
         "worker", "--queues", ",".join(queues), "--pool", "threads",
         "--concurrency", str(concurrency), "--hostname", name, "--loglevel", loglevel,
         "--without-gossip", "--without-mingle", "--task-events",
     ])
+    drain.exit_process(code)

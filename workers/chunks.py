@@ -14,6 +14,8 @@ renews its lease and a cancel (the line's, or its batch's) stops it; every end i
 fenced by the line's attempt. A worker killed mid-chunk leaves its unfinished lines
 running under leases that lapse: the reconciler requeues them and sends them again,
 one message each. A duplicate delivery of the chunk claims nothing and writes nothing.
+A worker that drains (workers/drain.py) hands the lines it did not finish back to the
+queue and the chunk's message with them: its next delivery claims just those.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from common.constants import CONTROL_CHANNEL
 from common.db import Job
 from common.jobs import JobStatus
 from common.store import End
-from workers.lifecycle import JobRun, Outcome, claim_of, failed_end, settled_end
+from workers.drain import HANDED_BACK_REASON, HandedBack
+from workers.lifecycle import HAND_BACK, JobRun, Outcome, claim_of, failed_end, settled_end
 from workers.runtimes.base import EmbedResult, GenerateResult
 from workers.worker import Worker
 
@@ -64,6 +67,7 @@ class Ends:
     def __init__(self, state: Worker):
         self.state = state
         self.pending: list[tuple[LineRun, End]] = []
+        self.handed: list[LineRun] = []  # stopped by the drain before their work was whole
         self.flushed_at = time.monotonic()
 
     def add(self, run: LineRun, outcome: Outcome | None,
@@ -72,7 +76,9 @@ class Ends:
         # about to leave `running`) and a cancel has nothing left to stop.
         self.state.runs.remove(run)
         run.close()
-        if outcome is not None:  # None: the lease was lost, another attempt owns the line
+        if outcome is HAND_BACK:
+            self.handed.append(run)
+        elif outcome is not None:  # None: the lease was lost, another attempt owns it
             self.pending.append((run, End(run.spec.id, run.spec.attempt, outcome.to,
                                           outcome.output, outcome.error, run.metrics(result))))
         if time.monotonic() - self.flushed_at >= FLUSH_S:
@@ -93,10 +99,29 @@ class Ends:
             "lines": len(pending), "discarded": len(pending) - len(envs), **statuses})
 
 
+    def hand_back(self) -> None:
+        """The lines the drain stopped go back to the queue (HandedBack: the chunk's
+        message is requeued with them); one a cancel reached first ends cancelled."""
+        released, cancelled = 0, []
+        for run in self.handed:
+            spec = run.spec
+            if self.state.store.release(spec.id, attempt=spec.attempt,
+                                        reason=HANDED_BACK_REASON):
+                released += 1
+            else:
+                cancelled.append(End(spec.id, spec.attempt, JobStatus.CANCELLED,
+                                     metrics=run.metrics(None)))
+        self.state.store.finish_many(cancelled)
+        if released:
+            log.info("chunk lines handed back", extra={"lines": released})
+            raise HandedBack(f"{released} lines")
+
+
 def execute(state: Worker, job_ids: list[str]) -> None:
     """Run one delivered chunk: claim its queued lines, run them, write their ends."""
     try:
-        _execute(state, job_ids)
+        with state.drain.task():  # the message goes back if the worker is draining
+            _execute(state, job_ids)
     finally:
         for job_id in job_ids:
             state.supervisor.release(job_id)
@@ -115,6 +140,7 @@ def _execute(state: Worker, job_ids: list[str]) -> None:
         _embed(state, embed, ends)
         _generate(state, [r for r in runs if r.spec.kind != "embed"], ends)
         ends.flush()
+        ends.hand_back()
     finally:
         for run in runs:
             state.runs.remove(run)

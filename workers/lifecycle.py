@@ -1,8 +1,9 @@
 """A job's life on a worker: claim it, run it on its runtime, finish it.
 
-The status changes themselves (claim, finish, with their events) are the job
-store's (common.store); this module turns a claimed row into a run of a runtime
-and the run's outcome into the end to write.
+The status changes themselves (claim, finish, release, with their events) are the
+job store's (common.store); this module turns a claimed row into a run of a runtime
+and the run's outcome into the end to write. A run that the worker's drain stopped
+(workers/drain.py) gives its job back to the queue instead.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 
 from common.errors import JobError, JobTimeout
 from common.jobs import JobStatus
+from workers.drain import DRAIN, HANDED_BACK_REASON, HandedBack
 from workers.runtimes.base import EmbedResult, GenerateResult, JobSpec
 from workers.runtimes.stopping import StopSignal
 from workers.worker import Worker
@@ -146,10 +148,23 @@ def finish(run: JobRun, to: JobStatus, *, output: dict | None = None, error: dic
     return True
 
 
+def hand_back(run: JobRun) -> None:
+    """The drain stopped this run: its job goes back to the queue, its partial output
+    dropped (the next attempt's `running` event says `restarted`). Raises HandedBack,
+    so that the task's message is requeued."""
+    spec = run.spec
+    if run.state.store.release(spec.id, attempt=spec.attempt, reason=HANDED_BACK_REASON):
+        log.info("job handed back", extra={"job_id": spec.id, "attempt": spec.attempt})
+        raise HandedBack(spec.id)
+    # A cancel reached the job first (it is `cancelling`): its work has stopped.
+    finish(run, S.CANCELLED)
+
+
 def execute(state: Worker, job_id: str) -> None:
     """Run one delivered task: claim the job, run it on its runtime, write the end."""
     try:
-        _execute(state, job_id)
+        with state.drain.task():  # the message goes back if the worker is draining
+            _execute(state, job_id)
     finally:
         state.supervisor.release(job_id)
 
@@ -171,16 +186,16 @@ def _execute(state: Worker, job_id: str) -> None:
 
 def _run_claimed(state: Worker, run: JobRun) -> None:
     spec = run.spec
+    result: GenerateResult | EmbedResult | None = None
     try:
         runtime = state.runtime_for(spec.model)
         result = runtime.embed(spec, run) if spec.kind == "embed" else runtime.generate(spec, run)
+        end = settled_end(run, result)
     except Exception as exc:  # every failure ends the job; its cause goes to the log
         end = failed_end(run, exc)
-        if end is not None:
-            finish(run, end.to, output=end.output, error=end.error)
-        return
-    end = settled_end(run, result)
-    if end is not None:
+    if end is HAND_BACK:
+        hand_back(run)
+    elif end is not None:
         finish(run, end.to, output=end.output, error=end.error, result=result)
 
 
@@ -191,12 +206,18 @@ class Outcome:
     error: dict | None = None
 
 
+# The drain stopped the run before its work was whole: its job goes back to the queue.
+HAND_BACK = Outcome(S.QUEUED)
+
+
 def failed_end(run: JobRun, exc: BaseException) -> Outcome | None:
     """How a run that raised ends; None when it lost its lease (nothing to write)."""
     spec = run.spec
     reason = run.stop_reason()
     if reason == "lease_lost":
         return None
+    if reason == DRAIN:
+        return HAND_BACK
     if reason == "cancelled":
         return Outcome(S.CANCELLED)
     if reason == "timeout" and not isinstance(exc, JobError):
@@ -215,6 +236,8 @@ def settled_end(run: JobRun, result: GenerateResult | EmbedResult) -> Outcome | 
     reason = run.stop_reason()
     if reason == "lease_lost":
         return None
+    if reason == DRAIN and getattr(result, "finish_reason", None) == "cancelled":
+        return HAND_BACK  # a cut generation starts again elsewhere; a whole result is kept
     if reason == "timeout":
         err = JobTimeout(f"job exceeded its timeout of {run.spec.timeout_s:g}s").as_dict()
         return Outcome(S.FAILED, output_of(result, "cancelled"), err)

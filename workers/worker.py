@@ -20,6 +20,7 @@ from common.db import make_sync_engine, sync_sessions
 from common.events import EventWriter
 from common.settings import Settings
 from common.store import JobStore
+from workers.drain import Drain
 from workers.hooks import Hooks
 from workers.runs import RunRegistry
 from workers.runtimes import make_runtime, runtime_key
@@ -47,6 +48,7 @@ class Worker:
         self.store = JobStore(engine=self.engine, events=self.events, settings=settings)
         self.hooks = hooks or Hooks()
         self.runs = RunRegistry()
+        self.drain = Drain(self.runs, drain_s=settings.drain_s)
         self._runtimes: dict[str, Runtime] = {}
         self._runtimes_lock = threading.Lock()  # guards the dict only, never held while loading
         self._load_locks: dict[str, threading.Lock] = {}
@@ -106,5 +108,7 @@ class Worker:
 
     def close(self) -> None:
         self.supervisor.stop()
+        # What a drain handed back is released: the reconciler need not republish it.
+        self.supervisor.sync_held()
         self.events.close()
         self.engine.dispose()

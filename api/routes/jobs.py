@@ -16,6 +16,7 @@ from api.deps import (
     ProducerDep,
     QueuedCountsDep,
     SettingsDep,
+    ShutdownDep,
     StoreDep,
     StreamsDep,
 )
@@ -23,7 +24,8 @@ from api.limits import StreamSlots
 from api.metrics import JOBS_SUBMITTED
 from api.responses import SSE_EVENT, errors
 from api.services import jobs as svc
-from api.sse import job_events, sse
+from api.shutdown import ShutdownNotice
+from api.sse import job_events, sse, until_stopping
 from common.errors import RateLimited
 from common.jobs import TERMINAL, envelope
 from common.schemas import JobCreate, JobEnvelope, JobList
@@ -43,7 +45,7 @@ _EVENT_STREAM = {"text/event-stream": {"schema": SSE_EVENT}}
 async def submit_job(
     job_in: JobCreate, request: Request, session: AutoSessionDep, principal: PrincipalDep,
     settings: SettingsDep, producer: ProducerDep, queued_counts: QueuedCountsDep,
-    streams: StreamsDep, events: EventsDep, store: StoreDep,
+    streams: StreamsDep, events: EventsDep, store: StoreDep, shutdown: ShutdownDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1,
                                                   max_length=255)] = None,
 ) -> Response:
@@ -71,7 +73,8 @@ async def submit_job(
     opening = sse({"status": job.status, "job_id": job.id}, "status")
     stream = job_events(events=events, store=store, job_id=job.id, last_id=None, final=final,
                         opening=opening)
-    return _event_stream(stream, streams, principal, status_code=202, headers=headers)
+    return _event_stream(stream, streams, principal, shutdown, status_code=202,
+                         headers=headers)
 
 
 @router.get("", response_model=JobList)
@@ -107,7 +110,7 @@ async def cancel_job(job_id: str, store: StoreDep, principal: PrincipalDep) -> J
 })
 async def job_events_route(
     job_id: str, request: Request, principal: PrincipalDep, store: StoreDep,
-    events: EventsDep, streams: StreamsDep,
+    events: EventsDep, streams: StreamsDep, shutdown: ShutdownDep,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> StreamingResponse:
     job = await svc.get_job(store=store, principal=principal, job_id=job_id)
@@ -115,7 +118,7 @@ async def job_events_route(
     _take_stream_slot(streams, principal)
     resume = last_event_id or request.query_params.get("last_event_id")
     stream = job_events(events=events, store=store, job_id=job_id, last_id=resume, final=final)
-    return _event_stream(stream, streams, principal)
+    return _event_stream(stream, streams, principal, shutdown)
 
 
 def _take_stream_slot(streams: StreamSlots, principal: Principal) -> None:
@@ -126,10 +129,12 @@ def _take_stream_slot(streams: StreamSlots, principal: Principal) -> None:
 
 
 def _event_stream(chunks: AsyncIterator[bytes], streams: StreamSlots, principal: Principal,
-                  **kw) -> StreamingResponse:
-    """The response for a taken stream slot; the slot is given back when it ends."""
+                  shutdown: ShutdownNotice, **kw) -> StreamingResponse:
+    """The response for a taken stream slot; the slot is given back when it ends, and
+    it ends early, with a reconnect hint, when the server shuts down."""
     kw["headers"] = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
                      **kw.get("headers", {})}
+    chunks = until_stopping(chunks, shutdown.stopping)
     return StreamingResponse(_released(chunks, streams, principal.key_id),
                              media_type="text/event-stream", **kw)
 

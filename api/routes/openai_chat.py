@@ -18,6 +18,7 @@ from api.deps import (
     ProducerDep,
     QueuedCountsDep,
     SettingsDep,
+    ShutdownDep,
     StoreDep,
 )
 from api.errors import error_response
@@ -31,6 +32,7 @@ from api.services.openai_shapes import (
     job_failure,
     parse_request,
 )
+from api.sse import until_stopping
 from common.errors import InvalidRequest
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -68,6 +70,7 @@ _JOB_FAILURES = errors(400, 413, 500, 502, 503, 504)
 async def chat_completions(
     request: Request, principal: PrincipalDep, session: AutoSessionDep, settings: SettingsDep,
     producer: ProducerDep, queued_counts: QueuedCountsDep, events: EventsDep, store: StoreDep,
+    shutdown: ShutdownDep,
 ) -> StreamingResponse | JSONResponse:
     req, job_in = parse_request("/v1/chat/completions", await _body(request))
     job = await completions.submit(session=session, producer=producer, settings=settings,
@@ -75,9 +78,10 @@ async def chat_completions(
                                    job_in=job_in)
     await session.close()  # no database connection held while the job runs
     if isinstance(req, ChatRequest) and req.stream:
+        chunks = completions.chat_stream(events=events, store=store, principal=principal,
+                                         job=job, req=req)
         return StreamingResponse(
-            completions.chat_stream(events=events, store=store, principal=principal, job=job,
-                                    req=req),
+            until_stopping(chunks, shutdown.stopping, last=completions.SHUTDOWN_CHUNK),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
                      "X-Monkey-Job-Id": job.id},

@@ -2,7 +2,9 @@
 Redis event stream, or turn its token events into chat completion chunks.
 
 A request whose client hangs up cancels its job: nobody else asked for the answer,
-and a worker should not keep generating it.
+and a worker should not keep generating it. So does a stream that the API's shutdown
+ends (api/shutdown.py): the chunk protocol cannot resume on another instance, so the
+stream's last chunk is an error that says to retry the request.
 """
 
 from __future__ import annotations
@@ -92,6 +94,11 @@ async def cancel_quietly(*, store: AsyncJobStore, principal: Principal, job_id: 
 def sse_data(payload: dict | str) -> bytes:
     text = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
     return f"data: {text}\n\n".encode()
+
+
+SHUTDOWN_CHUNK = sse_data({"error": {
+    "type": "service_unavailable", "code": "server_shutting_down",
+    "message": "the server is shutting down; retry the request"}})
 
 
 async def chat_stream(*, events: AsyncEventLog, store: AsyncJobStore, principal: Principal,

@@ -4,6 +4,7 @@ against the Compose spec, and wired the way the design says."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 
 import jsonschema
@@ -101,3 +102,26 @@ def test_dockerfiles_live_outside_the_service_folders(compose):
             assert (REPO / service["build"]["context"] / dockerfile).is_file(), name
     ignored = (REPO / ".dockerignore").read_text().split()
     assert {".git", ".venv", "web/node_modules", ".env"} <= set(ignored)
+
+
+def _seconds(duration: str) -> float:
+    """A Compose duration such as 12s, 1m30s or 500ms, in seconds."""
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001, "us": 1e-6}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|us|h|m|s)", duration)
+    assert parts and "".join(n + u for n, u in parts) == duration, duration
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def test_workers_get_their_drain_before_sigkill(compose):
+    """SIGTERM, then SIGKILL after stop_grace_period (10 s if unset): a worker needs
+    MONKEY_DRAIN_S to hand its jobs back and exit, the API its second to end streams."""
+    from common.settings import Settings
+
+    drain_s = Settings().drain_s
+    workers = {name: svc for name, svc in compose["services"].items()
+               if svc.get("command", [])[:2] == ["monkey", "worker"]}
+    assert set(workers) == {"worker-llm", "worker-cpu", "worker-gpu"}
+    for name, svc in workers.items():
+        drain = float(svc.get("environment", {}).get("MONKEY_DRAIN_S", drain_s))
+        assert _seconds(svc["stop_grace_period"]) >= drain + 2, name
+    assert _seconds(compose["services"]["api"]["stop_grace_period"]) >= 2

@@ -10,6 +10,7 @@ import threading
 
 import pytest
 import redis
+from celery.exceptions import Reject
 from sqlalchemy import select
 
 from common.db import Job, utcnow
@@ -155,3 +156,38 @@ def test_the_heartbeat_renews_a_chunk_in_one_go_and_leaves_its_finished_lines(st
                if rows(state, [r.spec.id])[0].status == S.RUNNING)
     worker.join(30)
     assert [j.status for j in rows(state, ids)] == [S.SUCCEEDED] * 6
+
+
+def test_a_draining_worker_hands_back_the_lines_it_did_not_finish(state):
+    ids = add_lines(state, ["a b c d"] * 6, delay_ms=60)
+    out: dict = {}
+
+    def body() -> None:
+        try:
+            chunks.execute(state, ids)
+        except Exception as exc:  # noqa: BLE001 - the test inspects it
+            out["raised"] = exc
+
+    worker = threading.Thread(target=body)
+    worker.start()
+    wait_until(lambda: rows(state, ids)[0].status == S.SUCCEEDED, 20, "a line done")
+    state.drain.drain_s, state.drain.reserve_s = 0.3, 0.1  # a short window, then stop
+    state.drain.begin()
+    worker.join(10)
+    # The chunk's message goes back on its queue with the lines not finished, released
+    # (queued, fenced by their attempt); the finished lines keep their results.
+    assert isinstance(out.get("raised"), Reject) and out["raised"].requeue, out
+    final = rows(state, ids)
+    done = [j for j in final if j.status == S.SUCCEEDED]
+    back = [j for j in final if j.status == S.QUEUED]
+    assert done and back and len(done) + len(back) == len(ids), [j.status for j in final]
+    assert all(j.output["text"] == "a b c d" for j in done)
+    assert all((j.attempts, j.lease_expires_at, j.output) == (1, None, None) for j in back)
+    # Its next delivery (to a worker that is not draining) claims just those, again.
+    assert state.drain.done.wait(5)
+    state.drain.draining.clear()
+    chunks.execute(state, ids)
+    again = rows(state, ids)
+    assert [j.status for j in again] == [S.SUCCEEDED] * len(ids)
+    assert {j.id: j.attempts for j in again} == {
+        j.id: 1 if j.status == S.SUCCEEDED else 2 for j in final}
