@@ -1,8 +1,10 @@
 """The reconciler: makes the database and the broker agree, every second or so.
 
 - publishes queued jobs whose task never reached the broker (Redis was down at submit);
-- publishes every queued job again when Redis lost its data (a restart without
-  persistence), noticed by a marker key that disappears with it;
+- publishes again the queued jobs whose task message is nowhere (api/recovery.py: not
+  on the broker's lists, not unacked, not held by a live worker), including when Redis
+  lost its data (a restart without persistence), noticed by a marker key that
+  disappears with it;
 - requeues running jobs whose lease lapsed (their worker died): in seconds, not after
   Redis's visibility timeout; after MONKEY_MAX_ATTEMPTS the job fails instead;
 - publishes again the queued jobs whose task message a worker had received when it
@@ -20,16 +22,16 @@ import asyncio
 import logging
 import secrets
 import time
-from datetime import datetime
 
 from redis.exceptions import RedisError
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 
+from api.recovery import LostMessages, live_held
 from api.services.batch_work import advance_batches
 from api.state import AppState
 from common.compat.kombu_redis import adopt_legacy_layout, forget_unacked, stale_unacked
-from common.constants import BROKER_EPOCH, HELD_PATTERN, RECONCILER_LOCK, WORKER_KEY
+from common.constants import BROKER_EPOCH, RECONCILER_LOCK
 from common.db import Job, utcnow
 from common.errors import BrokerUnavailable
 from common.jobs import TERMINAL, JobStatus
@@ -46,7 +48,7 @@ return 0
 """
 _UNPUBLISHED_GRACE_S = 2.0
 _PUBLISH_PER_TICK = 5000
-_LATE_MARKS_S = 30.0
+
 
 class Reconciler:
     def __init__(self, state: AppState):
@@ -56,8 +58,7 @@ class Reconciler:
         self._task: asyncio.Task | None = None
         # After the database was unreachable, live workers renew their leases first.
         self._requeue_after = 0.0
-        self._lost_at: datetime | None = None  # when this leader last found Redis emptied
-        self._late_marks_until = 0.0
+        self.lost = LostMessages(state)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="reconciler")
@@ -108,28 +109,25 @@ class Reconciler:
             "requeued": await self._requeue_lapsed(),
             "rescued": await self._rescue_unacked(),
         }
+        if counts["requeued"] or counts["rescued"]:
+            self.lost.worker_died()
         counts["batches"] = await advance_batches(self.state)
+        counts["lost"] = await self.lost.tick()
         counts["published"] = await self._publish_pending()
         if any(counts.values()):
             log.info("reconciled %s", counts)
         return counts
 
     async def _check_epoch(self) -> int:
-        """Redis lost its data if the marker is gone: every queued job goes out again.
-
-        For a while after that, jobs marked published with a send time before the loss
-        are unmarked too: an API process may have sent a task just before the loss and
-        written its mark (batched, up to a flush later) just after our first pass.
+        """Redis lost its data if the marker is gone (or this is a fresh Redis): the
+        queued jobs published before now whose message it does not have go out again,
+        after a sweep that starts at once (api/recovery.py). 1 when the marker was gone.
         """
         if await self.state.redis.get(BROKER_EPOCH):
-            if self._lost_at is not None and time.monotonic() < self._late_marks_until:
-                return await self._unmark_queued(sent_before=self._lost_at)
             return 0
-        lost_at = utcnow()
-        n = await self._unmark_queued()
+        self.lost.broker_lost(utcnow())
         await self.state.redis.set(BROKER_EPOCH, self.token)
-        self._lost_at, self._late_marks_until = lost_at, time.monotonic() + _LATE_MARKS_S
-        return n
+        return 1
 
     async def _adopt_legacy_layout(self) -> int:
         """Messages that API processes of the Redis layout before kombu's defaults
@@ -140,15 +138,6 @@ class Reconciler:
         if dropped:
             log.info("dropped %d binding entries of the legacy Redis layout", dropped)
         return moved
-
-    async def _unmark_queued(self, sent_before=None) -> int:
-        stmt = update(Job).where(Job.status == S.QUEUED, Job.published_at.is_not(None))
-        if sent_before is not None:
-            stmt = stmt.where(Job.published_at < sent_before)
-        async with self.state.sessions() as s:
-            res = await s.execute(stmt.values(published_at=None))
-            await s.commit()
-        return res.rowcount or 0
 
     async def _rescue_unacked(self) -> int:
         """Queued jobs whose task message sits unacked with no live worker holding it.
@@ -164,7 +153,7 @@ class Reconciler:
             r, delivered_before=time.time() - self.state.settings.lease_s, limit=2000)
         if not by_job:
             return 0
-        held = await self._live_held()
+        held = await live_held(r)
         async with self.state.sessions() as s:
             statuses = dict((await s.execute(
                 select(Job.id, Job.status).where(Job.id.in_(list(by_job)))
@@ -178,19 +167,6 @@ class Reconciler:
                 if (st == S.QUEUED and j not in held) or st in TERMINAL for t in by_job[j]]
         await forget_unacked(r, drop)
         return len(rescue)
-
-    async def _live_held(self) -> set[str]:
-        """Jobs whose message a live worker holds (reserved or running)."""
-        r = self.state.redis
-        held: set[str] = set()
-        async for key in r.scan_iter(match=HELD_PATTERN, count=100):
-            worker_id = (key.decode() if isinstance(key, bytes) else key).split(":", 2)[2]
-            if await r.exists(WORKER_KEY.format(worker_id=worker_id)):
-                held |= {m.decode() if isinstance(m, bytes) else m
-                         for m in await r.smembers(key)}
-            else:
-                await r.delete(key)
-        return held
 
     async def _publish_pending(self) -> int:
         """Queued jobs not on the broker go out, many per round trip (after a Redis

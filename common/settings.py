@@ -69,6 +69,12 @@ class Settings(BaseSettings):
     # rest; the API ends its event streams at once. Under the platform's grace (compose
     # stop_grace_period, Railway's RAILWAY_DEPLOYMENT_DRAINING_SECONDS): docs/deploy.md.
     drain_s: float = _env("MONKEY_DRAIN_S", 8.0)
+    # A queued job whose task message is on no broker list, unacked by no worker and
+    # held by no live one this long after it was published is published again
+    # (api/recovery.py); every MONKEY_LOST_SCAN_S the reconciler checks every queued
+    # job's message, even when the counts of jobs and messages agree.
+    lost_after_s: float = _env("MONKEY_LOST_AFTER_S", 15.0)
+    lost_scan_s: float = _env("MONKEY_LOST_SCAN_S", 300.0)
 
     # Workers.
     worker_concurrency: int = _env("MONKEY_WORKER_CONCURRENCY", 32)
@@ -111,6 +117,8 @@ class Settings(BaseSettings):
             raise ValueError("MONKEY_BATCH_CHUNK_LINES must be at least 1")
         if self.heartbeat_s >= self.lease_s:
             raise ValueError("MONKEY_HEARTBEAT_S must be shorter than MONKEY_LEASE_S")
+        if self.lost_after_s <= 0 or self.lost_scan_s <= 0:
+            raise ValueError("MONKEY_LOST_AFTER_S and MONKEY_LOST_SCAN_S must be positive")
         return self
 
     # Derived views --------------------------------------------------------

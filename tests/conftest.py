@@ -46,6 +46,8 @@ FAST_ENV = {
     "MONKEY_LEASE_S": "3",
     "MONKEY_HEARTBEAT_S": "0.5",
     "MONKEY_RECONCILE_S": "0.25",
+    "MONKEY_LOST_AFTER_S": "2",
+    "MONKEY_LOST_SCAN_S": "10",
     "PYTHONUNBUFFERED": "1",
 }
 

@@ -33,6 +33,17 @@
    behind, and our channel skips binding entries it cannot parse instead of failing
    the whole lookup (one foreign client must not cut every worker off).
 
+4. The reconciler accounts for every queued job's message (api/recovery.py): kombu
+   LPUSHes a message onto its queue's priority list and a worker BRPOPs it from the
+   other end, then writes it to `unacked`. A message lost on the way (a worker killed
+   between the two, `celery purge`, eviction) is on neither, so the reconciler counts
+   both (`message_counts`), reads the lists in slices from their pushing end
+   (`job_ids_on_list`: an index there only grows while the message waits, so a sweep
+   that walks up the indices misses no message that stays), and the hash
+   (`unacked_job_ids`). The job id is in the message's headers; a regular expression
+   on the raw bytes reads it thirty times faster than JSON (0.3 ms against 9 ms for
+   1,000 messages of 1 KB), and JSON is the fallback for a message it does not match.
+
 Checked against the kombu versions in CHECKED (tests/common/compat/test_kombu_redis.py).
 """
 
@@ -42,6 +53,7 @@ import base64
 import bisect
 import json
 import logging
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -172,31 +184,96 @@ def adopt_legacy_layout(redis: Any) -> Any:
     return redis.eval(_ADOPT_LEGACY, len(keys), *keys, len(moves), PRIORITY_SEP)
 
 
-def job_id_of_unacked(raw: bytes | str | None) -> str | None:
-    """The job id of one of our task messages in the unacked hash, else None."""
-    if raw is None:  # the tag's message is gone from the hash
+def queue_lists(queues: Iterable[str] = QUEUES) -> list[str]:
+    """Every Redis list kombu keeps the messages of `queues` on, one per priority step."""
+    return [f"{queue}{PRIORITY_SEP}{step}" if step else queue
+            for queue in queues for step in PRIORITY_STEPS]
+
+
+# The first "task" and "id" keys of a message are its headers': the body before them
+# is base64, and no other key is named "id".
+_TASK_RE = re.compile(rb'"task": ?"([^"\\]*)"')
+_ID_RE = re.compile(rb'"id": ?"([^"\\]*)"')
+
+
+def _job_id(raw: bytes | str | None, *, wrapped: bool) -> str | None:
+    if not raw:  # None: the tag's message is gone from the hash
         return None
+    data = raw.encode() if isinstance(raw, str) else raw
+    task, task_id = _TASK_RE.search(data), _ID_RE.search(data)
+    if task and task_id:
+        if task.group(1).decode() not in _OUR_TASKS:
+            return None
+        return task_id.group(1).decode().split(".", 1)[0]  # task id: "{job_id}.{attempt}"
     try:
-        headers = json.loads(raw)[0]["headers"]
+        message = json.loads(data)
+        headers = (message[0] if wrapped else message)["headers"]
         if headers.get("task") not in _OUR_TASKS:
             return None
-        return str(headers["id"]).split(".", 1)[0]  # task id: "{job_id}.{attempt}"
+        return str(headers["id"]).split(".", 1)[0]
     except (TypeError, ValueError, KeyError, IndexError, AttributeError):
         return None
 
 
+def job_id_of_unacked(raw: bytes | str | None) -> str | None:
+    """The job id of one of our task messages in the unacked hash, else None."""
+    return _job_id(raw, wrapped=True)  # an entry is [message, exchange, routing key]
+
+
+def job_id_of_message(raw: bytes | str | None) -> str | None:
+    """The job id of one of our task messages on a priority list, else None."""
+    return _job_id(raw, wrapped=False)
+
+
+async def message_counts(redis: Any, lists: Iterable[str]) -> tuple[int, int]:
+    """(messages on `lists`, entries in the unacked hash), in one round trip."""
+    pipe = redis.pipeline(transaction=False)
+    for key in lists:
+        pipe.llen(key)
+    pipe.hlen(UNACKED_HASH)
+    *lengths, unacked = await pipe.execute()
+    return sum(lengths), unacked
+
+
+async def job_ids_on_list(redis: Any, key: str, start: int,
+                          count: int) -> tuple[list[str], int]:
+    """The job ids of our messages at indices start .. start+count-1 of `key`, counted
+    from its pushing end, and how many messages were read (fewer than count: the end)."""
+    raws = await redis.lrange(key, start, start + count - 1)
+    return [job for raw in raws for job in job_ids_of_message(raw)], len(raws)
+
+
+async def unacked_job_ids(redis: Any) -> set[str]:
+    """The jobs whose messages sit in the unacked hash (delivered, not yet acked)."""
+    jobs: set[str] = set()
+    async for _tag, raw in redis.hscan_iter(UNACKED_HASH, count=1000):
+        jobs.update(job_ids_of_unacked(raw))
+    return jobs
+
+
 def job_ids_of_unacked(raw: bytes | str | None) -> list[str]:
-    """The job ids of one of our task messages in the unacked hash: one for a job's
-    task, every line of a chunk's (its args: [[job ids]])."""
-    if raw is None:
+    """The job ids of one of our task messages in the unacked hash: its job's, or
+    every line's of a chunk (TASK_CHUNK, args [[job ids]])."""
+    return _job_ids(raw, wrapped=True)
+
+
+def job_ids_of_message(raw: bytes | str | None) -> list[str]:
+    """The job ids of one of our task messages on a priority list (see above)."""
+    return _job_ids(raw, wrapped=False)
+
+
+def _job_ids(raw: bytes | str | None, *, wrapped: bool) -> list[str]:
+    if not raw:
         return []
-    try:
-        message = json.loads(raw)[0]
-        if message["headers"].get("task") != TASK_CHUNK:
-            job_id = job_id_of_unacked(raw)
-            return [job_id] if job_id else []
-        args = json.loads(base64.b64decode(message["body"]))[0]
-        return [str(j) for j in args[0]]
+    data = raw.encode() if isinstance(raw, str) else raw
+    task = _TASK_RE.search(data)
+    if task is None or task.group(1).decode() != TASK_CHUNK:
+        job = _job_id(raw, wrapped=wrapped)
+        return [job] if job else []
+    try:  # a chunk: its lines are in the body (base64 JSON: [args, kwargs, embed])
+        message = json.loads(data)
+        body = (message[0] if wrapped else message)["body"]
+        return [str(j) for j in json.loads(base64.b64decode(body))[0][0]]
     except (TypeError, ValueError, KeyError, IndexError, AttributeError):
         return []
 
@@ -226,7 +303,7 @@ async def forget_unacked(redis: Any, tags: Iterable[bytes | str]) -> None:
 
 __all__ = [
     "CHECKED", "LEGACY_SEP", "LEGACY_STEPS", "TRANSPORT", "UNACKED_HASH", "UNACKED_INDEX",
-    "Transport", "adopt_legacy_layout", "forget_unacked", "job_id_of_unacked",
-    "job_ids_of_unacked",
-    "stale_unacked",
+    "Transport", "adopt_legacy_layout", "forget_unacked", "job_id_of_message",
+    "job_id_of_unacked", "job_ids_of_message", "job_ids_of_unacked", "job_ids_on_list",
+    "message_counts", "queue_lists", "stale_unacked", "unacked_job_ids",
 ]

@@ -23,9 +23,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from common.celery_app import celery_config, make_celery
 from common.compat import kombu_redis as compat
-from common.constants import PRIORITY_SEP, PRIORITY_STEPS
+from common.constants import PRIORITY_SEP, PRIORITY_STEPS, QUEUES
 from common.producer import TaskMessage
 from common.producer.kombu_path import publish_job
+from common.producer.wire import TaskWire
 from common.settings import Settings
 from monkey.embedded import EmbeddedRedis
 
@@ -138,21 +139,27 @@ def test_messages_a_worker_holds_parse_to_their_jobs_and_can_be_dropped(redis_se
     conn.release()
 
 
-def test_a_held_chunk_parses_to_every_line_it_carries(redis_server):
-    # A worker that dies holding a chunk's message: the reconciler must see each of its
-    # lines, not only the first, or the others would wait for the visibility timeout.
+def test_a_chunk_parses_to_every_line_it_carries(redis_server):
+    # A chunk waiting on its list or held by a worker that died: the reconciler and the
+    # lost-message census must see each of its lines, not only the first, or the
+    # others would be sent again (or wait for the visibility timeout).
     app = make_celery(Settings(redis_url=redis_server.url))
     rows = [{"id": f"job_{c}", "kind": "generate", "model": "debug/echo", "queue": "llm",
-             "priority": "batch"} for c in "xyz"]
-    publish_job(app, TaskMessage.chunk(rows))
+             "priority": "batch"} for c in "uvwxyz"]
+    publish_job(app, TaskMessage.chunk(rows[:3]))
     conn, _channel, messages = _deliver(app, 1)
     tag = messages[0].delivery_tag.encode()
+    publish_job(app, TaskMessage.chunk(rows[3:]))
+    key = compat.queue_lists(["llm"])[-1]
 
     async def check() -> None:
         r = aioredis.Redis.from_url(redis_server.url)
         try:
             held = await compat.stale_unacked(r, delivered_before=time.time() + 1, limit=10)
-            assert held == {"job_x": [tag], "job_y": [tag], "job_z": [tag]}
+            assert held == {"job_u": [tag], "job_v": [tag], "job_w": [tag]}
+            assert await compat.unacked_job_ids(r) == {"job_u", "job_v", "job_w"}
+            assert await compat.job_ids_on_list(r, key, 0, 10) == (
+                ["job_x", "job_y", "job_z"], 1)
         finally:
             await r.aclose()
 
@@ -227,3 +234,50 @@ def test_the_legacy_layout_moves_to_kombus_default_once(redis_server):
 
     assert asyncio.run(from_the_event_loop()) == [1, 0]
     assert r.lrange(f"gpu{PRIORITY_SEP}9", 0, -1) == [b"g1", b"g2"]
+
+
+def test_the_lists_we_sweep_are_the_ones_kombu_pushes_to():
+    channel = make_celery(Settings()).connection_for_write().default_channel
+    expected = [channel._q_for_pri(queue, step) for queue in ("gpu", "llm")
+                for step in PRIORITY_STEPS]
+    assert compat.queue_lists(["gpu", "llm"]) == expected
+    assert compat.queue_lists() == compat.queue_lists(QUEUES)
+
+
+@pytest.mark.parametrize("raw", [
+    None, b"", b"not json", b"{}", b'{"headers": {}}',
+    b'{"body": "", "headers": {"task": "other.task", "id": "x.0"}}',
+])
+def test_anything_but_our_task_message_on_a_list_is_no_job(raw):
+    assert compat.job_id_of_message(raw) is None
+
+
+def test_messages_on_the_lists_and_in_unacked_parse_to_their_jobs(redis_server):
+    """Both producers' bytes (kombu's and the fast path's) parse to the job, by the
+    fast path of the parser; a message a consumer holds moves from the counts of the
+    lists to those of the hash, and its job with it."""
+    app = make_celery(Settings(redis_url=redis_server.url))
+    for job_id, priority in (("job_a", "interactive"), ("job_b", "batch"), ("job_c", "batch")):
+        publish_job(app, TaskMessage(job_id=job_id, kind="generate", model="debug/echo",
+                                     queue="llm", priority=priority, attempt_hint=3))
+    r = redis.Redis.from_url(redis_server.url)
+    (_cmd, key, wire_raw), _event = TaskWire().publish_commands(TaskMessage(
+        job_id="job_d", kind="embed", model="local/x", queue="llm", priority="batch"))
+    r.lpush(key, wire_raw)
+    for raw in [*r.lrange(key, 0, -1), *r.lrange("llm", 0, -1)]:
+        assert compat._TASK_RE.search(raw) and compat._ID_RE.search(raw)  # no JSON needed
+    conn, _channel, _messages = _deliver(app, 1)  # the interactive one: job_a
+
+    async def check() -> None:
+        client = aioredis.Redis.from_url(redis_server.url)
+        try:
+            assert await compat.message_counts(client, compat.queue_lists(["llm"])) == (3, 1)
+            assert await compat.unacked_job_ids(client) == {"job_a"}
+            assert await compat.job_ids_on_list(client, key, 0, 2) == (["job_d", "job_c"], 2)
+            assert await compat.job_ids_on_list(client, key, 2, 2) == (["job_b"], 1)
+            assert await compat.job_ids_on_list(client, "llm", 0, 10) == ([], 0)
+        finally:
+            await client.aclose()
+
+    asyncio.run(check())
+    conn.release()
