@@ -9,9 +9,11 @@ import time
 import redis
 from sqlalchemy import select
 
+from common.constants import BROKER_EPOCH
 from common.db import Job, make_sync_engine
 from common.events import decode, events_key
 from tests.api.test_batches import chat_line, read_lines, sdk, start_batch, wait_batch
+from tests.chaos.test_lost_messages import messages, sweeps, wait_marked
 from tests.conftest import wait_until
 
 LINES = 40
@@ -98,3 +100,31 @@ def test_a_batch_cancelled_mid_chunk_stops_within_the_chunk(make_stack):
     for x in out:
         i = int(x["custom_id"][1:])
         assert x["response"]["body"]["choices"][0]["message"]["content"] == prompt(i)
+
+
+def test_a_backlog_of_chunks_is_not_taken_for_lost(make_stack):
+    """A batch's chunks waiting with no worker, and the reconciler's epoch marker gone
+    (as after a Redis restart): the lost-message sweeps read every line inside the
+    chunks, so nothing is published again, and a worker then runs each line once."""
+    stack = make_stack("postgres", env=CHUNK)
+    client = sdk(stack)
+    batch = start_batch(client, [chat_line(f"r{i}", prompt(i)) for i in range(LINES)])
+    r = redis.Redis.from_url(stack.redis_url)
+    wait_until(lambda: messages(r) == LINES // 10, 30, "the chunks on the broker")
+    wait_marked(stack, LINES)
+    before = len(sweeps(stack))  # the first pass on the fresh Redis swept too
+
+    def losses() -> list[dict]:
+        return [s for s in sweeps(stack)[before:] if s["reason"] == "loss"]
+
+    r.delete(BROKER_EPOCH)
+    wait_until(lambda: len(losses()) >= 2, 30, "two sweeps after the loss")
+    # Each read the chunks' messages and found every line in them.
+    assert [(s["read"], s["queued"], s["missing"]) for s in losses()[:2]] == \
+        [(LINES // 10, LINES, 0)] * 2
+    assert messages(r) == LINES // 10  # nothing sent again
+    assert not any(s["unmarked"] for s in sweeps(stack))
+    stack.start_worker("llm", concurrency=2)
+    done = wait_batch(client, batch.id, timeout=60)
+    assert done.status == "completed" and done.request_counts.completed == LINES
+    assert {j.attempts for j in jobs(stack, batch.id).values()} == {1}
