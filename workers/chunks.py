@@ -98,7 +98,6 @@ class Ends:
         log.info("chunk lines finished", extra={
             "lines": len(pending), "discarded": len(pending) - len(envs), **statuses})
 
-
     def hand_back(self) -> None:
         """The lines the drain stopped go back to the queue (HandedBack: the chunk's
         message is requeued with them); one a cancel reached first ends cancelled."""
