@@ -22,7 +22,7 @@ test: install web
 
 bench: install
 	$(PY) bench/overhead.py
-	@for b in batching batch batch_echo load; do \
+	@for b in batching batch batch_echo load cold_start; do \
 	  if [ -f bench/$$b.py ]; then $(PY) bench/$$b.py || exit 1; fi; \
 	done
 
@@ -53,12 +53,14 @@ $(UV):
 
 # The web UI (a static export) served by the API on the same origin; skipped with a
 # note where Node.js is missing. The web service's own build sets NEXT_PUBLIC_API_URL.
+# `npm ci` runs when node_modules is missing or older than package-lock.json (npm
+# writes node_modules/.package-lock.json on each install), so a new dependency arrives.
 web: web/out/index.html
 
 web/out/index.html: $(WEB_SOURCES)
 	@if [ ! -f web/package.json ]; then echo "no web UI sources"; \
 	elif ! command -v npm >/dev/null; then echo "npm not found: the web UI is not built (install Node.js 20)"; \
-	else cd web && { [ -d node_modules ] || npm ci --no-audit --no-fund; } && NEXT_PUBLIC_API_URL= NEXT_TELEMETRY_DISABLED=1 npm run build; fi
+	else cd web && { [ node_modules/.package-lock.json -nt package-lock.json ] || npm ci --no-audit --no-fund; } && NEXT_PUBLIC_API_URL= NEXT_TELEMETRY_DISABLED=1 npm run build; fi
 
 # mypy reads its files and settings from pyproject.toml ([tool.mypy]).
 lint: install

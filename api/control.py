@@ -1,4 +1,5 @@
-"""The control process: the reconciler and the batch engine, away from the requests.
+"""The control process: the reconciler, the batch engine and webhook deliveries, away
+from the requests.
 
 Reconciling (requeues, expiries, republishing) and a batch's validation, expansion
 of up to 50,000 lines and finalization are long pieces of work; on the API's event
@@ -32,7 +33,9 @@ from redis.exceptions import RedisError
 
 from api.reconciler import Reconciler
 from api.services import batch_work
+from api.services.webhooks import WebhookDispatcher
 from api.state import AppState, close_state, open_state
+from api.wake import Waker
 from common.constants import CONTROL_CHANNEL
 from common.settings import Settings
 
@@ -63,7 +66,11 @@ async def _serve(settings: Settings, parent_pid: int | None) -> None:
     state.producer.start()
     reconciler = Reconciler(state)
     reconciler.start()
+    dispatcher = WebhookDispatcher(sessions=state.sessions, settings=settings)
+    dispatcher.start()
     helpers = [asyncio.create_task(_listen(state), name="control-kicks")]
+    if settings.ml_service_url:
+        helpers.append(asyncio.create_task(_wake(state, reconciler), name="wake"))
     if parent_pid is not None:
         helpers.append(asyncio.create_task(_watch_parent(parent_pid, stop), name="parent"))
     log.info("control process started (reconciler and batches)")
@@ -73,6 +80,7 @@ async def _serve(settings: Settings, parent_pid: int | None) -> None:
         for task in helpers:
             task.cancel()
         await reconciler.stop()
+        await dispatcher.stop()
         await batch_work.stop_all()
         await close_state(state)
         log.info("control process stopped")
@@ -92,6 +100,21 @@ async def _listen(state: AppState) -> None:
         except Exception as exc:  # noqa: BLE001 - Redis or the database away: passes go on
             log.warning("control kicks interrupted: %s", exc)
             await asyncio.sleep(1.0)
+
+
+async def _wake(state: AppState, reconciler: Reconciler) -> None:
+    """Beside each reconciler pass, on the leader only: wake the ML service when gpu jobs
+    wait for a worker that is not there (api/wake.py)."""
+    waker = Waker(state)
+    while True:
+        try:
+            if reconciler.leader:
+                await waker.maybe_wake()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the database or Redis away: next pass
+            log.warning("wake check failed: %s", exc)
+        await asyncio.sleep(state.settings.reconcile_s)
 
 
 async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:

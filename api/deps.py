@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.limits import StreamSlots
+from api.metrics import QueueGauges
 from api.shutdown import ShutdownNotice
 from api.state import AppState
 from common.db import ApiKey
@@ -86,6 +87,10 @@ async def get_queued_counts(request: Request) -> dict:
     return _state(request).queued_counts
 
 
+async def get_queue_gauges(request: Request) -> QueueGauges:
+    return _state(request).queue_gauges
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 # A session for the request: a transaction (SessionDep) or autocommit (AutoSessionDep,
 # where each statement commits on its own: one round trip for a read or a single write).
@@ -102,6 +107,7 @@ StreamsDep = Annotated[StreamSlots, Depends(get_streams)]
 ShutdownDep = Annotated[ShutdownNotice, Depends(get_shutdown)]
 # key id -> (interactive jobs queued, monotonic time counted): see check_queued_cap
 QueuedCountsDep = Annotated[dict, Depends(get_queued_counts)]
+QueueGaugesDep = Annotated[QueueGauges, Depends(get_queue_gauges)]
 
 
 async def get_principal(request: Request) -> Principal:
@@ -140,7 +146,7 @@ PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
 __all__ = [
-    "AutoSessionDep", "EventsDep", "Principal", "PrincipalDep", "ProducerDep", "QueuedCountsDep",
-    "RedisDep", "SessionDep", "SessionMakerDep", "SettingsDep", "ShutdownDep", "StoreDep",
-    "StreamsDep", "get_principal",
+    "AutoSessionDep", "EventsDep", "Principal", "PrincipalDep", "ProducerDep", "QueueGaugesDep",
+    "QueuedCountsDep", "RedisDep", "SessionDep", "SessionMakerDep", "SettingsDep", "ShutdownDep",
+    "StoreDep", "StreamsDep", "get_principal",
 ]

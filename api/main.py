@@ -15,7 +15,8 @@ from starlette.routing import Match
 from api import errors, responses
 from api.deps import get_principal
 from api.limits import BodyLimit
-from api.routes import batches, files, jobs, openai_chat, system
+from api.routes import batches, files, jobs, openai_chat, system, webhooks
+from api.routes import responses as responses_api
 from api.state import close_state, open_state
 from common.errors import NotFound
 from common.producer import Producer
@@ -52,12 +53,15 @@ def create_app(settings: Settings | None = None, *, producer: Producer | None = 
     app.include_router(jobs.router, responses=keyed)
     app.include_router(system.router)
     app.include_router(openai_chat.router, responses=keyed)
+    app.include_router(responses_api.router, responses=keyed)
+    app.include_router(webhooks.router, responses=keyed)
     app.include_router(files.router, responses=keyed)
     app.include_router(batches.router, responses=keyed)
     origins = settings.cors_origin_list()
     if origins:
         app.add_middleware(
-            CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "OPTIONS"],
+            CORSMiddleware, allow_origins=origins,
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "Idempotency-Key"],
             expose_headers=["Retry-After", "Location"], max_age=600,
         )

@@ -94,6 +94,9 @@ class ModelEntry(_Shape):
     kinds: list[Literal["generate", "embed"]]
     queue: str
     configured: bool
+    description: str
+    # The request parameters the model reads (params of a generate job).
+    params: list[str]
     hint: str | None = None
     loaded_on: list[str]
 
@@ -118,6 +121,16 @@ class QueueStats(_Shape):
 class QueueList(_Shape):
     object: Literal["list"]
     data: list[QueueStats]
+
+
+class QueuePosition(_Shape):
+    object: Literal["queue_position"]
+    job_id: str
+    status: str
+    queue: str
+    priority: Literal["interactive", "batch"]
+    # Queued jobs ahead of it on its queue; null once the job left the queue.
+    ahead: int | None
 
 
 class Alive(_Shape):

@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from api.limits import RequestTokens, StreamSlots
+from api.metrics import QueueGauges
 from api.shutdown import ShutdownNotice
 from common.db import async_sessions, make_async_engine
 from common.events import AsyncEventLog
@@ -41,6 +42,8 @@ class AppState:
     queued_counts: dict = field(default_factory=dict)
     # Set on SIGTERM/SIGINT: open event streams end with a reconnect hint (api/shutdown.py)
     shutdown: ShutdownNotice = field(default_factory=ShutdownNotice)
+    # The queue gauges of /metrics, computed at most once per scrape interval
+    queue_gauges: QueueGauges = field(default_factory=lambda: QueueGauges(ttl_s=5.0))
 
 
 
@@ -60,7 +63,8 @@ def open_state(settings: Settings, producer: Producer | None = None) -> AppState
                     events=events, store=store,
                     streams=StreamSlots(settings.max_streams_per_key),
                     request_tokens=RequestTokens(per_s=settings.rate_limit_per_s,
-                                                 burst=settings.rate_limit_burst))
+                                                 burst=settings.rate_limit_burst),
+                    queue_gauges=QueueGauges(ttl_s=settings.queue_metrics_ttl_s))
 
 
 async def close_state(state: AppState) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, LargeBinary, String
+from sqlalchemy import JSON, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from common.db import Base, utcnow
@@ -84,6 +84,9 @@ class Batch(Base):
     # a claim that lapsed (its API process died) is taken over by the reconciler.
     claim_token: Mapped[str | None] = mapped_column(String(32), default=None)
     claimed_until: Mapped[datetime | None] = mapped_column(default=None)
+    # Called when the batch ends (common/webhooks.py); `completed` until it is handed over.
+    webhook: Mapped[str | None] = mapped_column(Text, default=None)
+    webhook_next: Mapped[str | None] = mapped_column(String(16), default=None)
 
 
 __all__ = ["PART_BYTES", "Batch", "File", "FilePart"]

@@ -13,6 +13,12 @@ from common.settings import PROVIDER_KEY_VARS, Settings
 
 # Providers whose runtime also embeds (their SDK has an embeddings endpoint).
 _PROVIDER_KINDS = {"openai": ("generate", "embed")}
+_PROVIDER_NAMES = {"openai": "OpenAI", "anthropic": "Anthropic", "groq": "Groq",
+                   "google": "Google Gemini", "xai": "xAI"}
+
+# The generation parameters each runtime reads (DESIGN.md section 2); embed takes none.
+GENERATE_PARAMS = ("max_tokens", "temperature", "top_p", "stop", "seed")
+_ECHO_PARAMS = ("max_tokens", "stop", "delay_ms")
 
 
 @dataclass(frozen=True)
@@ -23,6 +29,8 @@ class ModelInfo:
     configured: bool
     source: str | None = None
     hint: str | None = None
+    description: str = ""
+    params: tuple[str, ...] = GENERATE_PARAMS
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -32,6 +40,8 @@ class ModelInfo:
             "kinds": list(self.kinds),
             "queue": self.queue,
             "configured": self.configured,
+            "description": self.description,
+            "params": list(self.params if "generate" in self.kinds else ()),
             **({"hint": self.hint} if self.hint else {}),
         }
 
@@ -49,9 +59,18 @@ def _local_kind(source: str) -> tuple[str, ...]:
 
 def local_models(settings: Settings) -> list[ModelInfo]:
     return [
-        ModelInfo(f"{LOCAL_PREFIX}/{name}", _local_kind(src), QUEUE_GPU, True, source=src)
+        ModelInfo(f"{LOCAL_PREFIX}/{name}", kinds, QUEUE_GPU, True, source=src,
+                  description=f"{'Embedding' if kinds == ('embed',) else 'Text generation'} model "
+                              f"{src}, run with torch on the gpu workers")
         for name, src in settings.local_model_sources().items()
+        for kinds in [_local_kind(src)]
     ]
+
+
+def _echo() -> ModelInfo:
+    return ModelInfo(DEBUG_ECHO, ("generate",), QUEUE_LLM, True, params=_ECHO_PARAMS,
+                     description="Diagnostic: streams the prompt back word by word, waiting "
+                                 "delay_ms before each word; no model runs")
 
 
 def provider_entry(settings: Settings, provider: str, name: str = "*") -> ModelInfo:
@@ -63,11 +82,13 @@ def provider_entry(settings: Settings, provider: str, name: str = "*") -> ModelI
         QUEUE_LLM,
         configured,
         hint=None if configured else f"set {var} to use {provider} models",
+        description=f"{_PROVIDER_NAMES[provider]}'s hosted models through its official SDK, "
+                    "on the llm workers",
     )
 
 
 def list_models(settings: Settings) -> list[ModelInfo]:
-    echo = ModelInfo(DEBUG_ECHO, ("generate",), QUEUE_LLM, True)
+    echo = _echo()
     providers = [provider_entry(settings, p) for p in PROVIDERS]
     return [echo, *local_models(settings), *providers]
 
@@ -78,7 +99,7 @@ def resolve(settings: Settings, model: str, kind: str) -> ModelInfo:
     if not sep or not name:
         raise InvalidRequest(f"model {model!r} must be PROVIDER/NAME, e.g. debug/echo")
     if model == DEBUG_ECHO:
-        info = ModelInfo(DEBUG_ECHO, ("generate",), QUEUE_LLM, True)
+        info = _echo()
     elif prefix == LOCAL_PREFIX:
         found = {m.id: m for m in local_models(settings)}.get(model)
         if found is None:
@@ -95,6 +116,8 @@ def resolve(settings: Settings, model: str, kind: str) -> ModelInfo:
                 f"provider {prefix} is not configured: set {PROVIDER_KEY_VARS[prefix]} "
                 "on the API and the llm workers"
             )
+    elif prefix == "debug":
+        raise InvalidRequest(f"unknown debug model {model!r}; the only one is {DEBUG_ECHO}")
     else:
         known = ", ".join(["debug", LOCAL_PREFIX, *PROVIDERS])
         raise InvalidRequest(f"unknown model provider {prefix!r} in {model!r}; known: {known}")

@@ -17,6 +17,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    text,
 )
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.engine.interfaces import DBAPIConnection
@@ -79,6 +80,10 @@ class Job(Base):
         Index("ix_jobs_batch", "batch_id"),
         Index("ix_jobs_batch_status", "batch_id", "status"),
         Index("ix_jobs_owner_status", "owner_id", "status", "priority"),
+        Index("ix_jobs_owner_finished", "owner_id", "finished_at"),
+        Index("ix_jobs_webhook_next", "webhook_next",
+              postgresql_where=text("webhook_next IS NOT NULL"),
+              sqlite_where=text("webhook_next IS NOT NULL")),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -109,6 +114,11 @@ class Job(Base):
     request_hash: Mapped[str | None] = mapped_column(String(64), default=None)
     batch_id: Mapped[str | None] = mapped_column(String(40), default=None)
     custom_id: Mapped[str | None] = mapped_column(Text, default=None)
+    # A webhook the job calls (common/webhooks.py), the events it asked for (`start`,
+    # `completed`), and the next one not yet handed to the delivery log (NULL: none).
+    webhook: Mapped[str | None] = mapped_column(Text, default=None)
+    webhook_events: Mapped[list[str] | None] = mapped_column(JSON, default=None)
+    webhook_next: Mapped[str | None] = mapped_column(String(16), default=None)
 
 
 def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:

@@ -77,6 +77,11 @@ class JobCreate(_Strict):
     metadata: dict[str, str] = Field(default_factory=dict, json_schema_extra=METADATA_DOC)
     timeout_s: float | None = Field(None, gt=0, le=7 * 24 * 3600)
     start_by_s: float | None = Field(None, gt=0, le=7 * 24 * 3600)
+    # Called when the job starts or ends, as Replicate's predictions do (common/webhooks.py).
+    webhook: str | None = Field(None, min_length=8, max_length=2000,
+                                pattern=r"^[hH][tT][tT][pP][sS]?://[^\s]+$")
+    webhook_events_filter: list[Literal["start", "completed"]] | None = Field(
+        None, min_length=1, max_length=2)
 
     @field_validator("metadata")
     @classmethod

@@ -44,11 +44,23 @@ class Settings(BaseSettings):
     rate_limit_burst: int = _env("MONKEY_RATE_LIMIT_BURST", 500)
     max_queued_per_key: int = _env("MONKEY_MAX_QUEUED_PER_KEY", 10_000)
     max_streams_per_key: int = _env("MONKEY_MAX_STREAMS_PER_KEY", 100)
+    # An event stream whose client reads nothing for this long is closed (its slot and
+    # memory go back; an EventSource reconnects with Last-Event-ID).
+    sse_send_timeout_s: float = _env("MONKEY_SSE_SEND_TIMEOUT_S", 30.0)
+    # Fair share between keys: a key's batches keep at most this many lines waiting in
+    # the queue, so another key's batch lines start promptly (0: no window).
+    batch_window: int = _env("MONKEY_BATCH_WINDOW", 2000)
 
     # Reliability: leases, heartbeats, reconciler, broker.
     lease_s: float = _env("MONKEY_LEASE_S", 10.0)
     heartbeat_s: float = _env("MONKEY_HEARTBEAT_S", 2.0)
     reconcile_s: float = _env("MONKEY_RECONCILE_S", 1.0)
+    # The ML service's supervisor (`monkey ml-service`), woken by the control process
+    # when gpu jobs wait and no gpu worker is alive; at most once per wake interval.
+    ml_service_url: str = _env("ML_SERVICE_URL", "")
+    wake_interval_s: float = _env("MONKEY_WAKE_INTERVAL_S", 15.0)
+    # The API's queue gauges (/metrics) are computed at most this often per process.
+    queue_metrics_ttl_s: float = _env("MONKEY_QUEUE_METRICS_TTL_S", 5.0)
     # Who runs the control process (reconciler, batches): `monkey api` as its child,
     # or a `monkey control` deployed on its own.
     control: Literal["child", "external"] = _env("MONKEY_CONTROL", "child")
@@ -75,6 +87,13 @@ class Settings(BaseSettings):
     # job's message, even when the counts of jobs and messages agree.
     lost_after_s: float = _env("MONKEY_LOST_AFTER_S", 15.0)
     lost_scan_s: float = _env("MONKEY_LOST_SCAN_S", 300.0)
+
+    # Webhooks: how long a delivery is retried, the first retry's delay (it doubles, up
+    # to an hour), and whether URLs may point at private, loopback or link-local
+    # addresses (tests and self-hosted setups; refused by default against SSRF).
+    webhook_retry_s: float = _env("MONKEY_WEBHOOK_RETRY_S", 3 * 24 * 3600.0)
+    webhook_backoff_s: float = _env("MONKEY_WEBHOOK_BACKOFF_S", 5.0)
+    webhook_allow_private: bool = _env("MONKEY_WEBHOOK_ALLOW_PRIVATE", False)
 
     # Workers.
     worker_concurrency: int = _env("MONKEY_WORKER_CONCURRENCY", 32)

@@ -18,6 +18,14 @@ def _logging(level: str) -> None:
     configure(level)
 
 
+def _queue_names(queues: str) -> list[str]:
+    names = [q.strip() for q in queues.split(",") if q.strip()]
+    unknown = [q for q in names if q not in QUEUES]
+    if not names or unknown:
+        raise click.BadParameter(f"unknown queue(s) {unknown}; choose from {', '.join(QUEUES)}")
+    return names
+
+
 @click.group()
 @click.option("--log-level", default="INFO", show_default=True, help="Log level.")
 @click.pass_context
@@ -78,20 +86,47 @@ def control(parent: int | None) -> None:
 @click.option("--queues", "-Q", required=True, help="Comma-separated: gpu, llm.")
 @click.option("--concurrency", "-c", type=int, default=None,
               help="Task threads (default MONKEY_WORKER_CONCURRENCY, 32).")
+@click.option("--idle-exit", "idle_exit", type=click.FloatRange(min=0), default=None,
+              metavar="S", help="Exit 0 after S seconds with no job running or held "
+              "(to scale to zero).")
 @click.pass_context
-def worker(ctx: click.Context, queues: str, concurrency: int | None) -> None:
+def worker(ctx: click.Context, queues: str, concurrency: int | None,
+           idle_exit: float | None) -> None:
     """Run a Celery worker for QUEUES (threads pool)."""
     from workers.app import run_worker
 
-    names = [q.strip() for q in queues.split(",") if q.strip()]
-    unknown = [q for q in names if q not in QUEUES]
-    if not names or unknown:
-        raise click.BadParameter(f"unknown queue(s) {unknown}; choose from {', '.join(QUEUES)}")
+    names = _queue_names(queues)
     settings = get_settings()
     if QUEUE_GPU in names:
         logging.getLogger("monkey").info("gpu worker: loading local models before consuming")
     run_worker(settings, queues=names, concurrency=concurrency or settings.worker_concurrency,
-               loglevel=ctx.obj["log_level"])
+               loglevel=ctx.obj["log_level"], idle_exit_s=idle_exit)
+
+
+@main.command("ml-service")
+@click.option("--host", default=None, help="Address to bind (default MONKEY_HOST or 127.0.0.1;"
+              " '::' binds IPv4 and IPv6).")
+@click.option("--port", type=int, default=None, help="Port (default PORT or 8000).")
+@click.option("--queues", "-Q", default=QUEUE_GPU, show_default=True,
+              help="Comma-separated queues of the worker it starts.")
+@click.option("--idle-exit", "idle_exit", type=click.FloatRange(min=0), default=300.0,
+              show_default=True, metavar="S",
+              help="The worker exits after S idle seconds; the service sleeps until woken.")
+@click.option("--check-every", "check_every", type=click.FloatRange(min=0), default=0.0,
+              show_default=True, metavar="S",
+              help="While asleep, look for waiting task messages every S seconds (0: never;"
+              " polling keeps a Railway Serverless service awake).")
+@click.pass_context
+def ml_service(ctx: click.Context, host: str | None, port: int | None, queues: str,
+               idle_exit: float, check_every: float) -> None:
+    """Serve /healthz and POST /wake on PORT; run a worker only while there is work."""
+    from monkey.ml_service import run_ml_service
+
+    names = _queue_names(queues)
+    settings = get_settings()
+    sys.exit(run_ml_service(host=host or settings.host, port=port or settings.port,
+                            queues=names, idle_exit_s=idle_exit, redis_url=settings.redis_url,
+                            check_every_s=check_every, log_level=ctx.obj["log_level"]))
 
 
 @main.command()

@@ -346,14 +346,13 @@ def make_stack(tmp_path_factory, redis_base):
             stack.db.drop()
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def echo_stack(request, tmp_path_factory, redis_base):
-    """A module-wide stack per database with one llm worker."""
-    db = request.param
-    tmp = tmp_path_factory.mktemp(f"echo-{db}")
+def module_stack(db: str, tmp_path_factory, redis_base: str, name: str,
+                 env: dict | None = None) -> Iterator[Stack]:
+    """The body of a module-wide stack fixture: an API and one llm worker on `db`."""
+    tmp = tmp_path_factory.mktemp(f"{name}-{db}")
     if db == "postgres" and postgres_admin_url() is None:
         need("PostgreSQL", "not reachable")
-    stack = Stack(make_database(db, tmp), fresh_redis_url(redis_base), tmp)
+    stack = Stack(make_database(db, tmp), fresh_redis_url(redis_base), tmp, env=dict(env or {}))
     upgrade(stack.settings)
     stack.key = stack.new_key()
     stack.start_api()
@@ -362,6 +361,12 @@ def echo_stack(request, tmp_path_factory, redis_base):
     stack.stop()
     if stack.db.drop:
         stack.db.drop()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def echo_stack(request, tmp_path_factory, redis_base):
+    """A module-wide stack per database with one llm worker."""
+    yield from module_stack(request.param, tmp_path_factory, redis_base, "echo")
 
 
 # Tests that run the services as subprocesses (end to end, chaos) carry the `e2e` marker,

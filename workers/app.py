@@ -22,6 +22,7 @@ from common.settings import Settings
 from workers import chunks, drain, lifecycle, metrics
 from workers.compat.celery_consumer import CONSUMER
 from workers.hooks import Hooks
+from workers.idle import IdleExit
 from workers.worker import Worker
 
 log = logging.getLogger("monkey.worker")
@@ -55,26 +56,31 @@ def make_worker_app(settings: Settings) -> Celery:
 
 
 def start_worker(app: Celery, settings: Settings, queues: list[str],
-                 hooks: Hooks | None = None) -> Worker:
+                 hooks: Hooks | None = None, idle_exit_s: float | None = None) -> Worker:
     """Open connections, load the models this worker serves, start the supervisor, and
-    hand the worker to `app`'s tasks."""
+    hand the worker to `app`'s tasks. With `idle_exit_s`, the process exits 0 once it
+    had nothing running or held for that long (workers/idle.py)."""
     hooks = hooks or metrics.MetricsHooks(queues[0] if len(queues) == 1 else "+".join(queues))
     worker = Worker(settings, queues=queues, hooks=hooks)
     metrics.serve(settings.metrics_port)
     worker.start()
     app.monkey_worker = worker
+    if idle_exit_s is not None:
+        IdleExit(idle_exit_s, busy=lambda: bool(worker.runs.active())
+                 or worker.supervisor.holding() > 0).start()
     return worker
 
 
 def run_worker(settings: Settings, *, queues: list[str], concurrency: int,
-               loglevel: str = "INFO", hooks: Hooks | None = None) -> NoReturn:
+               loglevel: str = "INFO", hooks: Hooks | None = None,
+               idle_exit_s: float | None = None) -> NoReturn:
     """Run the worker until it is stopped, then exit the process with Celery's exit
     code (workers/drain.py says why it exits at once)."""
     app = make_worker_app(settings)
 
     @signals.worker_init.connect(weak=False)
     def _init(**_kw) -> None:
-        start_worker(app, settings, queues, hooks)
+        start_worker(app, settings, queues, hooks, idle_exit_s)
 
     @signals.task_received.connect(weak=False)
     def _received(request=None, **_kw) -> None:

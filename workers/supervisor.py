@@ -53,6 +53,7 @@ class Supervisor:
         self.ready = False
         self._held_lock = threading.Lock()
         self._held_changes: dict[str, bool] = {}  # job id -> held (True) or released
+        self._holding: set[str] = set()  # held now (for the idle exit, workers/idle.py)
         self._held_dirty = threading.Event()
         self._threads = [
             threading.Thread(target=self._held_loop, name="held-sync", daemon=True),
@@ -81,13 +82,20 @@ class Supervisor:
         """
         with self._held_lock:
             self._held_changes[job_id] = True
+            self._holding.add(job_id)
         self._held_dirty.set()
 
     def release(self, job_id: str) -> None:
         with self._held_lock:
             if self._held_changes.pop(job_id, None) is None:  # already in Redis
                 self._held_changes[job_id] = False
+            self._holding.discard(job_id)
         self._held_dirty.set()
+
+    def holding(self) -> int:
+        """How many task messages this worker holds now (received, not finished)."""
+        with self._held_lock:
+            return len(self._holding)
 
     def sync_held(self) -> None:
         """Write the held set's changes since the last sync (a job held and released in

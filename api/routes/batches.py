@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from api.deps import PrincipalDep, RedisDep, SessionDep, StoreDep
+from api.deps import PrincipalDep, RedisDep, SessionDep, SettingsDep, StoreDep
 from api.responses import BatchList, BatchObject, errors
 from api.services import batches as svc
 
@@ -15,9 +15,9 @@ router = APIRouter(prefix="/v1/batches", tags=["batches"])
 
 @router.post("", response_model=BatchObject, responses=errors(404, 413))
 async def create_batch(batch_in: svc.BatchCreate, session: SessionDep, redis: RedisDep,
-                       principal: PrincipalDep) -> dict:
+                       principal: PrincipalDep, settings: SettingsDep) -> dict:
     b = await svc.create_batch(session=session, redis=redis, principal=principal,
-                               batch_in=batch_in)
+                               batch_in=batch_in, settings=settings)
     return svc.batch_object(b)
 
 

@@ -22,13 +22,14 @@ from api.deps import (
 )
 from api.limits import StreamSlots
 from api.metrics import JOBS_SUBMITTED
-from api.responses import SSE_EVENT, errors
+from api.responses import SSE_EVENT, QueuePosition, errors
 from api.services import jobs as svc
 from api.shutdown import ShutdownNotice
-from api.sse import job_events, sse, until_stopping
+from api.sse import EventStreamResponse, job_events, sse, until_stopping
 from common.errors import RateLimited
 from common.jobs import TERMINAL, envelope
 from common.schemas import JobCreate, JobEnvelope, JobList
+from common.settings import Settings
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -73,7 +74,7 @@ async def submit_job(
     opening = sse({"status": job.status, "job_id": job.id}, "status")
     stream = job_events(events=events, store=store, job_id=job.id, last_id=None, final=final,
                         opening=opening)
-    return _event_stream(stream, streams, principal, shutdown, status_code=202,
+    return _event_stream(stream, streams, principal, shutdown, settings, status_code=202,
                          headers=headers)
 
 
@@ -84,9 +85,13 @@ async def list_jobs(
     kind: Literal["generate", "embed"] | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     after: Annotated[str | None, Query(max_length=64)] = None,
+    model: Annotated[str | None, Query(max_length=200)] = None,
+    priority: Literal["interactive", "batch"] | None = None,
+    batch_id: Annotated[str | None, Query(max_length=64)] = None,
 ) -> JSONResponse:
-    return JSONResponse(await svc.list_jobs(session=session, principal=principal, status=status,
-                                            kind=kind, limit=limit, after=after))
+    return JSONResponse(await svc.list_jobs(
+        session=session, principal=principal, status=status, kind=kind, limit=limit,
+        after=after, model=model, priority=priority, batch_id=batch_id))
 
 
 @router.get("/{job_id}", response_model=JobEnvelope, responses=errors(404))
@@ -94,6 +99,15 @@ async def get_job(job_id: str, store: StoreDep, principal: PrincipalDep) -> JSON
     # A response object skips re-validating the envelope: the model only documents it.
     return JSONResponse(envelope(await svc.get_job(store=store, principal=principal,
                                                    job_id=job_id)))
+
+
+@router.get("/{job_id}/position", response_model=QueuePosition, responses=errors(404))
+async def job_position(job_id: str, session: AutoSessionDep, store: StoreDep,
+                       principal: PrincipalDep) -> JSONResponse:
+    """A queued job's place on its queue (`ahead`: queued jobs before it); null once
+    it left the queue."""
+    return JSONResponse(await svc.queue_position(session=session, store=store,
+                                                 principal=principal, job_id=job_id))
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobEnvelope,
@@ -110,7 +124,7 @@ async def cancel_job(job_id: str, store: StoreDep, principal: PrincipalDep) -> J
 })
 async def job_events_route(
     job_id: str, request: Request, principal: PrincipalDep, store: StoreDep,
-    events: EventsDep, streams: StreamsDep, shutdown: ShutdownDep,
+    events: EventsDep, streams: StreamsDep, shutdown: ShutdownDep, settings: SettingsDep,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> StreamingResponse:
     job = await svc.get_job(store=store, principal=principal, job_id=job_id)
@@ -118,7 +132,7 @@ async def job_events_route(
     _take_stream_slot(streams, principal)
     resume = last_event_id or request.query_params.get("last_event_id")
     stream = job_events(events=events, store=store, job_id=job_id, last_id=resume, final=final)
-    return _event_stream(stream, streams, principal, shutdown)
+    return _event_stream(stream, streams, principal, shutdown, settings)
 
 
 def _take_stream_slot(streams: StreamSlots, principal: Principal) -> None:
@@ -129,14 +143,14 @@ def _take_stream_slot(streams: StreamSlots, principal: Principal) -> None:
 
 
 def _event_stream(chunks: AsyncIterator[bytes], streams: StreamSlots, principal: Principal,
-                  shutdown: ShutdownNotice, **kw) -> StreamingResponse:
+                  shutdown: ShutdownNotice, settings: Settings, **kw) -> StreamingResponse:
     """The response for a taken stream slot; the slot is given back when it ends, and
     it ends early, with a reconnect hint, when the server shuts down."""
     kw["headers"] = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
                      **kw.get("headers", {})}
     chunks = until_stopping(chunks, shutdown.stopping)
-    return StreamingResponse(_released(chunks, streams, principal.key_id),
-                             media_type="text/event-stream", **kw)
+    return EventStreamResponse(_released(chunks, streams, principal.key_id),
+                               send_timeout_s=settings.sse_send_timeout_s, **kw)
 
 
 async def _released(chunks: AsyncIterator[bytes], streams: StreamSlots, key_id: str

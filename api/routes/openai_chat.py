@@ -32,7 +32,7 @@ from api.services.openai_shapes import (
     job_failure,
     parse_request,
 )
-from api.sse import until_stopping
+from api.sse import EventStreamResponse, until_stopping
 from common.errors import InvalidRequest
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -80,9 +80,9 @@ async def chat_completions(
     if isinstance(req, ChatRequest) and req.stream:
         chunks = completions.chat_stream(events=events, store=store, principal=principal,
                                          job=job, req=req)
-        return StreamingResponse(
+        return EventStreamResponse(
             until_stopping(chunks, shutdown.stopping, last=completions.SHUTDOWN_CHUNK),
-            media_type="text/event-stream",
+            send_timeout_s=settings.sse_send_timeout_s,
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
                      "X-Monkey-Job-Id": job.id},
         )

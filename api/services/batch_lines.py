@@ -15,6 +15,7 @@ from typing import Any
 from api.deps import Principal
 from api.services.jobs import new_job_values
 from api.services.openai_shapes import parse_request, response_body
+from api.services.responses_shapes import batch_job, batch_response_body
 from common.batches_db import Batch
 from common.constants import DEBUG_ECHO, LOCAL_PREFIX
 from common.db import Job
@@ -23,6 +24,7 @@ from common.jobs import envelope
 from common.producer import TaskMessage
 from common.settings import Settings
 
+RESPONSES = "/v1/responses"
 MAX_LINES = 50_000
 MAX_ERRORS = 100
 MAX_CUSTOM_ID = 512
@@ -59,7 +61,10 @@ def parse_line(raw: bytes, endpoint: str):
     if isinstance(body, dict) and body.get("stream"):
         raise LineError("invalid_request", "stream is not allowed in a batch", "body.stream")
     try:
-        _, job_in = parse_request(endpoint, body, priority="batch")
+        if endpoint == RESPONSES:
+            job_in = batch_job(body)
+        else:
+            _, job_in = parse_request(endpoint, body, priority="batch")
     except RequestError as exc:
         raise LineError("invalid_request", exc.message, "body") from None
     return custom_id, job_in
@@ -134,7 +139,9 @@ def job_rows(settings: Settings, batch: Batch, lines: list[tuple[int, bytes]]) -
                                 job_id=line_job_id(batch, lineno))
         # The completion window: a line no worker took by then expires (as start_by).
         values["start_by"] = batch.expires_at
-        rows.append({COLUMN_OF[k]: v for k, v in values.items()})
+        # Every column in every row (one executemany needs one set of keys): a column
+        # the values leave out (a webhook's, for a line without one) is NULL.
+        rows.append({col: values.get(attr) for attr, col in COLUMN_OF.items()})
     return rows
 
 
@@ -198,8 +205,8 @@ def result_line(job: Job | Any, endpoint: str) -> tuple[str, bytes]:
     line: dict[str, Any] = {"id": f"batch_req_{job.id.removeprefix('job_')}",
                             "custom_id": job.custom_id}
     if job.status == "succeeded":
-        line["response"] = {"status_code": 200, "request_id": job.id,
-                            "body": response_body(endpoint, env)}
+        body = batch_response_body(env) if endpoint == RESPONSES else response_body(endpoint, env)
+        line["response"] = {"status_code": 200, "request_id": job.id, "body": body}
         line["error"] = None
         kind = "ok"
     else:

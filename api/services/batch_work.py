@@ -27,7 +27,7 @@ from typing import cast
 from sqlalchemy import Table, or_, select, update
 
 from api.deps import Principal
-from api.services import batch_lines
+from api.services import batch_fair, batch_lines
 from api.services.batch_claim import ClaimLost, claim, claim_s, load, release, renew
 from api.services.batch_finalize import finalize
 from api.services.files import iter_lines
@@ -183,6 +183,7 @@ async def enqueue(state: AppState, b: Batch, token: str) -> None:
 
 async def _enqueue_chunk(state: AppState, b: Batch, token: str, lines: list,
                          publishing: asyncio.Task | None) -> asyncio.Task:
+    await batch_fair.wait_turn(state, b, token)  # fair share between keys
     rows = await asyncio.to_thread(batch_lines.job_rows, state.settings, b, lines)
     async with state.sessions() as s:
         # The batch row first: it serialises us with a cancel, which locks it too.

@@ -28,7 +28,9 @@ from common.errors import Conflict, InvalidRequest, NotFound
 from common.ids import new_id
 from common.jobs import BATCH_TERMINAL, BatchStatus, JobStatus
 from common.schemas import METADATA_DOC, check_metadata
+from common.settings import Settings
 from common.store import AsyncJobStore
+from common.webhooks import check_url_target
 
 B = BatchStatus
 log = logging.getLogger("monkey.api")
@@ -46,6 +48,9 @@ class BatchCreate(BaseModel):
     metadata: dict[str, str] | None = Field(None, json_schema_extra=METADATA_DOC)
     # Accepted for the SDK's sake; files here are kept until deleted.
     output_expires_after: dict | None = None
+    # Monkey Coder's own: called when the batch ends (batch.completed, ...), signed.
+    webhook: str | None = Field(None, min_length=8, max_length=2000,
+                                pattern=r"^[hH][tT][tT][pP][sS]?://[^\s]+$")
 
     @field_validator("endpoint")
     @classmethod
@@ -97,16 +102,19 @@ async def live_counts(session: AsyncSession, b: Batch) -> dict:
 
 
 async def create_batch(*, session: AsyncSession, redis: aioredis.Redis, principal: Principal,
-                       batch_in: BatchCreate) -> Batch:
+                       batch_in: BatchCreate, settings: Settings) -> Batch:
     f = await get_file(session=session, principal=principal, file_id=batch_in.input_file_id)
     if f.purpose != "batch":
         raise InvalidRequest(f"file {f.id} has purpose {f.purpose!r}; a batch needs 'batch'")
+    if batch_in.webhook is not None:
+        await check_url_target(batch_in.webhook, allow_private=settings.webhook_allow_private)
     now = utcnow()
     b = Batch(id=new_id("batch"), owner_id=principal.key_id, endpoint=batch_in.endpoint,
               input_file_id=f.id, completion_window=batch_in.completion_window,
               status=B.VALIDATING, metadata_=batch_in.metadata, request_total=0,
               request_completed=0, request_failed=0, lines_enqueued=0, created_at=now,
-              expires_at=now + WINDOWS[batch_in.completion_window])
+              expires_at=now + WINDOWS[batch_in.completion_window],
+              webhook=batch_in.webhook, webhook_next="completed" if batch_in.webhook else None)
     session.add(b)
     await session.commit()
     await control.kick(redis)

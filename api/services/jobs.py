@@ -23,6 +23,7 @@ from common.producer import Producer
 from common.schemas import JobCreate
 from common.settings import Settings
 from common.store import AsyncJobStore
+from common.webhooks import check_url_syntax, check_url_target
 
 S = JobStatus
 log = logging.getLogger("monkey.api")
@@ -71,10 +72,23 @@ def new_job_values(*, settings: Settings, principal: Principal, job_in: JobCreat
         timeout_s=job_in.timeout_s, created_at=now,
         start_by=now + timedelta(seconds=job_in.start_by_s) if job_in.start_by_s else None,
         idempotency_key=idempotency_key,
-        request_hash=request_hash(job_in.model_dump(mode="json")) if idempotency_key else None,
-        batch_id=batch_id, custom_id=custom_id, published_at=None, started_at=None,
-        finished_at=None, output=None, error=None, lease_expires_at=None, worker_id=None,
+        # Unset webhook fields stay out, so that hashes made before they existed still match.
+        request_hash=request_hash(job_in.model_dump(
+            mode="json", exclude=None if job_in.webhook else {"webhook", "webhook_events_filter"}
+        )) if idempotency_key else None,
+        batch_id=batch_id, custom_id=custom_id, **webhook_columns(job_in),
+        published_at=None, started_at=None, finished_at=None, output=None, error=None,
+        lease_expires_at=None, worker_id=None,
     )
+
+
+def webhook_columns(job_in: JobCreate) -> dict:
+    """The job's own webhook, and the first of its events still to be handed over."""
+    if job_in.webhook is None:
+        return {}
+    events = sorted(set(job_in.webhook_events_filter or ["completed"]), reverse=True)
+    return {"webhook": check_url_syntax(job_in.webhook), "webhook_events": events,
+            "webhook_next": events[0]}
 
 
 async def create_job(*, session: AsyncSession, producer: Producer, settings: Settings,
@@ -87,6 +101,8 @@ async def create_job(*, session: AsyncSession, producer: Producer, settings: Set
         raise InvalidRequest("Idempotency-Key must be 1 to 255 characters")
     job = new_job_row(settings=settings, principal=principal, job_in=job_in,
                       idempotency_key=idempotency_key)
+    if job.webhook is not None:
+        await check_url_target(job.webhook, allow_private=settings.webhook_allow_private)
     if idempotency_key:
         existing = await _by_idempotency_key(session, principal, idempotency_key)
         if existing is not None:
@@ -163,13 +179,35 @@ async def get_job(*, store: AsyncJobStore, principal: Principal, job_id: str):
     return await store.get(job_id, owner_id=principal.key_id)
 
 
+async def queue_position(*, session: AsyncSession, store: AsyncJobStore, principal: Principal,
+                         job_id: str) -> dict:
+    """How many queued jobs are ahead of this one on its queue: every queued interactive
+    job created before it, and for a batch job every queued interactive one too. The
+    workers take interactive jobs first; within a priority the order is roughly FIFO."""
+    job = await store.get(job_id, owner_id=principal.key_id)
+    ahead = None
+    if job.status == JobStatus.QUEUED:
+        before = (Job.priority == job.priority) & (Job.created_at < job.created_at)
+        if job.priority == "batch":
+            before = before | (Job.priority == "interactive")
+        ahead = (await session.execute(
+            select(func.count()).select_from(Job)
+            .where(Job.status == JobStatus.QUEUED, Job.queue == job.queue, before)
+        )).scalar_one()
+    return {"object": "queue_position", "job_id": job.id, "status": job.status,
+            "queue": job.queue, "priority": job.priority, "ahead": ahead}
+
+
 async def list_jobs(*, session: AsyncSession, principal: Principal, status: str | None,
-                    kind: str | None, limit: int, after: str | None) -> dict:
+                    kind: str | None, limit: int, after: str | None, model: str | None = None,
+                    priority: str | None = None, batch_id: str | None = None) -> dict:
     stmt = select(*JOB_COLUMNS).where(Job.owner_id == principal.key_id)
     if status:
         stmt = stmt.where(Job.status.in_(status.split(",")))
-    if kind:
-        stmt = stmt.where(Job.kind == kind)
+    for column, value in ((Job.kind, kind), (Job.model, model), (Job.priority, priority),
+                          (Job.batch_id, batch_id)):
+        if value:
+            stmt = stmt.where(column == value)
     if after:
         stmt = stmt.where(Job.id < after)
     rows = (await session.execute(stmt.order_by(Job.id.desc()).limit(limit + 1))).all()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import struct
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -16,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSche
 from common.errors import InvalidRequest
 from common.schemas import JobCreate
 
-ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings")
+# What a batch may name; /v1/responses lines are parsed by responses_shapes (batch_lines).
+ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings", "/v1/responses")
 
 # Parameters of the OpenAI API that we accept but that change nothing here, as long as
 # they keep the value that asks for no feature (None allowed too).
@@ -28,14 +30,31 @@ _NEUTRAL: dict[str, set[Any] | None] = {
 }
 
 
-def _document_neutral(schema: dict, _cls: type) -> None:
-    # The OpenAPI document lists the neutral parameters with the values accepted, and
-    # no other unknown keys (unsupported() refuses them).
-    for key, allowed in _NEUTRAL.items():
-        values = None if allowed is None else [list(v) if isinstance(v, tuple) else v
-                                               for v in allowed]
-        schema["properties"].setdefault(key, {} if values is None else {"enum": [*values, None]})
-    schema["additionalProperties"] = False
+def document_neutral(neutral: dict[str, set[Any] | None]) -> Callable[[dict, type], None]:
+    """A `json_schema_extra` that lists the neutral parameters with the values accepted,
+    and no other unknown keys (refuse_unsupported() refuses them)."""
+
+    def document(schema: dict, _cls: type) -> None:
+        for key, allowed in neutral.items():
+            values = None if allowed is None else [list(v) if isinstance(v, tuple) else v
+                                                   for v in allowed]
+            schema["properties"].setdefault(key, {} if values is None
+                                            else {"enum": [*values, None]})
+        schema["additionalProperties"] = False
+
+    return document
+
+
+def refuse_unsupported(extra: dict[str, Any] | None,
+                       neutral: dict[str, set[Any] | None]) -> None:
+    """InvalidRequest naming the first unknown key, or a neutral one with a value that
+    asks for a feature."""
+    for key, value in (extra or {}).items():
+        if key not in neutral:
+            raise InvalidRequest(f"parameter {key!r} is not supported by this server")
+        allowed = neutral[key]
+        if value is not None and allowed is not None and not _one_of(value, allowed):
+            raise InvalidRequest(f"parameter {key!r} = {value!r} is not supported here")
 
 
 # JobCreate checks the model's name (common/schemas.py); the document says so here too.
@@ -44,15 +63,10 @@ MODEL_NAME_DOC: dict[str, Any] = {"minLength": 3, "maxLength": 200}
 
 class _Body(BaseModel):
     # Unknown keys are kept so that we can name them in the refusal.
-    model_config = ConfigDict(extra="allow", json_schema_extra=_document_neutral)
+    model_config = ConfigDict(extra="allow", json_schema_extra=document_neutral(_NEUTRAL))
 
     def unsupported(self) -> None:
-        for key, value in (self.model_extra or {}).items():
-            if key not in _NEUTRAL:
-                raise InvalidRequest(f"parameter {key!r} is not supported by this server")
-            allowed = _NEUTRAL[key]
-            if value is not None and allowed is not None and not _one_of(value, allowed):
-                raise InvalidRequest(f"parameter {key!r} = {value!r} is not supported here")
+        refuse_unsupported(self.model_extra, _NEUTRAL)
 
 
 def _one_of(value, allowed: set) -> bool:

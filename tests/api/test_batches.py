@@ -283,7 +283,8 @@ def test_a_batch_finishes_after_the_api_is_killed_mid_run(make_stack):
 
 @pytest.mark.slow
 def test_enqueuing_resumes_after_the_api_is_killed_mid_enqueue(make_stack):
-    stack = make_stack("sqlite")  # no worker: every line stays queued
+    # No worker: every line stays queued; no fair-share window, so that all are enqueued.
+    stack = make_stack("sqlite", env={"MONKEY_BATCH_WINDOW": "0"})
     client = sdk(stack)
     n = 20_000
     batch = start_batch(client, [chat_line(f"e{i}", "x") for i in range(n)])

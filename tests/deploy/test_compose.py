@@ -119,7 +119,7 @@ def test_workers_get_their_drain_before_sigkill(compose):
 
     drain_s = Settings().drain_s
     workers = {name: svc for name, svc in compose["services"].items()
-               if svc.get("command", [])[:2] == ["monkey", "worker"]}
+               if svc.get("command", [])[:2] in (["monkey", "worker"], ["monkey", "ml-service"])}
     assert set(workers) == {"worker-llm", "worker-cpu", "worker-gpu"}
     for name, svc in workers.items():
         drain = float(svc.get("environment", {}).get("MONKEY_DRAIN_S", drain_s))

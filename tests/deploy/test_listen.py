@@ -70,9 +70,18 @@ def test_flower_on_double_colon_answers_ipv4_and_ipv6(make_stack):
     assert_dual_stack(proc, port, "/healthcheck")
 
 
+@pytest.mark.timeout(90)
+def test_ml_service_on_double_colon_answers_ipv4_and_ipv6(make_stack):
+    stack = make_stack("sqlite", api=False)
+    port = free_port()
+    proc = stack.spawn("ml-service-dual-stack", ["ml-service", "--host", "::", "--port",
+                                                 str(port)])
+    assert_dual_stack(proc, port, "/healthz")
+
+
 def test_monkey_cli_imports_nothing_image_specific():
     code = (
-        "import json, sys, monkey.cli, monkey.flower;"
+        "import json, sys, monkey.cli, monkey.flower, monkey.ml_service;"
         f"print(json.dumps(sorted(m for m in {IMAGE_SPECIFIC!r} if m in sys.modules)))"
     )
     out = subprocess.run(

@@ -93,6 +93,7 @@ def test_the_scan_finds_what_it_should():
         "monkey api",
         "monkey worker --queues gpu",
         "monkey worker --queues llm",
+        "monkey ml-service --host ::",
         "monkey migrate",
         "monkey flower",
         "monkey up",
@@ -110,7 +111,8 @@ def test_start_commands_name_real_commands(where):
             assert set(ctx.params["queues"].split(",")) <= set(QUEUES), argv
 
 
-@pytest.mark.parametrize("path", ["api/railpack.json", "web/railpack.json"])
+@pytest.mark.parametrize("path", ["api/railpack.json", "web/railpack.json",
+                                  "workers/railpack.json"])
 def test_railway_http_services_bind_port_on_ipv4_and_ipv6(path):
     start = load_json(REPO / path)["deploy"]["startCommand"]
     assert "${PORT" in start

@@ -54,7 +54,7 @@ DOCUMENT = create_app(Settings()).openapi()
 # refused with 422, so schemathesis's positive_data_acceptance check is off for these.
 # The other checks stay on, and the dictionaries below make many cases name debug/echo,
 # which every stack serves, so that they go the whole way to a worker and back.
-MODEL_OPERATIONS = ["/v1/jobs", "/v1/chat/completions", "/v1/embeddings"]
+MODEL_OPERATIONS = ["/v1/jobs", "/v1/chat/completions", "/v1/embeddings", "/v1/responses"]
 
 schema = schemathesis.openapi.from_dict(DOCUMENT, config=schemathesis.Config.from_dict({
     "request-timeout": REQUEST_TIMEOUT_S,
@@ -72,6 +72,9 @@ schema = schemathesis.openapi.from_dict(DOCUMENT, config=schemathesis.Config.fro
         {"include-path": MODEL_OPERATIONS, "include-method": "POST",
          "checks": {"positive_data_acceptance": {"enabled": False}}},
         {"include-path": "/v1/jobs/{job_id}/events", "request-timeout": STREAM_TIMEOUT_S},
+        # With stream=true, a running response's events (cut like a job's).
+        {"include-path": "/v1/responses/{response_id}", "include-method": "GET",
+         "request-timeout": STREAM_TIMEOUT_S},
     ],
 }))
 
@@ -115,8 +118,11 @@ def stack(tmp_path_factory, redis_base):
     tmp = tmp_path_factory.mktemp("fuzz")
     # Rate limits off: they have tests of their own, and here they would only turn
     # cases into 429s.
+    # Fuzzed webhook URLs may name real hosts: the stack's outbound HTTP goes to a dead
+    # proxy, so that no delivery ever leaves this machine.
     s = Stack(make_database("sqlite", tmp), fresh_redis_url(redis_base), tmp,
-              env={"MONKEY_RATE_LIMIT_PER_S": "0"})
+              env={"MONKEY_RATE_LIMIT_PER_S": "0", "HTTP_PROXY": "http://127.0.0.1:9",
+                   "HTTPS_PROXY": "http://127.0.0.1:9", "ALL_PROXY": "http://127.0.0.1:9"})
     upgrade(s.settings)
     s.key = s.new_key()
     s.start_api()
@@ -125,6 +131,7 @@ def stack(tmp_path_factory, redis_base):
     DELETABLE.clear()
     KNOWN.update(seed_objects(s))
     DELETABLE["file_id"] = [upload(s, [chat_line("spare")]) for _ in range(3)]
+    DELETABLE["response_id"] = [respond(s, "spare") for _ in range(3)]
     yield s
     s.stop()
     summary = defaultdict(dict)
@@ -159,7 +166,17 @@ def seed_objects(s: Stack) -> dict[str, list[str]]:
         "job_id": [done["id"], failed["id"], queued["id"], running["id"]],
         "file_id": [batch["input_file_id"], batch["output_file_id"]],
         "batch_id": [finished, slow],
+        # A completed response, and a background one running for the whole session.
+        "response_id": [respond(s, "seeded response"),
+                        respond(s, " ".join(["slow"] * 100), background=True, delay_ms=1000)],
     }
+
+
+def respond(s: Stack, text: str, **body) -> str:
+    resp = s.default_client.post("/v1/responses", json={"model": "debug/echo", "input": text,
+                                                        **body})
+    assert resp.status_code == 200, resp.text
+    return resp.json()["id"]
 
 
 def chat_line(prompt: str, **body) -> dict:

@@ -68,12 +68,21 @@ def run_in_web(cmd: list[str]) -> subprocess.CompletedProcess:
                           timeout=BUILD_TIMEOUT_S, check=False)
 
 
+def _node_modules_current() -> bool:
+    # npm writes node_modules/.package-lock.json on each install: older than the lock
+    # means the lock changed since (a dependency was added), so install again.
+    installed = WEB / "node_modules" / ".package-lock.json"
+    return installed.exists() and (
+        installed.stat().st_mtime >= (WEB / "package-lock.json").stat().st_mtime)
+
+
 def install_web() -> str | None:
-    """`npm ci` in web/ unless node_modules is there. Returns why it could not, or None."""
+    """`npm ci` in web/ unless node_modules matches the lock. Returns why it could not,
+    or None."""
     npm = shutil.which("npm")
     if npm is None:
         return "npm is not installed (Node.js >= 20.9 is needed to build web/)"
-    if not (WEB / "node_modules").is_dir():
+    if not _node_modules_current():
         done = run_in_web([npm, "ci", "--no-audit", "--no-fund"])
         if done.returncode != 0:
             return f"npm ci failed in web/:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"

@@ -78,6 +78,12 @@ def test_stream_cancel_and_list(page: Page, web_stack):
     cancelled_id = submit_echo(page, long_prompt, delay_ms=150)
     observe(page, lambda s: len(s[-1][1].split()) >= 3, timeout=30)
     page.get_by_role("button", name="Cancel job").click()
+    # It asks first, with the harmless answer focused: Enter keeps the job running.
+    expect(page.get_by_role("button", name="Keep it running")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.get_by_test_id("job-status")).to_have_text("running")
+    page.get_by_role("button", name="Cancel job").click()
+    page.get_by_role("button", name="Yes, cancel it").click()
     expect(page.get_by_test_id("job-status")).to_have_text("cancelled", timeout=20_000)
     history = page.get_by_test_id("status-history").locator("li")
     steps = [li.get_attribute("data-status") for li in history.all()]
@@ -113,6 +119,7 @@ def test_queued_job_shows_its_queue_and_cancels_at_once(page: Page, web_stack):
     expect(page.get_by_test_id("no-workers")).to_contain_text("monkey worker --queues gpu")
     expect(page.get_by_test_id("queue-ms")).not_to_have_text("-")
     page.get_by_role("button", name="Cancel job").click()
+    page.get_by_role("button", name="Yes, cancel it").click()
     expect(page.get_by_test_id("job-status")).to_have_text("cancelled")
     expect(page.get_by_test_id("queue-info")).to_have_count(0)
     steps = [li.get_attribute("data-status") for li in page.locator("ol.history li").all()]
@@ -203,6 +210,17 @@ def test_batches_page(page: Page, web_stack, tmp_path):
         page.get_by_role("button", name="Download results").click()
     results = download.value.path().read_text().splitlines()
     assert sorted(json.loads(r)["custom_id"] for r in results) == ["r0", "r1", "r2"]
+    # Its lines, each a job whose page links back to the batch.
+    batch_id = page.url.split("id=")[1]
+    expect(page.get_by_test_id("line-row")).to_have_count(3)
+    expect(page.get_by_test_id("line-counts")).to_contain_text("3 succeeded")
+    page.get_by_test_id("line-row").first.get_by_role("link").click()
+    expect(page.get_by_test_id("batch-link")).to_contain_text(batch_id)
+    page.get_by_test_id("batch-link").click()
+    page.get_by_role("link", name="All its lines in the jobs list").click()
+    page.wait_for_url("**/jobs/?batch=*")  # the batch page's section is labelled "Batch …" too
+    expect(page.get_by_label("Batch", exact=True)).to_have_value(batch_id)
+    expect(page.get_by_test_id("job-row")).to_have_count(3)
 
     # A line the server refuses: the batch fails, and the page says which line and why.
     bad = tmp_path / "bad.jsonl"
@@ -233,7 +251,7 @@ def test_phone_width_and_labelled_controls(page: Page, web_stack):
     enter_key(page, web_stack.key)
     job = web_stack.submit(kind="generate", input={"prompt": words(12)})
     web_stack.wait(job["id"])
-    for path in ["/", "/key/", "/jobs/", "/batches/", f"/job/?id={job['id']}"]:
+    for path in ["/", "/key/", "/jobs/", "/batches/", "/operators/", f"/job/?id={job['id']}"]:
         page.goto(path)
         expect(page.locator("h1")).to_be_visible()
         expect(page.locator('[aria-busy="true"]')).to_have_count(0)

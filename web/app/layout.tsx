@@ -1,9 +1,11 @@
 import type { Metadata, Viewport } from "next";
 import Nav from "@/components/Nav";
+import { THEME_SCRIPT } from "@/lib/themeScript";
 import "./globals.css";
 
+// No metadata title: Next applies it after the page's own effects and would put back
+// "Monkey Coder" over the page's title (lib/title.ts). The default is the <title> below.
 export const metadata: Metadata = {
-  title: "Monkey Coder",
   description: "Submit long AI generation jobs and watch them run.",
 };
 
@@ -14,7 +16,11 @@ export const viewport: Viewport = {
 
 export default function RootLayout({ children }: { children: React.ReactNode }) {
   return (
-    <html lang="en">
+    <html lang="en" suppressHydrationWarning>
+      <head>
+        <title>Monkey Coder</title>
+        <script dangerouslySetInnerHTML={{ __html: THEME_SCRIPT }} />
+      </head>
       <body>
         <a className="skip-link" href="#main">
           Skip to content

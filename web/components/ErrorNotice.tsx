@@ -10,10 +10,16 @@ function nextStep(err: ApiError): React.ReactNode {
     case 0:
       return (
         <>
-          Check that the API is running at <code>{apiOrigin()}</code>.{" "}
-          {API_BASE
-            ? "This UI was built with NEXT_PUBLIC_API_URL pointing there; rebuild it with the right URL if that is wrong, and make sure the API allows this page's origin (MONKEY_CORS_ORIGINS)."
-            : "This UI was built without NEXT_PUBLIC_API_URL, so it expects the API on the same origin; rebuild it with NEXT_PUBLIC_API_URL set if the API runs elsewhere."}
+          The Monkey Coder service did not answer. Check your connection, then try again in a minute: this page
+          retries on its own where it can, and nothing you submitted is lost. If it goes on, the service is down or
+          being restarted; tell whoever runs it.
+          <details className="operator-hint">
+            <summary>For the operator</summary>
+            This page calls the API at <code>{apiOrigin()}</code>
+            {API_BASE
+              ? " (set by NEXT_PUBLIC_API_URL when the UI was built): is the API running there, and does it allow this page's origin (MONKEY_CORS_ORIGINS)?"
+              : " (the page's own origin): is the API running and serving this UI?"}
+          </details>
         </>
       );
     case 401:

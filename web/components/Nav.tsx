@@ -3,17 +3,20 @@
 import Link from "next/link";
 import { usePathname } from "next/navigation";
 import { useApiKey } from "@/lib/key";
+import { NEXT_THEME, setTheme, useTheme } from "@/lib/theme";
 
 const LINKS = [
   { href: "/", label: "New job" },
   { href: "/jobs/", label: "Jobs" },
   { href: "/batches/", label: "Batches" },
+  { href: "/operators/", label: "Queues" },
   { href: "/key/", label: "API key" },
 ];
 
 export default function Nav() {
   const pathname = usePathname();
   const key = useApiKey();
+  const theme = useTheme();
   const here = (href: string) => pathname === href || pathname === href.replace(/\/$/, "");
   return (
     <header className="site-header">
@@ -33,6 +36,17 @@ export default function Nav() {
         <span className="key-state" data-testid="key-state">
           {key === undefined ? "" : key ? `key …${key.slice(-4)}` : "no key"}
         </span>
+        {theme ? (
+          <button
+            type="button"
+            className="secondary theme-toggle"
+            data-testid="theme-toggle"
+            onClick={() => setTheme(NEXT_THEME[theme])}
+            title="Light, dark, or as the system says"
+          >
+            Theme: {theme}
+          </button>
+        ) : null}
       </nav>
     </header>
   );

@@ -60,7 +60,7 @@ export async function errorFromResponse(res: Response): Promise<ApiError> {
 
 export function unreachable(cause: unknown): ApiError {
   const detail = cause instanceof Error ? cause.message : String(cause);
-  return new ApiError(0, "unreachable", `Could not reach the API at ${apiOrigin()} (${detail}).`);
+  return new ApiError(0, "unreachable", `The service could not be reached (${detail}).`);
 }
 
 export interface RequestOptions {

@@ -2,6 +2,7 @@
 // may not offer yet (they answer 404 then).
 
 import { ApiError, apiFetch } from "./api";
+import { saveBlob } from "./clipboard";
 
 export const BATCHES_UNAVAILABLE = "Batches are not available on this server.";
 
@@ -34,13 +35,5 @@ export function badJsonlLines(text: string): number[] {
 /** Fetches a file's content with the key and hands it to the browser as a download. */
 export async function downloadFile(fileId: string, key: string, filename: string): Promise<void> {
   const res = await apiFetch(`/v1/files/${encodeURIComponent(fileId)}/content`, { key });
-  const blob = await res.blob();
-  const url = URL.createObjectURL(blob);
-  const a = document.createElement("a");
-  a.href = url;
-  a.download = filename;
-  document.body.appendChild(a);
-  a.click();
-  a.remove();
-  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+  saveBlob(await res.blob(), filename);
 }

@@ -2,6 +2,7 @@
 // events, polled envelopes and the cancel answer. It keeps the two rules of the
 // job model: terminal states never change, and `cancelling` only ends in one.
 
+import { toMillis } from "./format";
 import { isTerminal, type ApiErrorBody, type Job } from "./types";
 
 export interface StatusStep {
@@ -134,4 +135,30 @@ export function jobReducer(state: JobState, action: JobAction): JobState {
     case "event":
       return onEvent(state, action.event, action.data, eventTime(action.id) ?? action.now);
   }
+}
+
+/**
+ * The status history to show: the job's own times (created_at, started_at,
+ * finished_at) for the steps they date, and for the others (cancelling) the time the
+ * stream's event carried. Reopening a finished job shows when things happened, not
+ * when the page saw them.
+ */
+export function datedHistory(state: JobState): StatusStep[] {
+  const job = state.job;
+  if (!job) return state.history;
+  const status = state.status ?? job.status;
+  const created = toMillis(job.created_at);
+  const started = toMillis(job.started_at);
+  const finished = toMillis(job.finished_at);
+  const seen = new Map(state.history.map((h) => [h.status, h.at]));
+  const steps: StatusStep[] = [];
+  const add = (s: string, at: number | null | undefined) => {
+    if (at !== null && at !== undefined) steps.push({ status: s, at });
+  };
+  add("queued", created ?? seen.get("queued"));
+  if (started !== null || seen.has("running")) add("running", started ?? seen.get("running"));
+  if (seen.has("cancelling")) add("cancelling", seen.get("cancelling"));
+  if (isTerminal(status)) add(status, finished ?? seen.get(status));
+  else if (status !== "queued" && status !== "running" && status !== "cancelling") add(status, seen.get(status));
+  return steps;
 }

@@ -68,6 +68,9 @@ export interface Job {
   finished_at?: Timestamp;
   metadata?: Record<string, unknown> | null;
   metrics?: JobMetrics | null;
+  queue?: string;
+  /** The batch this job is a line of, if any. */
+  batch_id?: string | null;
 }
 
 export interface ListPage<T> {
@@ -85,6 +88,19 @@ export interface Model {
   configured?: boolean;
   /** Why a model is not configured, and how to configure it. */
   hint?: string;
+  description?: string;
+  /** The request parameters it reads. */
+  params?: string[];
+  queue?: string;
+  /** Ids of the live workers that have it loaded (local models). */
+  loaded_on?: string[];
+}
+
+export interface QueueStat {
+  queue: string;
+  running?: number;
+  workers?: number;
+  priorities?: Record<string, { depth?: number; oldest_age_s?: number | null }>;
 }
 
 export interface FileObject {
@@ -103,6 +119,7 @@ export interface Batch {
   output_file_id?: string | null;
   error_file_id?: string | null;
   created_at?: Timestamp;
+  in_progress_at?: Timestamp;
   completed_at?: Timestamp;
   failed_at?: Timestamp;
   cancelled_at?: Timestamp;

@@ -3,13 +3,13 @@
 batch's request counts are then a few index probes, not a scan of its 50,000 lines.
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 """
 
 from alembic import op
 
 revision = "0005"
-down_revision = "0003"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

@@ -81,6 +81,7 @@ def test_submit_while_the_broker_is_down_still_answers_202(inproc):
 
 @pytest.mark.parametrize("body, needle", [
     ({"model": "nope/thing", "input": {"prompt": "x"}}, "unknown model provider"),
+    ({"model": "debug/nope", "input": {"prompt": "x"}}, "the only one is debug/echo"),
     ({"model": "local/unknown", "input": {"prompt": "x"}}, "MONKEY_LOCAL_MODELS"),
     ({"model": "openai/gpt-4o", "input": {"prompt": "x"}}, "OPENAI_API_KEY"),
     ({"model": "debug/echo", "kind": "embed", "input": {"texts": ["x"]}}, "does not serve"),
@@ -99,3 +100,52 @@ def test_bad_requests_get_422_and_change_nothing(inproc, body, needle):
     assert err["type"] == "invalid_request" and needle in err["message"], err
     assert inproc.client.get("/v1/jobs").json()["data"] == []
     assert inproc.stub.messages == []
+
+
+def test_list_filters_by_model_priority_and_batch(inproc):
+    echo = inproc.submit()
+    low = inproc.submit(priority="batch")
+    local = inproc.submit(model="local/all-MiniLM-L6-v2", kind="embed", input={"texts": ["a"]})
+
+    def ids(**params) -> list[str]:
+        resp = inproc.client.get("/v1/jobs", params=params)
+        assert resp.status_code == 200, resp.text
+        return [j["id"] for j in resp.json()["data"]]
+
+    assert ids(model="debug/echo") == [low["id"], echo["id"]]
+    assert ids(model="local/all-MiniLM-L6-v2") == [local["id"]]
+    assert ids(priority="interactive") == [local["id"], echo["id"]]
+    assert ids(priority="batch", model="debug/echo") == [low["id"]]
+    assert ids(batch_id="batch_none") == []
+    assert inproc.client.get("/v1/jobs", params={"priority": "urgent"}).status_code == 422
+
+
+def test_models_say_what_they_are_and_which_params_they_take(inproc):
+    models = {m["id"]: m for m in inproc.client.get("/v1/models").json()["data"]}
+    echo, embed = models["debug/echo"], models["local/all-MiniLM-L6-v2"]
+    assert "delay_ms" in echo["params"] and "prompt back" in echo["description"]
+    assert embed["params"] == [] and "Embedding" in embed["description"]
+    sampling = {"max_tokens", "temperature", "top_p", "stop", "seed"}
+    assert set(models["openai/*"]["params"]) >= sampling
+
+
+def test_a_queued_jobs_position_counts_the_jobs_ahead_of_it(inproc):
+    # The stub producer publishes nothing to a worker: every job stays queued.
+    first = inproc.submit(model="local/all-MiniLM-L6-v2", kind="embed", input={"texts": ["a"]})
+    low = inproc.submit(model="local/all-MiniLM-L6-v2", kind="embed", input={"texts": ["b"]},
+                        priority="batch")
+    second = inproc.submit(model="local/all-MiniLM-L6-v2", kind="embed", input={"texts": ["c"]})
+    echo = inproc.submit()  # another queue
+
+    def ahead(job) -> int | None:
+        resp = inproc.client.get(f"/v1/jobs/{job['id']}/position")
+        assert resp.status_code == 200, resp.text
+        return resp.json()["ahead"]
+
+    # Counted across keys: other tests' queued jobs on this queue are ahead too, so
+    # the figures are compared with each other. A batch job waits for every interactive one.
+    base, low_ahead = ahead(first), ahead(low)
+    assert ahead(second) == base + 1 and low_ahead >= base + 2 and ahead(echo) is not None
+    inproc.client.post(f"/v1/jobs/{first['id']}/cancel")
+    assert (ahead(first), ahead(second), ahead(low)) == (None, base, low_ahead - 1)
+    assert inproc.client.get("/v1/jobs/job_nope/position").status_code == 404

@@ -11,8 +11,10 @@ import RequireKey from "@/components/RequireKey";
 import StatusBadge from "@/components/StatusBadge";
 import { ApiError, apiJson, isAbort } from "@/lib/api";
 import { downloadFile } from "@/lib/batches";
-import { formatTime } from "@/lib/format";
-import { BATCH_TERMINAL, type Batch } from "@/lib/types";
+import { formatMs, formatTime, toMillis } from "@/lib/format";
+import { usePoll } from "@/lib/poll";
+import { useTitle } from "@/lib/title";
+import { BATCH_TERMINAL, type Batch, type Job, type ListPage } from "@/lib/types";
 
 export default function BatchPage() {
   return (
@@ -36,6 +38,7 @@ function BatchFromQuery() {
 
 function BatchView({ id, apiKey }: { id: string; apiKey: string }) {
   const [batch, setBatch] = useState<Batch | null>(null);
+  useTitle(`Batch ${id}${batch ? ` (${batch.status})` : ""}`);
   const [error, setError] = useState<unknown>(null);
 
   useEffect(() => {
@@ -74,6 +77,14 @@ function BatchView({ id, apiKey }: { id: string; apiKey: string }) {
   const counts = batch.request_counts ?? {};
   const total = counts.total ?? 0;
   const done = (counts.completed ?? 0) + (counts.failed ?? 0);
+  const over = BATCH_TERMINAL.has(batch.status);
+  // Lines that never ran (cancelled or expired before a worker took them).
+  const notRun = over && total > done ? total - done : 0;
+  const started = toMillis(batch.in_progress_at);
+  const eta =
+    batch.status === "in_progress" && started !== null && done > 0 && total > done
+      ? ((Date.now() - started) / done) * (total - done)
+      : null;
   return (
     <section aria-labelledby="batch-title">
       <h1 id="batch-title">
@@ -89,6 +100,23 @@ function BatchView({ id, apiKey }: { id: string; apiKey: string }) {
         </label>
         <progress id="batch-progress" max={total || 1} value={total ? done : 0} />
       </div>
+      {notRun ? (
+        <p data-testid="batch-not-run">
+          {notRun} line{notRun === 1 ? "" : "s"} {batch.status === "expired" ? "expired" : "cancelled"} before running.
+        </p>
+      ) : null}
+      {batch.status === "cancelling" ? (
+        <p className="notice warn" data-testid="batch-cancelling">
+          Cancelling: lines already running finish and keep their answers; lines not started will not run.{" "}
+          {total - done} line{total - done === 1 ? "" : "s"} still to settle.
+        </p>
+      ) : null}
+      {eta !== null ? (
+        <p data-testid="batch-eta">
+          About {formatMs(eta)} left at the pace so far ({done} line{done === 1 ? "" : "s"} in{" "}
+          {formatMs(Date.now() - (started ?? Date.now()))}).
+        </p>
+      ) : null}
       <dl className="facts">
         <dt>Endpoint</dt>
         <dd>{batch.endpoint ?? "-"}</dd>
@@ -132,6 +160,7 @@ function BatchView({ id, apiKey }: { id: string; apiKey: string }) {
           <CancelBatch apiKey={apiKey} id={batch.id} onBatch={setBatch} />
         ) : null}
       </div>
+      <BatchLines apiKey={apiKey} batchId={batch.id} live={!over} />
     </section>
   );
 }
@@ -188,5 +217,69 @@ function CancelBatch({ apiKey, id, onBatch }: { apiKey: string; id: string; onBa
       </button>
       <ErrorNotice error={error} title="Could not cancel" />
     </span>
+  );
+}
+
+const LINES_SHOWN = 100;
+
+// The batch's lines as jobs (GET /v1/jobs?batch_id=), newest first, refreshed while it runs.
+function BatchLines({ apiKey, batchId, live }: { apiKey: string; batchId: string; live: boolean }) {
+  const [lines, setLines] = useState<ListPage<Job> | null>(null);
+  usePoll(
+    async (signal) => {
+      const q = new URLSearchParams({ batch_id: batchId, limit: String(LINES_SHOWN) });
+      setLines(await apiJson<ListPage<Job>>(`/v1/jobs?${q}`, { key: apiKey, signal }));
+      return live;
+    },
+    2000,
+    [apiKey, batchId, live],
+  );
+
+  const rows = lines?.data ?? [];
+  const byStatus = new Map<string, number>();
+  for (const j of rows) byStatus.set(j.status, (byStatus.get(j.status) ?? 0) + 1);
+  const allLink = `/jobs/?batch=${encodeURIComponent(batchId)}`;
+  return (
+    <section aria-labelledby="lines-title">
+      <h2 id="lines-title">Lines</h2>
+      {lines === null ? <p aria-busy="true">Loading lines…</p> : null}
+      {lines !== null && rows.length === 0 ? <p className="muted">No lines have become jobs yet.</p> : null}
+      {rows.length > 0 ? (
+        <>
+          <p data-testid="line-counts">
+            {lines?.has_more ? `The newest ${rows.length}: ` : ""}
+            {[...byStatus.entries()].map(([s, n]) => `${n} ${s}`).join(", ")}.{" "}
+            <Link href={allLink}>All its lines in the jobs list</Link>
+          </p>
+          <div className="table-wrap">
+            <table className="jobs" data-testid="batch-lines">
+              <caption className="visually-hidden">The batch&apos;s lines, newest first</caption>
+              <thead>
+                <tr>
+                  <th scope="col">Job</th>
+                  <th scope="col">Status</th>
+                  <th scope="col">Run time</th>
+                </tr>
+              </thead>
+              <tbody>
+                {rows.map((j) => (
+                  <tr key={j.id} data-testid="line-row">
+                    <td data-label="Job">
+                      <Link href={`/job/?id=${encodeURIComponent(j.id)}`}>
+                        <code>{j.id}</code>
+                      </Link>
+                    </td>
+                    <td data-label="Status">
+                      <StatusBadge status={j.status} />
+                    </td>
+                    <td data-label="Run time">{formatMs(j.metrics?.run_ms)}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </div>
+        </>
+      ) : null}
+    </section>
   );
 }

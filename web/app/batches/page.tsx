@@ -7,6 +7,7 @@ import Link from "next/link";
 import { useRouter } from "next/navigation";
 import { useEffect, useState } from "react";
 import ErrorNotice from "@/components/ErrorNotice";
+import { useTitle } from "@/lib/title";
 import RequireKey from "@/components/RequireKey";
 import StatusBadge from "@/components/StatusBadge";
 import { apiJson, isAbort } from "@/lib/api";
@@ -15,6 +16,7 @@ import { formatTime } from "@/lib/format";
 import type { Batch, FileObject, ListPage } from "@/lib/types";
 
 export default function BatchesPage() {
+  useTitle("Batches");
   return (
     <section aria-labelledby="batches-title">
       <h1 id="batches-title">Batches</h1>

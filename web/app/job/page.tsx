@@ -4,16 +4,20 @@
 // The id comes from the query string (/job/?id=job_...) so the page is one static file.
 
 import Link from "next/link";
-import { useSearchParams } from "next/navigation";
-import { Suspense, useEffect, useReducer, useState } from "react";
+import { useRouter, useSearchParams } from "next/navigation";
+import { Suspense, useEffect, useReducer, useRef, useState } from "react";
 import ErrorNotice from "@/components/ErrorNotice";
+import GeneratedText from "@/components/GeneratedText";
 import QueueInfo from "@/components/QueueInfo";
 import RequireKey from "@/components/RequireKey";
 import StatusBadge from "@/components/StatusBadge";
 import { ApiError, apiJson } from "@/lib/api";
 import { formatMs, formatNumber, formatTime, toMillis } from "@/lib/format";
-import { initialJobState, jobReducer, type JobState } from "@/lib/jobState";
+import { copyText } from "@/lib/clipboard";
+import { datedHistory, initialJobState, jobReducer, type JobState } from "@/lib/jobState";
+import { requestOfJob } from "@/lib/request";
 import { followJob, type StreamMode } from "@/lib/sse";
+import { useTitle } from "@/lib/title";
 import { isTerminal, type Job } from "@/lib/types";
 
 export default function JobPage() {
@@ -124,11 +128,26 @@ function JobDetails({ state, apiKey, mode, modeError, fatal, onEnvelope }: Detai
   const over = isTerminal(status);
   const now = useNow(!over);
 
+  const history = datedHistory(state);
+  useTitle(`Job ${job.id} (${status})`);
+  // After a submit lands here, focus the heading: the next Tab is not Cancel.
+  const titleRef = useRef<HTMLHeadingElement>(null);
+  useEffect(() => titleRef.current?.focus(), []);
+
   return (
     <section aria-labelledby="job-title">
-      <h1 id="job-title">
+      <h1 id="job-title" ref={titleRef} tabIndex={-1}>
         Job <code data-testid="job-id">{job.id}</code>
       </h1>
+      <div className="actions job-actions">
+        <CopyButton text={job.id} label="Copy job id" />
+        <RerunButtons job={job} apiKey={apiKey} />
+        {job.batch_id ? (
+          <Link href={`/batch/?id=${encodeURIComponent(job.batch_id)}`} data-testid="batch-link">
+            Line of batch <code>{job.batch_id}</code>
+          </Link>
+        ) : null}
+      </div>
       <div className="job-head">
         <p role="status" aria-live="polite">
           Status: <StatusBadge status={status} testId="job-status" />
@@ -158,7 +177,7 @@ function JobDetails({ state, apiKey, mode, modeError, fatal, onEnvelope }: Detai
       ) : null}
 
       {status === "queued" ? (
-        <QueueInfo apiKey={apiKey} model={job.model} priority={job.priority ?? "interactive"} />
+        <QueueInfo apiKey={apiKey} jobId={job.id} priority={job.priority ?? "interactive"} />
       ) : null}
       <Timings state={state} now={now} />
 
@@ -179,21 +198,21 @@ function JobDetails({ state, apiKey, mode, modeError, fatal, onEnvelope }: Detai
           <dt>Attempts</dt>
           <dd>{job.attempts ?? "-"}</dd>
         </dl>
-        <pre className="input">{JSON.stringify({ input: job.input, params: job.params }, null, 2)}</pre>
+        <RequestView job={job} />
       </details>
 
-      {state.history.length > 0 ? (
-        <>
-          <h2>Status history</h2>
-          <ol className="history" data-testid="status-history">
-            {state.history.map((h, i) => (
-              <li key={`${h.status}-${i}`} data-status={h.status}>
-                {h.status} <span className="muted">{new Date(h.at).toLocaleTimeString()}</span>
-              </li>
-            ))}
-          </ol>
-        </>
-      ) : null}
+      <h2>Status history</h2>
+      <ol className="history" data-testid="status-history">
+        {history.map((h, i) => (
+          <li key={`${h.status}-${i}`} data-status={h.status}>
+            {h.status}{" "}
+            <time className="muted" dateTime={new Date(h.at).toISOString()}>
+              {new Date(h.at).toLocaleTimeString()}
+            </time>
+            {i > 0 ? <span className="muted"> (+{formatMs(h.at - history[0].at)})</span> : null}
+          </li>
+        ))}
+      </ol>
     </section>
   );
 }
@@ -275,25 +294,23 @@ function JobOutputView({ state }: { state: JobState }) {
     );
   }
   const streaming = status === "running" || status === "cancelling";
-  return (
-    <pre className="output" aria-busy={streaming} aria-label="Generated text">
-      <span data-testid="job-output">{state.text}</span>
-      {streaming ? <span className="cursor" aria-hidden="true" /> : null}
-      {!state.text && !streaming ? (
-        <span className="muted">{isTerminal(status) ? "(no text)" : "Waiting for the first token…"}</span>
-      ) : null}
-    </pre>
-  );
+  return <GeneratedText text={state.text} streaming={streaming} over={isTerminal(status)} jobId={job.id} />;
 }
 
 function CancelButton(props: { jobId: string; apiKey: string; status: string; onEnvelope: (job: Job) => void }) {
   const { jobId, apiKey, status, onEnvelope } = props;
   const [busy, setBusy] = useState(false);
+  const [asking, setAsking] = useState(false);
   const [error, setError] = useState<unknown>(null);
+  const keepRef = useRef<HTMLButtonElement>(null);
+  useEffect(() => {
+    if (asking) keepRef.current?.focus();
+  }, [asking]);
   if (isTerminal(status)) return null;
   const cancelling = status === "cancelling";
 
   async function cancel() {
+    setAsking(false);
     setBusy(true);
     setError(null);
     try {
@@ -305,12 +322,117 @@ function CancelButton(props: { jobId: string; apiKey: string; status: string; on
     }
   }
 
+  // Cancelling loses the rest of the work, so it asks first (and the safe answer has focus).
   return (
     <div className="cancel">
-      <button type="button" className="danger" onClick={cancel} disabled={busy || cancelling}>
-        {cancelling ? "Cancelling…" : busy ? "Sending cancel…" : "Cancel job"}
-      </button>
+      {asking && !cancelling ? (
+        <div className="confirm" role="group" aria-label="Cancel this job?">
+          <span>Cancel this job? The text so far is kept.</span>
+          <button type="button" className="danger" onClick={cancel}>
+            Yes, cancel it
+          </button>
+          <button type="button" className="secondary" ref={keepRef} onClick={() => setAsking(false)}>
+            Keep it running
+          </button>
+        </div>
+      ) : (
+        <button type="button" className="danger" onClick={() => setAsking(true)} disabled={busy || cancelling}>
+          {cancelling ? "Cancelling…" : busy ? "Sending cancel…" : "Cancel job"}
+        </button>
+      )}
       <ErrorNotice error={error} title="Could not cancel" />
+    </div>
+  );
+}
+
+function CopyButton({ text, label }: { text: string; label: string }) {
+  const [done, setDone] = useState<string>("");
+  return (
+    <button
+      type="button"
+      className="secondary small-button"
+      onClick={async () => {
+        try {
+          await copyText(text);
+          setDone("Copied");
+        } catch {
+          setDone("Could not copy");
+        }
+        setTimeout(() => setDone(""), 2000);
+      }}
+    >
+      {done || label}
+    </button>
+  );
+}
+
+function RerunButtons({ job, apiKey }: { job: Job; apiKey: string }) {
+  const router = useRouter();
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<unknown>(null);
+  async function rerun() {
+    setBusy(true);
+    setError(null);
+    try {
+      const next = await apiJson<Job>("/v1/jobs", { key: apiKey, json: requestOfJob(job) });
+      router.push(`/job/?id=${encodeURIComponent(next.id)}`);
+    } catch (err) {
+      setError(err);
+      setBusy(false);
+    }
+  }
+  return (
+    <>
+      <button type="button" className="secondary small-button" onClick={rerun} disabled={busy}>
+        {busy ? "Submitting…" : "Run again"}
+      </button>
+      <Link className="button-link" href={`/?from=${encodeURIComponent(job.id)}`}>
+        Edit and resubmit
+      </Link>
+      <ErrorNotice error={error} title="The job was not accepted" />
+    </>
+  );
+}
+
+function RequestView({ job }: { job: Job }) {
+  const input = job.input ?? {};
+  const params = Object.entries(job.params ?? {});
+  return (
+    <div data-testid="request">
+      {input.messages ? (
+        <ol className="messages">
+          {input.messages.map((m, i) => (
+            <li key={i}>
+              <strong>{m.role}</strong>
+              <pre className="input">{m.content}</pre>
+            </li>
+          ))}
+        </ol>
+      ) : input.texts ? (
+        <>
+          <h3 className="small">Texts</h3>
+          <pre className="input">{input.texts.join("\n")}</pre>
+        </>
+      ) : (
+        <>
+          <h3 className="small">Prompt</h3>
+          <pre className="input" data-testid="request-prompt">
+            {input.prompt ?? ""}
+          </pre>
+        </>
+      )}
+      {params.length ? (
+        <dl className="facts">
+          {params.map(([k, v]) => (
+            <div key={k} className="fact">
+              <dt>{k}</dt>
+              <dd>
+                <code>{typeof v === "string" ? v : JSON.stringify(v)}</code>
+              </dd>
+            </div>
+          ))}
+        </dl>
+      ) : null}
     </div>
   );
 }

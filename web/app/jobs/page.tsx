@@ -1,27 +1,55 @@
 "use client";
 
-// The jobs list: GET /v1/jobs with status and kind filters, cursor pages (newest
-// first, `after` = the last id of the page before), refreshed every two seconds.
+// The jobs list: GET /v1/jobs with filters (status, kind, model, priority, batch) kept
+// in the address, so a filtered list can be bookmarked, shared and reached with Back;
+// cursor pages (newest first, `after` = the last id of the page before), refreshed
+// every two seconds.
 
 import Link from "next/link";
-import { useCallback, useEffect, useState } from "react";
+import { usePathname, useRouter, useSearchParams } from "next/navigation";
+import { Suspense, useCallback, useEffect, useState } from "react";
 import ErrorNotice from "@/components/ErrorNotice";
 import RequireKey from "@/components/RequireKey";
 import StatusBadge from "@/components/StatusBadge";
 import { apiJson, isAbort } from "@/lib/api";
 import { formatMs, formatTime } from "@/lib/format";
+import { useTitle } from "@/lib/title";
 import { JOB_STATUSES, type Job, type ListPage } from "@/lib/types";
 
 const REFRESH_MS = 2000;
 const PAGE_SIZES = [10, 20, 50, 100];
 
+const FILTERS = ["status", "kind", "model", "priority", "batch"] as const;
+type Filter = (typeof FILTERS)[number];
+
 export default function JobsPage() {
+  useTitle("Jobs");
   return (
     <section aria-labelledby="jobs-title">
       <h1 id="jobs-title">Jobs</h1>
-      <RequireKey>{(key) => <JobsList apiKey={key} />}</RequireKey>
+      <Suspense fallback={<p aria-busy="true">Loading…</p>}>
+        <RequireKey>{(key) => <JobsList apiKey={key} />}</RequireKey>
+      </Suspense>
     </section>
   );
+}
+
+function useFilters(): [Record<Filter, string>, (name: Filter, value: string) => void] {
+  const params = useSearchParams();
+  const router = useRouter();
+  const pathname = usePathname();
+  const values = Object.fromEntries(FILTERS.map((f) => [f, params.get(f) ?? ""])) as Record<Filter, string>;
+  const set = useCallback(
+    (name: Filter, value: string) => {
+      const next = new URLSearchParams(params.toString());
+      if (value) next.set(name, value);
+      else next.delete(name);
+      const q = next.toString();
+      router.replace(q ? `${pathname}?${q}` : pathname, { scroll: false });
+    },
+    [params, router, pathname],
+  );
+  return [values, set];
 }
 
 function preview(job: Job): string {
@@ -35,8 +63,9 @@ function preview(job: Job): string {
 }
 
 function JobsList({ apiKey }: { apiKey: string }) {
-  const [status, setStatus] = useState("");
-  const [kind, setKind] = useState("");
+  const [filters, setFilter] = useFilters();
+  const { status, kind, model, priority, batch } = filters;
+  const filtered = FILTERS.some((f) => filters[f]);
   const [limit, setLimit] = useState(20);
   const [live, setLive] = useState(true);
   // cursors[i] is the `after` of page i; page 0 has none.
@@ -51,6 +80,9 @@ function JobsList({ apiKey }: { apiKey: string }) {
       const q = new URLSearchParams({ limit: String(limit) });
       if (status) q.set("status", status);
       if (kind) q.set("kind", kind);
+      if (model) q.set("model", model);
+      if (priority) q.set("priority", priority);
+      if (batch) q.set("batch_id", batch);
       if (after) q.set("after", after);
       try {
         const res = await apiJson<ListPage<Job>>(`/v1/jobs?${q}`, { key: apiKey, signal });
@@ -61,7 +93,7 @@ function JobsList({ apiKey }: { apiKey: string }) {
         if (!isAbort(err)) setError(err);
       }
     },
-    [apiKey, status, kind, limit, after],
+    [apiKey, status, kind, model, priority, batch, limit, after],
   );
 
   useEffect(() => {
@@ -82,45 +114,27 @@ function JobsList({ apiKey }: { apiKey: string }) {
     setCursors([""]);
   }
 
+  function change(name: Filter, value: string) {
+    setFilter(name, value);
+    resetPages();
+  }
+
   const rows = Array.isArray(page?.data) ? page.data : [];
   const lastId = page?.last_id ?? rows[rows.length - 1]?.id;
 
   return (
     <>
       <form className="filters" onSubmit={(e) => e.preventDefault()} aria-label="Filters">
-        <div className="field">
-          <label htmlFor="filter-status">Status</label>
-          <select
-            id="filter-status"
-            value={status}
-            onChange={(e) => {
-              setStatus(e.target.value);
-              resetPages();
-            }}
-          >
-            <option value="">all</option>
-            {JOB_STATUSES.map((s) => (
-              <option key={s} value={s}>
-                {s}
-              </option>
-            ))}
-          </select>
-        </div>
-        <div className="field">
-          <label htmlFor="filter-kind">Kind</label>
-          <select
-            id="filter-kind"
-            value={kind}
-            onChange={(e) => {
-              setKind(e.target.value);
-              resetPages();
-            }}
-          >
-            <option value="">all</option>
-            <option value="generate">generate</option>
-            <option value="embed">embed</option>
-          </select>
-        </div>
+        <SelectFilter id="filter-status" label="Status" value={status} onChange={(v) => change("status", v)}
+          options={JOB_STATUSES.map((x) => [x, x])} />
+        <SelectFilter id="filter-kind" label="Kind" value={kind} onChange={(v) => change("kind", v)}
+          options={[["generate", "generate"], ["embed", "embed"]]} />
+        <SelectFilter id="filter-priority" label="Priority" value={priority} onChange={(v) => change("priority", v)}
+          options={[["interactive", "interactive (no batch lines)"], ["batch", "batch"]]} />
+        <TextFilter id="filter-model" label="Model" value={model} placeholder="e.g. debug/echo"
+          onChange={(v) => change("model", v)} />
+        <TextFilter id="filter-batch" label="Batch" value={batch} placeholder="batch_…"
+          onChange={(v) => change("batch", v)} />
         <div className="field">
           <label htmlFor="page-size">Per page</label>
           <select
@@ -154,7 +168,7 @@ function JobsList({ apiKey }: { apiKey: string }) {
       {page === null && !error ? <p aria-busy="true">Loading jobs…</p> : null}
       {page !== null && rows.length === 0 ? (
         <p className="notice" data-testid="no-jobs">
-          No jobs{status || kind ? " match these filters" : " yet"}. <Link href="/">Submit one</Link>.
+          No jobs{filtered ? " match these filters" : " yet"}. <Link href="/">Submit one</Link>.
         </p>
       ) : null}
       {rows.length > 0 ? (
@@ -167,6 +181,7 @@ function JobsList({ apiKey }: { apiKey: string }) {
                 <th scope="col">Status</th>
                 <th scope="col">Model</th>
                 <th scope="col">Priority</th>
+                <th scope="col">Batch</th>
                 <th scope="col">Created</th>
                 <th scope="col">Run time</th>
                 <th scope="col">Input</th>
@@ -185,6 +200,15 @@ function JobsList({ apiKey }: { apiKey: string }) {
                   </td>
                   <td data-label="Model">{job.model}</td>
                   <td data-label="Priority">{job.priority ?? "-"}</td>
+                  <td data-label="Batch">
+                    {job.batch_id ? (
+                      <Link href={`/batch/?id=${encodeURIComponent(job.batch_id)}`}>
+                        <code>{job.batch_id}</code>
+                      </Link>
+                    ) : (
+                      "-"
+                    )}
+                  </td>
                   <td data-label="Created">{formatTime(job.created_at)}</td>
                   <td data-label="Run time">{formatMs(job.metrics?.run_ms)}</td>
                   <td data-label="Input" className="preview">
@@ -212,5 +236,54 @@ function JobsList({ apiKey }: { apiKey: string }) {
         </button>
       </nav>
     </>
+  );
+}
+
+// A text filter applies when the field is left or Enter is pressed, not per keystroke.
+function TextFilter(props: { id: string; label: string; value: string; placeholder: string; onChange: (v: string) => void }) {
+  const [text, setText] = useState(props.value);
+  useEffect(() => setText(props.value), [props.value]);
+  const apply = () => {
+    if (text.trim() !== props.value) props.onChange(text.trim());
+  };
+  return (
+    <div className="field">
+      <label htmlFor={props.id}>{props.label}</label>
+      <input
+        id={props.id}
+        type="text"
+        autoComplete="off"
+        spellCheck={false}
+        placeholder={props.placeholder}
+        value={text}
+        onChange={(e) => setText(e.target.value)}
+        onBlur={apply}
+        onKeyDown={(e) => {
+          if (e.key === "Enter") apply();
+        }}
+      />
+    </div>
+  );
+}
+
+function SelectFilter(props: {
+  id: string;
+  label: string;
+  value: string;
+  options: [string, string][];
+  onChange: (v: string) => void;
+}) {
+  return (
+    <div className="field">
+      <label htmlFor={props.id}>{props.label}</label>
+      <select id={props.id} value={props.value} onChange={(e) => props.onChange(e.target.value)}>
+        <option value="">all</option>
+        {props.options.map(([value, text]) => (
+          <option key={value} value={value}>
+            {text}
+          </option>
+        ))}
+      </select>
+    </div>
   );
 }

@@ -5,10 +5,12 @@
 import Link from "next/link";
 import { useState } from "react";
 import ErrorNotice from "@/components/ErrorNotice";
+import { useTitle } from "@/lib/title";
 import { ApiError, apiJson } from "@/lib/api";
 import { forgetKey, saveKey, useApiKey } from "@/lib/key";
 
 export default function KeyPage() {
+  useTitle("API key");
   const stored = useApiKey();
   const [draft, setDraft] = useState("");
   const [show, setShow] = useState(false);

@@ -1,0 +1,59 @@
+"""Fair share between keys inside the batch priority.
+
+Every batch line goes to the same broker list (the queue's batch step), which workers
+serve first in, first out. Enqueued all at once, one key's 50,000-line batch would sit
+ahead of every line another key submits a second later, for as long as it takes to run.
+So a key's batches enqueue in turns: before each chunk, the batch engine waits until
+its key has fewer than `MONKEY_BATCH_WINDOW` lines waiting (queued, in the broker or a
+worker's prefetch). Each key then holds at most a window and a chunk of the list, and as
+workers drain it, every key tops its own window up: the list interleaves the keys, and
+each key's batches advance at about the same rate whatever their sizes. A key alone
+still keeps the workers busy: its window refills as fast as it empties.
+
+The rest of a batch waits in its uploaded file (enqueuing resumes after the last
+committed chunk, batch_work.enqueue), not in the database or the broker. 0 turns the
+window off (everything is enqueued at once, first come first served).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from sqlalchemy import func, select
+
+from api.services.batch_claim import claim_s, renew
+from api.state import AppState
+from common.batches_db import Batch
+from common.db import Job
+from common.jobs import JobStatus
+
+POLL_S = 0.1
+
+
+async def lines_waiting(state: AppState, owner_id: str, limit: int) -> int:
+    """The key's batch lines waiting to start, counted up to `limit` (an index range
+    scan of ix_jobs_owner_status, never more than `limit` rows)."""
+    waiting = (select(Job.id).where(Job.owner_id == owner_id, Job.status == JobStatus.QUEUED,
+                                    Job.priority == "batch").limit(limit).subquery())
+    async with state.auto_sessions() as s:
+        return int((await s.execute(select(func.count()).select_from(waiting))).scalar_one())
+
+
+async def wait_turn(state: AppState, b: Batch, token: str) -> None:
+    """Return when the batch's key has room in its window for the next chunk; keeps the
+    batch's claim alive meanwhile (ClaimLost if another process took it)."""
+    window = state.settings.batch_window
+    if window <= 0:
+        return
+    renewed = time.monotonic()
+    while await lines_waiting(state, b.owner_id, window) >= window:
+        if time.monotonic() - renewed > claim_s(state) / 3:
+            async with state.sessions() as s:
+                await renew(state, s, b.id, token)
+                await s.commit()
+            renewed = time.monotonic()
+        await asyncio.sleep(POLL_S)
+
+
+__all__ = ["lines_waiting", "wait_turn"]
