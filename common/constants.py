@@ -7,6 +7,8 @@ QUEUES = (QUEUE_GPU, QUEUE_LLM)
 TASK_GENERATE = "monkey.generate"
 TASK_EMBED = "monkey.embed"
 TASK_BY_KIND = {"generate": TASK_GENERATE, "embed": TASK_EMBED}
+# Many batch lines in one message (args: [[job ids]]): one claim, bulk finishes.
+TASK_CHUNK = "monkey.chunk"
 
 # Celery message priorities on Redis: lower numbers are served first.
 PRIORITY_VALUE = {"interactive": 0, "batch": 9}

@@ -78,6 +78,7 @@ class Job(Base):
         Index("ix_jobs_owner_id", "owner_id", "id"),
         Index("ix_jobs_status_queue", "status", "queue", "priority"),
         Index("ix_jobs_batch", "batch_id"),
+        Index("ix_jobs_batch_status", "batch_id", "status"),
         Index("ix_jobs_owner_status", "owner_id", "status", "priority"),
         Index("ix_jobs_owner_finished", "owner_id", "finished_at"),
         Index("ix_jobs_webhook_next", "webhook_next",

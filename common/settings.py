@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     # Batch lines are read from the batch's output file, not followed live: their
     # streams (a done event holds the whole result) leave Redis sooner.
     batch_events_ttl_s: int = _env("MONKEY_BATCH_EVENTS_TTL_S", 3600)
+    # Batch lines of models whose line costs little (debug/echo, local embeddings) go
+    # out this many to a task message: one claim, one forward pass or a few, bulk
+    # finishes. A cancelled batch stops within one chunk.
+    batch_chunk_lines: int = _env("MONKEY_BATCH_CHUNK_LINES", 64)
     write_retry_s: float = _env("MONKEY_WRITE_RETRY_S", 120.0)
     # A job whose worker died this many times fails (`worker_lost`) instead of looping.
     max_attempts: int = _env("MONKEY_MAX_ATTEMPTS", 10)
@@ -97,6 +101,8 @@ class Settings(BaseSettings):
     local_models: str = _env("MONKEY_LOCAL_MODELS", "")
     max_batch: int = _env("MONKEY_MAX_BATCH", 32)
     max_wait_ms: float = _env("MONKEY_MAX_WAIT_MS", 5.0)
+    # Embeddings: padded tokens (rows x longest text) per forward pass; 0: rows alone.
+    max_batch_tokens: int = _env("MONKEY_MAX_BATCH_TOKENS", 0)
     device: str = _env("MONKEY_DEVICE", "auto")
     provider_max_retries: int = _env("MONKEY_PROVIDER_MAX_RETRIES", 4)
     provider_timeout_s: float = _env("MONKEY_PROVIDER_TIMEOUT_S", 600.0)
@@ -126,6 +132,8 @@ class Settings(BaseSettings):
             self.database_url = f"sqlite:///{(self.data_dir / 'monkey.db').resolve()}"
         if self.max_batch < 1:
             raise ValueError("MONKEY_MAX_BATCH must be at least 1")
+        if self.batch_chunk_lines < 1:
+            raise ValueError("MONKEY_BATCH_CHUNK_LINES must be at least 1")
         if self.heartbeat_s >= self.lease_s:
             raise ValueError("MONKEY_HEARTBEAT_S must be shorter than MONKEY_LEASE_S")
         if self.lost_after_s <= 0 or self.lost_scan_s <= 0:

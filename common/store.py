@@ -5,11 +5,14 @@ that go with it, so no caller can change a status and forget to tell its followe
 
     claim       queued -> running (attempt + 1, lease), or queued -> expired (start_by)
     finish      running|cancelling -> succeeded | failed | cancelled (attempt fence)
+    claim_many, finish_many   the same for many jobs (a chunk of batch lines): one
+                statement for them all, each row still fenced by its own attempt
     release     running -> queued at once, its worker shutting down (attempt fence)
     cancel      queued -> cancelled, running -> cancelling (and the worker is told)
     recover     a lapsed lease: -> queued again, failed (attempts spent) or cancelled
     expire_due  queued past start_by -> expired
-    cancel_batch_lines  every queued line of a batch -> cancelled (bulk)
+    cancel_batch_lines  every queued line of a batch -> cancelled, running ones ->
+                cancelling (bulk)
 
 The statements are built once, here; `JobStore` runs them for a worker thread
 (sync engine, `EventWriter`), `AsyncJobStore` for the API and the control loop
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import random
 import time
@@ -29,7 +33,21 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
 
 from redis.exceptions import RedisError
-from sqlalchemy import CursorResult, Engine, Update, bindparam, or_, select, text
+from sqlalchemy import (
+    JSON,
+    CursorResult,
+    Engine,
+    Integer,
+    String,
+    Update,
+    bindparam,
+    column,
+    func,
+    or_,
+    select,
+    text,
+    values,
+)
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -71,6 +89,18 @@ _RELEASE = (
     .returning(Job.id)
 )
 _GET = select(*JOB_COLUMNS).where(Job.__table__.c.id == bindparam("job_id"))
+_IDS: Any = bindparam("job_ids", expanding=True)
+_CLAIM_MANY = (
+    transition(None, S.RUNNING, where=[Job.id.in_(_IDS), or_(Job.start_by.is_(None),
+                                                              Job.start_by >= bindparam("now"))],
+               attempts=Job.attempts + 1, started_at=bindparam("now"),
+               lease_expires_at=bindparam("lease"), worker_id=bindparam("worker_id"))
+    .returning(*JOB_COLUMNS)
+)
+_EXPIRE_MANY = (
+    transition(None, S.EXPIRED, where=[Job.id.in_(_IDS), Job.start_by < bindparam("now")],
+               finished_at=bindparam("now"), error=EXPIRED_ERROR).returning(*JOB_COLUMNS)
+)
 
 
 @functools.cache
@@ -80,6 +110,51 @@ def _finish_statement(to: JobStatus) -> Update:
         error=bindparam("error"), metrics=bindparam("metrics"),
         finished_at=bindparam("now"), lease_expires_at=None,
     ).returning(*JOB_COLUMNS)
+
+
+@dataclass(frozen=True, slots=True)
+class End:
+    """One attempt's end, for `JobStore.finish_many`."""
+
+    job_id: str
+    attempt: int
+    to: JobStatus
+    output: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    metrics: dict[str, Any] | None = None
+
+
+def _finish_many_statement(to: JobStatus, ends: list[End], dialect: str
+                           ) -> tuple[Update, dict[str, Any]]:
+    """One UPDATE for many ends of one status, and its parameters: each row takes its
+    own values (attempt, output, error, metrics), so the attempt fence holds row by row.
+    Postgres joins a VALUES list; SQLite, which cannot name a VALUES list's columns,
+    looks each row's values up by its id in one JSON object (json_extract parses it
+    once per statement; a join with json_each would parse it once per row)."""
+    if dialect == "postgresql":
+        rows = values(column("k", String), column("att", Integer), column("output", JSON),
+                      column("error", JSON), column("metrics", JSON), name="ends").data(
+            [(e.job_id, e.attempt, e.output, e.error, e.metrics or {}) for e in ends])
+        cols: dict[str, Any] = {"a": rows.c.att, "o": rows.c.output, "e": rows.c.error,
+                                "m": rows.c.metrics}
+        join = [Job.id == rows.c.k]
+        params: dict[str, Any] = {}
+    else:
+        cols = {k: func.json_extract(bindparam("ends"), '$."' + Job.id + f'".{k}')
+                for k in "aoem"}
+        join = []
+        params = {"ends": json.dumps(
+            {e.job_id: {"a": e.attempt, "o": e.output, "e": e.error, "m": e.metrics or {}}
+             for e in ends}, separators=(",", ":"))}
+    # The id list too: the planner then finds each row by its key, instead of joining
+    # every running job with the list.
+    ids = [e.job_id for e in ends]
+    stmt = transition(
+        None, to, attempt=cols["a"], where=[Job.id.in_(ids), *join],
+        output=cols["o"], error=cols["e"], metrics=cols["m"], finished_at=bindparam("now"),
+        lease_expires_at=None,
+    ).returning(*JOB_COLUMNS)
+    return stmt, params
 
 
 def _ended(to: JobStatus, env: dict[str, Any],
@@ -163,6 +238,60 @@ class JobStore:
                               ttl_s=events_ttl(self.settings, job.priority))
         return env
 
+    def claim_many(self, job_ids: list[str], *, worker_id: str) -> list[Any]:
+        """Take every job of `job_ids` that is still queued, in one statement: rows of
+        JOB_COLUMNS after the claim (attempts is each one's attempt). The rest were
+        taken or ended already (a duplicate delivery claims nothing), or are past their
+        start_by and expire here, with their events.
+
+        No `running` event and no look for an earlier cancel: a chunk's lines are
+        followed through their batch, and a cancel reaches them through the cancel
+        channel or, failing that, the heartbeat's look at the database."""
+
+        def attempt() -> tuple[list[Any], list[Any]]:
+            with self.autocommit.connect() as conn:
+                now = utcnow()
+                lease = now + timedelta(seconds=self.settings.lease_s)
+                claimed = conn.execute(_CLAIM_MANY, {"job_ids": job_ids, "now": now,
+                                                     "lease": lease,
+                                                     "worker_id": worker_id}).all()
+                if len(claimed) == len(job_ids):
+                    return list(claimed), []
+                return list(claimed), list(conn.execute(_EXPIRE_MANY, {"job_ids": job_ids,
+                                                                       "now": now}).all())
+
+        claimed, expired = self.retry(attempt)
+        self.events.emit_jobs([(r.id, _ended(S.EXPIRED, envelope(r)),
+                                events_ttl(self.settings, r.priority)) for r in expired])
+        return claimed
+
+    def finish_many(self, ends: list[End]) -> list[dict[str, Any]]:
+        """Write many attempts' ends in one transaction (one statement per end status),
+        each fenced by its own attempt, and publish them in one round trip.
+        Returns the envelopes of the jobs written; an end whose attempt no longer holds
+        its job is left out and changes nothing."""
+        if not ends:
+            return []
+        by_status: dict[JobStatus, list[End]] = {}
+        for e in ends:
+            by_status.setdefault(e.to, []).append(e)
+
+        def write() -> list[Any]:
+            rows: list[Any] = []
+            with self.autocommit.connect() as conn, conn.begin():
+                now = utcnow()
+                for to, group in by_status.items():
+                    stmt, params = _finish_many_statement(to, group, conn.dialect.name)
+                    rows += conn.execute(stmt, {"now": now, **params}).all()
+            return rows
+
+        rows = self.retry(write)
+        errors = {e.job_id: e.error for e in ends}
+        envs = [envelope(row) for row in rows]
+        self.events.emit_jobs(
+            [(env["id"], _ended(S(env["status"]), env, errors[env["id"]]),
+              events_ttl(self.settings, env["priority"])) for env in envs])
+        return envs
     def release(self, job_id: str, *, attempt: int, reason: str) -> bool:
         """Hand a running job back to the queue now, as its worker shuts down: queued
         again with no lease to wait out, fenced by the attempt (the next claim makes a
@@ -327,10 +456,13 @@ class AsyncJobStore:
         return len(rows)
 
     async def cancel_batch_lines(self, batch_id: str, *, guard: Update) -> list[str] | None:
-        """Every queued line of a batch -> cancelled, in one transaction that first runs
-        `guard` (the batch's own status change, which serialises us with its enqueue);
-        None, and nothing changed, when the guard matched no row. The lines' events go
-        out in the background, a page per round trip."""
+        """Every queued line of a batch -> cancelled, and every running one ->
+        cancelling, in one transaction that first runs `guard` (the batch's own status
+        change, which serialises us with its enqueue); None, and nothing changed, when
+        the guard matched no row. Running lines are told at once (a chunk's lines that
+        have not started yet then end as cancelled instead of running: the batch stops
+        within one chunk). The lines' events go out in the background, a page per
+        round trip."""
         now = utcnow()
         async with self.sessions() as s:
             # An UPDATE's result is a CursorResult (the session's execute() says Result).
@@ -341,9 +473,25 @@ class AsyncJobStore:
                 transition(None, S.CANCELLED, expect={S.QUEUED}, where=[Job.batch_id == batch_id],
                            finished_at=now, error=BATCH_CANCELLED_ERROR)
                 .returning(Job.id))).scalars())
+            running = list((await s.execute(
+                transition(None, S.CANCELLING, where=[Job.batch_id == batch_id])
+                .returning(Job.id))).scalars())
             await s.commit()
+        if running:
+            await self._signal_cancel_many(running)
         self._spawn(self._announce_ended(ids, S.CANCELLED), f"announce-{batch_id}")
         return ids
+
+    async def _signal_cancel_many(self, job_ids: list[str]) -> None:
+        # Only running jobs: no key for a later worker (none will claim them), one
+        # message each on the channel, in one round trip.
+        try:
+            pipe = self.events.redis.pipeline(transaction=False)
+            for job_id in job_ids:
+                pipe.publish(CANCEL_CHANNEL, job_id)
+            await pipe.execute()
+        except (RedisError, OSError) as exc:  # the heartbeat reads `cancelling` instead
+            log.warning("cancel signal for %d jobs not sent: %s", len(job_ids), exc)
 
     async def _announce_ended(self, job_ids: list[str], to: JobStatus) -> None:
         for i in range(0, len(job_ids), _ANNOUNCE_PAGE):
@@ -372,5 +520,5 @@ def due_for_recovery(now: datetime | None = None, *, limit: int = 1000) -> Any:
                    Job.lease_expires_at < (now or utcnow())).limit(limit))
 
 
-__all__ = ["AsyncJobStore", "Claimed", "JobStore", "due_for_recovery", "events_ttl"]
+__all__ = ["AsyncJobStore", "Claimed", "End", "JobStore", "due_for_recovery", "events_ttl"]
 

@@ -17,9 +17,9 @@ from typing import NoReturn
 from celery import Celery, signals
 
 from common.celery_app import make_celery
-from common.constants import TASK_EMBED, TASK_GENERATE
+from common.constants import TASK_CHUNK, TASK_EMBED, TASK_GENERATE
 from common.settings import Settings
-from workers import drain, lifecycle, metrics
+from workers import chunks, drain, lifecycle, metrics
 from workers.compat.celery_consumer import CONSUMER
 from workers.hooks import Hooks
 from workers.idle import IdleExit
@@ -47,6 +47,10 @@ def make_worker_app(settings: Settings) -> Celery:
     @app.task(name=TASK_EMBED, ignore_result=True, bind=True)
     def embed(self, job_id: str, model: str | None = None) -> None:
         lifecycle.execute(worker_of(self.app), job_id)
+
+    @app.task(name=TASK_CHUNK, ignore_result=True, bind=True)
+    def chunk(self, job_ids: list[str], model: str | None = None) -> None:
+        chunks.execute(worker_of(self.app), job_ids)
 
     return app
 
@@ -82,7 +86,9 @@ def run_worker(settings: Settings, *, queues: list[str], concurrency: int,
     def _received(request=None, **_kw) -> None:
         worker = app.monkey_worker
         if worker is not None and request is not None and request.args:
-            worker.supervisor.hold(request.args[0])
+            held = request.args[0]  # a job id, or a chunk's list of them
+            for job_id in held if isinstance(held, list) else [held]:
+                worker.supervisor.hold(job_id)
 
     drain.install(lambda: app.monkey_worker.drain if app.monkey_worker else None)
 

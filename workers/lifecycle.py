@@ -39,13 +39,19 @@ def claim(state: Worker, job_id: str) -> Claim | None:
     got = state.store.claim(job_id, worker_id=state.worker_id)
     if got is None:
         return None
-    job = got.job
+    claim_ = claim_of(got.job, got.cancel_requested)
+    log.info("job started", extra={"job_id": job_id, "attempt": claim_.spec.attempt,
+                                   "model": claim_.spec.model,
+                                   "queue_ms": round(claim_.queue_ms)})
+    return claim_
+
+
+def claim_of(job, cancel_requested: bool = False) -> Claim:
+    """The Claim of a claimed row of JOB_COLUMNS."""
     spec = JobSpec(id=job.id, kind=job.kind, model=job.model, input=job.input,
                    params=job.params, attempt=job.attempts, timeout_s=job.timeout_s)
     queue_ms = (job.started_at - job.created_at).total_seconds() * 1000
-    log.info("job started", extra={"job_id": job_id, "attempt": spec.attempt,
-                                   "model": spec.model, "queue_ms": round(queue_ms)})
-    return Claim(spec, queue_ms, job.priority, got.cancel_requested)
+    return Claim(spec, queue_ms, job.priority, cancel_requested)
 
 
 class JobRun(StopSignal):
@@ -180,42 +186,61 @@ def _execute(state: Worker, job_id: str) -> None:
 
 def _run_claimed(state: Worker, run: JobRun) -> None:
     spec = run.spec
+    result: GenerateResult | EmbedResult | None = None
     try:
         runtime = state.runtime_for(spec.model)
         result = runtime.embed(spec, run) if spec.kind == "embed" else runtime.generate(spec, run)
+        end = settled_end(run, result)
     except Exception as exc:  # every failure ends the job; its cause goes to the log
-        reason = run.stop_reason()
-        if reason == "lease_lost":
-            return
-        if reason == DRAIN:
-            hand_back(run)
-            return
-        if reason == "cancelled":
-            finish(run, S.CANCELLED, output=None)
-            return
-        if reason == "timeout" and not isinstance(exc, JobError):
-            exc = JobTimeout(f"job exceeded its timeout of {spec.timeout_s:g}s")
-        if not isinstance(exc, JobError):
-            log.exception("job failed", extra={"job_id": spec.id, "attempt": spec.attempt})
-            err = {"type": "internal_error", "message": f"{type(exc).__name__}: {exc}"}
-        else:
-            err = exc.as_dict()
-        finish(run, S.FAILED, error=err)
-        return
-    _settle(run, result)
+        end = failed_end(run, exc)
+    if end is HAND_BACK:
+        hand_back(run)
+    elif end is not None:
+        finish(run, end.to, output=end.output, error=end.error, result=result)
 
 
-def _settle(run: JobRun, result: GenerateResult | EmbedResult) -> None:
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    to: JobStatus
+    output: dict | None = None
+    error: dict | None = None
+
+
+# The drain stopped the run before its work was whole: its job goes back to the queue.
+HAND_BACK = Outcome(S.QUEUED)
+
+
+def failed_end(run: JobRun, exc: BaseException) -> Outcome | None:
+    """How a run that raised ends; None when it lost its lease (nothing to write)."""
+    spec = run.spec
     reason = run.stop_reason()
     if reason == "lease_lost":
-        return  # another attempt owns the job now; our write would be refused anyway
+        return None
+    if reason == DRAIN:
+        return HAND_BACK
+    if reason == "cancelled":
+        return Outcome(S.CANCELLED)
+    if reason == "timeout" and not isinstance(exc, JobError):
+        exc = JobTimeout(f"job exceeded its timeout of {spec.timeout_s:g}s")
+    if not isinstance(exc, JobError):
+        log.error("job failed", exc_info=exc,
+                  extra={"job_id": spec.id, "attempt": spec.attempt})
+        return Outcome(S.FAILED, error={"type": "internal_error",
+                                        "message": f"{type(exc).__name__}: {exc}"})
+    return Outcome(S.FAILED, error=exc.as_dict())
+
+
+def settled_end(run: JobRun, result: GenerateResult | EmbedResult) -> Outcome | None:
+    """How a run that returned ends; None when it lost its lease (another attempt owns
+    the job now; our write would be refused anyway)."""
+    reason = run.stop_reason()
+    if reason == "lease_lost":
+        return None
     if reason == DRAIN and getattr(result, "finish_reason", None) == "cancelled":
-        hand_back(run)  # a cut generation starts again elsewhere; a whole result is kept
-        return
+        return HAND_BACK  # a cut generation starts again elsewhere; a whole result is kept
     if reason == "timeout":
         err = JobTimeout(f"job exceeded its timeout of {run.spec.timeout_s:g}s").as_dict()
-        finish(run, S.FAILED, error=err, output=output_of(result, "cancelled"), result=result)
-    elif reason == "cancelled":
-        finish(run, S.CANCELLED, output=output_of(result, "cancelled"), result=result)
-    else:
-        finish(run, S.SUCCEEDED, output=output_of(result), result=result)
+        return Outcome(S.FAILED, output_of(result, "cancelled"), err)
+    if reason == "cancelled":
+        return Outcome(S.CANCELLED, output_of(result, "cancelled"))
+    return Outcome(S.SUCCEEDED, output_of(result))

@@ -146,16 +146,23 @@ class Supervisor:
         # row lock between statements. A worker stopped mid-heartbeat (SIGSTOP, a VM
         # pause) would otherwise keep its jobs' rows locked, and the reconciler could
         # not requeue them until it woke.
+        # One statement per attempt number among the runs (a chunk's lines share one),
+        # each fenced by it: a run whose job another attempt took renews nothing.
+        by_attempt: dict[int, list[str]] = {}
+        for run in runs:
+            by_attempt.setdefault(run.spec.attempt, []).append(run.spec.id)
         with self.db.connect() as s:
-            for run in runs:
-                res = s.execute(
+            renewed: set[str] = set()
+            for attempt, ids in by_attempt.items():
+                renewed.update(s.scalars(
                     update(Job)
-                    .where(Job.id == run.spec.id, Job.attempts == run.spec.attempt,
-                           Job.status.in_(active))
+                    .where(Job.id.in_(ids), Job.attempts == attempt, Job.status.in_(active))
                     .values(lease_expires_at=utcnow() + lease)
+                    .returning(Job.id)
                     .execution_options(synchronize_session=False)
-                )
-                if not res.rowcount and not run.should_stop():
+                ))
+            for run in runs:
+                if run.spec.id not in renewed and not run.should_stop():
                     log.warning("lease lost", extra={"job_id": run.spec.id,
                                                      "attempt": run.spec.attempt})
                     run.stop("lease_lost")

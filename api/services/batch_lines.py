@@ -2,7 +2,7 @@
 
 Pure functions (no I/O), run in a thread by batch_work so that parsing 200 MB of JSON
 never stalls the event loop. A line is validated exactly as the same request sent to
-the interactive route would be (openai_shapes.parse_request, then new_job_row).
+the interactive route would be (openai_shapes.parse_request, then new_job_values).
 """
 
 from __future__ import annotations
@@ -13,20 +13,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from api.deps import Principal
-from api.services.jobs import new_job_row
+from api.services.jobs import new_job_values
 from api.services.openai_shapes import parse_request, response_body
 from api.services.responses_shapes import batch_job, batch_response_body
 from common.batches_db import Batch
+from common.constants import DEBUG_ECHO, LOCAL_PREFIX
 from common.db import Job
 from common.errors import MonkeyError, RequestError
 from common.jobs import envelope
+from common.producer import TaskMessage
 from common.settings import Settings
 
 RESPONSES = "/v1/responses"
 MAX_LINES = 50_000
 MAX_ERRORS = 100
 MAX_CUSTOM_ID = 512
-JOB_ATTRS = tuple(a.key for a in Job.__mapper__.column_attrs)
+# Job attribute -> column name, for Core INSERTs of plain dicts (metadata_ -> metadata).
+COLUMN_OF = {a.key: c.name for a in Job.__mapper__.column_attrs for c in a.columns}
 
 
 class LineError(MonkeyError):
@@ -93,7 +96,8 @@ class Checker:
                 return
             try:
                 custom_id, job_in = parse_line(raw, self.endpoint)
-                new_job_row(settings=self.settings, principal=self.principal, job_in=job_in)
+                new_job_values(settings=self.settings, principal=self.principal, job_in=job_in,
+                               job_id="-")  # no id: nothing is written
             except LineError as exc:
                 self._error(exc.code, exc.message, lineno, exc.param)
                 continue
@@ -124,18 +128,48 @@ def line_job_id(batch: Batch, lineno: int, suffix: str | None = None) -> str:
 
 
 def job_rows(settings: Settings, batch: Batch, lines: list[tuple[int, bytes]]) -> list[dict]:
-    """Rows to insert for lines that validation already passed."""
+    """Rows to insert for lines that validation already passed, by column name (for a
+    Core INSERT of the jobs table)."""
     principal = Principal(batch.owner_id, "")
     rows = []
     for lineno, raw in lines:
         custom_id, job_in = parse_line(raw, batch.endpoint)
-        job = new_job_row(settings=settings, principal=principal, job_in=job_in,
-                          batch_id=batch.id, custom_id=custom_id)
-        job.id = line_job_id(batch, lineno)
+        values = new_job_values(settings=settings, principal=principal, job_in=job_in,
+                                batch_id=batch.id, custom_id=custom_id,
+                                job_id=line_job_id(batch, lineno))
         # The completion window: a line no worker took by then expires (as start_by).
-        job.start_by = batch.expires_at
-        rows.append({a: getattr(job, a) for a in JOB_ATTRS})
+        values["start_by"] = batch.expires_at
+        # Every column in every row (one executemany needs one set of keys): a column
+        # the values leave out (a webhook's, for a line without one) is NULL.
+        rows.append({col: values.get(attr) for attr, col in COLUMN_OF.items()})
     return rows
+
+
+def chunked(row: dict) -> bool:
+    """Lines whose machinery costs more than their model (echo, local embeddings) run in
+    chunks; a provider's line, bound by its network round trip, runs alone on a task
+    thread so that lines overlap."""
+    return row["model"] == DEBUG_ECHO or (
+        row["kind"] == "embed" and row["model"].startswith(LOCAL_PREFIX + "/"))
+
+
+def task_messages(rows: list[dict], chunk_lines: int) -> list[TaskMessage]:
+    """The task messages for a batch's new job rows: consecutive lines of one model go
+    out `chunk_lines` to a message where they run in chunks, one each otherwise."""
+    messages: list[TaskMessage] = []
+    run: list[dict] = []
+    for row in rows:
+        if run and (len(run) >= chunk_lines or row["model"] != run[0]["model"]
+                    or row["kind"] != run[0]["kind"]):
+            messages.append(TaskMessage.chunk(run))
+            run = []
+        if chunked(row) and chunk_lines > 1:
+            run.append(row)
+        else:
+            messages.append(TaskMessage.of_row(row))
+    if run:
+        messages.append(TaskMessage.chunk(run))
+    return messages
 
 
 # Results ------------------------------------------------------------------------------
@@ -164,8 +198,9 @@ def unrun_lines(batch: Batch, lines: list[tuple[int, bytes]]) -> list[bytes]:
     return out
 
 
-def result_line(job: Job, endpoint: str) -> tuple[str, bytes]:
-    """("ok" | "failed" | "unfinished", the line) for one line's job."""
+def result_line(job: Job | Any, endpoint: str) -> tuple[str, bytes]:
+    """("ok" | "failed" | "unfinished", the line) for one line's job (a Job or a row of
+    JOB_COLUMNS)."""
     env = envelope(job)
     line: dict[str, Any] = {"id": f"batch_req_{job.id.removeprefix('job_')}",
                             "custom_id": job.custom_id}
@@ -176,7 +211,10 @@ def result_line(job: Job, endpoint: str) -> tuple[str, bytes]:
         kind = "ok"
     else:
         err = job.error or {}
-        type_ = err.get("type") or job.status
+        # A line with no error of its own was cancelled with its batch (a running
+        # line is stopped by the batch's cancel).
+        type_ = err.get("type") or ("batch_cancelled" if job.status == "cancelled"
+                                    else job.status)
         code, message = _LINE_ERRORS.get(type_, (type_, err.get("message") or job.status))
         line["response"] = None
         line["error"] = {"code": code, "message": message}

@@ -4,7 +4,9 @@
   line numbers; nothing is written for a batch that fails.
 - enqueue (in_progress): lines become jobs (priority `batch`) in chunks: one bulk insert
   per chunk, in the transaction that advances `lines_enqueued`, then one pipelined
-  publish per chunk from a thread. A crash resumes after the last committed chunk.
+  publish per chunk from a thread, where lines that run in chunks on the worker go
+  `MONKEY_BATCH_CHUNK_LINES` to a task message (batch_lines.task_messages). A crash
+  resumes after the last committed chunk.
 - finalize (batch_finalize): once no line is queued or running, the result files and
   the final status.
 
@@ -20,8 +22,9 @@ import asyncio
 import logging
 import secrets
 from datetime import timedelta
+from typing import cast
 
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import Table, or_, select, update
 
 from api.deps import Principal
 from api.services import batch_fair, batch_lines
@@ -39,6 +42,7 @@ S = JobStatus
 B = BatchStatus
 
 CHUNK = 500  # lines per insert transaction and per publish
+_INSERT_JOBS = cast(Table, Job.__table__).insert()  # typed as a FromClause
 ACTIVE_JOB = (S.QUEUED, S.RUNNING, S.CANCELLING)
 
 _tasks: dict[str, asyncio.Task] = {}
@@ -193,7 +197,7 @@ async def _enqueue_chunk(state: AppState, b: Batch, token: str, lines: list,
         if not res.rowcount:
             await s.rollback()
             raise ClaimLost(b.id)  # cancelled, or another process took over
-        await s.execute(insert(Job), rows)
+        await s.execute(_INSERT_JOBS, rows)  # Core: no ORM unit of work per line
         await s.commit()
     b.lines_enqueued += len(rows)
     if publishing is not None:
@@ -206,7 +210,8 @@ async def _publish(state: AppState, rows: list[dict]) -> None:
     if state.producer.broker_down:
         return
     try:
-        await state.producer.publish_many(rows)
+        await state.producer.publish_tasks(
+            batch_lines.task_messages(rows, state.settings.batch_chunk_lines))
     except BrokerUnavailable as exc:
         log.warning("batch lines left for the reconciler to publish: %s", exc)
         return

@@ -49,6 +49,7 @@ Checked against the kombu versions in CHECKED (tests/common/compat/test_kombu_re
 
 from __future__ import annotations
 
+import base64
 import bisect
 import json
 import logging
@@ -59,7 +60,7 @@ from typing import Any
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 
-from common.constants import PRIORITY_SEP, PRIORITY_STEPS, QUEUES, TASK_BY_KIND
+from common.constants import PRIORITY_SEP, PRIORITY_STEPS, QUEUES, TASK_BY_KIND, TASK_CHUNK
 
 CHECKED = {"kombu": ">=5.7.0,<5.8"}
 
@@ -239,17 +240,42 @@ async def job_ids_on_list(redis: Any, key: str, start: int,
     """The job ids of our messages at indices start .. start+count-1 of `key`, counted
     from its pushing end, and how many messages were read (fewer than count: the end)."""
     raws = await redis.lrange(key, start, start + count - 1)
-    return [job for job in map(job_id_of_message, raws) if job], len(raws)
+    return [job for raw in raws for job in job_ids_of_message(raw)], len(raws)
 
 
 async def unacked_job_ids(redis: Any) -> set[str]:
     """The jobs whose messages sit in the unacked hash (delivered, not yet acked)."""
     jobs: set[str] = set()
     async for _tag, raw in redis.hscan_iter(UNACKED_HASH, count=1000):
-        job = job_id_of_unacked(raw)
-        if job:
-            jobs.add(job)
+        jobs.update(job_ids_of_unacked(raw))
     return jobs
+
+
+def job_ids_of_unacked(raw: bytes | str | None) -> list[str]:
+    """The job ids of one of our task messages in the unacked hash: its job's, or
+    every line's of a chunk (TASK_CHUNK, args [[job ids]])."""
+    return _job_ids(raw, wrapped=True)
+
+
+def job_ids_of_message(raw: bytes | str | None) -> list[str]:
+    """The job ids of one of our task messages on a priority list (see above)."""
+    return _job_ids(raw, wrapped=False)
+
+
+def _job_ids(raw: bytes | str | None, *, wrapped: bool) -> list[str]:
+    if not raw:
+        return []
+    data = raw.encode() if isinstance(raw, str) else raw
+    task = _TASK_RE.search(data)
+    if task is None or task.group(1).decode() != TASK_CHUNK:
+        job = _job_id(raw, wrapped=wrapped)
+        return [job] if job else []
+    try:  # a chunk: its lines are in the body (base64 JSON: [args, kwargs, embed])
+        message = json.loads(data)
+        body = (message[0] if wrapped else message)["body"]
+        return [str(j) for j in json.loads(base64.b64decode(body))[0][0]]
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError):
+        return []
 
 
 async def stale_unacked(redis: Any, *, delivered_before: float,
@@ -262,8 +288,7 @@ async def stale_unacked(redis: Any, *, delivered_before: float,
         return {}
     by_job: dict[str, list[bytes]] = {}
     for tag, raw in zip(tags, await redis.hmget(UNACKED_HASH, tags), strict=True):
-        job_id = job_id_of_unacked(raw)
-        if job_id:
+        for job_id in job_ids_of_unacked(raw):
             by_job.setdefault(job_id, []).append(tag)
     return by_job
 
@@ -279,6 +304,6 @@ async def forget_unacked(redis: Any, tags: Iterable[bytes | str]) -> None:
 __all__ = [
     "CHECKED", "LEGACY_SEP", "LEGACY_STEPS", "TRANSPORT", "UNACKED_HASH", "UNACKED_INDEX",
     "Transport", "adopt_legacy_layout", "forget_unacked", "job_id_of_message",
-    "job_id_of_unacked", "job_ids_on_list", "message_counts", "queue_lists",
-    "stale_unacked", "unacked_job_ids",
+    "job_id_of_unacked", "job_ids_of_message", "job_ids_of_unacked", "job_ids_on_list",
+    "message_counts", "queue_lists", "stale_unacked", "unacked_job_ids",
 ]

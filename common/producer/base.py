@@ -6,13 +6,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from common.constants import PRIORITY_VALUE, TASK_BY_KIND
+from common.constants import PRIORITY_VALUE, TASK_BY_KIND, TASK_CHUNK
 
 
 @dataclass(frozen=True)
 class TaskMessage:
     """One job's task: the job id and model travel, never the input (workers read it
-    from the database). Its task id carries the attempt it was sent for."""
+    from the database). Its task id carries the attempt it was sent for.
+
+    A chunk (`job_ids` set) carries many batch lines of one model in one message; its
+    task id is its first line's, so that the reconciler's look at unacked messages
+    finds it."""
 
     job_id: str
     kind: str
@@ -20,6 +24,15 @@ class TaskMessage:
     queue: str
     priority: str
     attempt_hint: int = 0
+    job_ids: tuple[str, ...] = ()
+
+    @classmethod
+    def chunk(cls, rows: Sequence[Mapping[str, Any]]) -> TaskMessage:
+        """One message for job rows of one model and queue (a chunk of batch lines)."""
+        first = rows[0]
+        return cls(job_id=first["id"], kind=first["kind"], model=first["model"],
+                   queue=first["queue"], priority=first["priority"],
+                   job_ids=tuple(r["id"] for r in rows))
 
     @classmethod
     def of_row(cls, row: Mapping[str, Any]) -> TaskMessage:
@@ -30,10 +43,12 @@ class TaskMessage:
 
     @property
     def task(self) -> str:
-        return TASK_BY_KIND[self.kind]
+        return TASK_CHUNK if self.job_ids else TASK_BY_KIND[self.kind]
 
     @property
     def task_id(self) -> str:
+        if self.job_ids:
+            return f"{self.job_id}.c{len(self.job_ids)}"
         return f"{self.job_id}.{self.attempt_hint}"
 
     @property
@@ -42,7 +57,7 @@ class TaskMessage:
 
     @property
     def args(self) -> list[Any]:
-        return [self.job_id]
+        return [list(self.job_ids)] if self.job_ids else [self.job_id]
 
     @property
     def kwargs(self) -> dict[str, Any]:
@@ -76,6 +91,10 @@ class Producer(Protocol):
         """Send a task per job row (id, kind, model, queue, priority, attempts) before
         returning, without blocking the event loop. Raises BrokerUnavailable. The
         caller marks the rows published (in its own transaction)."""
+        ...
+
+    async def publish_tasks(self, messages: Sequence[TaskMessage]) -> None:
+        """Send these messages (single jobs or chunks) as publish_many does."""
         ...
 
     async def close(self) -> None:

@@ -78,15 +78,18 @@ class CeleryProducer:
         return True
 
     async def publish_many(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        if not rows:
+        await self.publish_tasks([TaskMessage.of_row(row) for row in rows])
+
+    async def publish_tasks(self, messages: Sequence[TaskMessage]) -> None:
+        if not messages:
             return
         if self._kombu is None:
             self._kombu = KombuPath(self.settings)
         try:
-            await asyncio.to_thread(self._kombu.publish, rows)
+            await asyncio.to_thread(self._kombu.publish, messages)
         except _BROKER_ERRORS as exc:
             self._down_until = time.monotonic() + self.quiet_s
-            raise BrokerUnavailable(f"{len(rows)} job tasks not sent: {exc}") from exc
+            raise BrokerUnavailable(f"{len(messages)} tasks not sent: {exc}") from exc
         self._down_until = 0.0
 
     async def close(self) -> None:

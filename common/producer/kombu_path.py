@@ -13,9 +13,8 @@ worker receives it.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from contextlib import nullcontext
-from typing import Any
 
 from celery import Celery
 from kombu.messaging import Producer as KombuProducer
@@ -43,16 +42,15 @@ class KombuPath:
         self.app.conf.task_send_sent_event = False
         self._pool_lock = threading.Lock()
 
-    def publish(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Send a task per job row (id, kind, model, queue, priority, attempts).
-        Raises kombu/redis errors when the broker is unreachable."""
+    def publish(self, messages: Sequence[TaskMessage]) -> None:
+        """Send these tasks. Raises kombu/redis errors when the broker is unreachable."""
         with self._pool_lock:  # Celery builds its producer pool on first use, unlocked
             self.app.producer_pool  # noqa: B018 - built here, in one thread at a time
         with self.app.producer_or_acquire() as producer:
             batch = getattr(producer, "batch", None)
             with batch(max_size=PIPELINE) if batch else nullcontext():
-                for row in rows:
-                    publish_job(self.app, TaskMessage.of_row(row), producer=producer)
+                for msg in messages:
+                    publish_job(self.app, msg, producer=producer)
 
     def close(self) -> None:
         self.app.close()

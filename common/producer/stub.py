@@ -39,6 +39,11 @@ class StubProducer:
             raise BrokerUnavailable(f"{len(rows)} job tasks not sent: the stub broker is down")
         self.messages.extend(TaskMessage.of_row(row) for row in rows)
 
+    async def publish_tasks(self, messages: Sequence[TaskMessage]) -> None:
+        if self.broker_down:
+            raise BrokerUnavailable(f"{len(messages)} tasks not sent: the stub broker is down")
+        self.messages.extend(messages)
+
     def take(self) -> list[TaskMessage]:
         """The messages sent since the last take, oldest first."""
         taken, self.messages = self.messages, []

@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from sqlalchemy import select, update
 
 from common.batches_db import Batch
-from common.constants import CANCEL_KEY
+from common.constants import CANCEL_CHANNEL, CANCEL_KEY
 from common.db import Job, async_sessions, make_async_engine, utcnow
 from common.errors import Conflict, NotFound
 from common.events import AsyncEventLog, decode, events_key
@@ -161,7 +161,12 @@ def test_queued_jobs_past_their_start_by_expire(settings):
     assert t2 == "done" and done["error"]["type"] == "expired"
 
 
-def test_a_batch_cancel_ends_its_queued_lines_only_when_its_guard_holds(settings):
+def test_a_batch_cancel_ends_its_lines_only_when_its_guard_holds(settings):
+    # Queued lines end at once; running ones become cancelling and their workers are
+    # told (a chunk's lines not started yet then end instead of running).
+    listener = redis.Redis.from_url(settings.redis_url).pubsub(ignore_subscribe_messages=True)
+    listener.subscribe(CANCEL_CHANNEL)
+
     async def scenario(store):
         batch_id = new_id("batch")
         async with store.sessions() as s:
@@ -189,7 +194,7 @@ def test_a_batch_cancel_ends_its_queued_lines_only_when_its_guard_holds(settings
             b = (await s.execute(select(Batch.status).where(Batch.id == batch_id))).scalar()
         assert b == BatchStatus.CANCELLING
         statuses = [(await store.get(j)).status for j in [*queued, running, other]]
-        assert statuses == [S.CANCELLED, S.CANCELLED, S.RUNNING, S.QUEUED]
+        assert statuses == [S.CANCELLED, S.CANCELLED, S.CANCELLING, S.QUEUED]
         assert (await store.get(queued[0])).error["type"] == "batch_cancelled"
         return queued, running
 
@@ -197,6 +202,13 @@ def test_a_batch_cancel_ends_its_queued_lines_only_when_its_guard_holds(settings
     for job_id in queued:
         assert [t for t, _ in stream(settings, job_id)] == ["status", "done"]
     assert stream(settings, running) == []
+    told = []
+    for _ in range(5):  # the first replies are the subscription's own
+        msg = listener.get_message(timeout=0.5)
+        if msg is not None:
+            told.append(msg["data"].decode())
+    assert told == [running]  # the running line only
+    listener.close()
 
 
 def test_the_reader_replays_resumes_and_ends_from_the_database(settings):

@@ -105,6 +105,19 @@ class Runtime(ABC):  # noqa: B024 - every method has a default
 
         raise JobInvalid(f"model {job.model} does not embed text")
 
+    def embed_many(self, jobs: list[tuple[JobSpec, RunContext]]
+                   ) -> list[EmbedResult | Exception]:
+        """Embed many jobs (a chunk of batch lines): each job's result or the error
+        that ended it, in order. A runtime that batches hands them all to the model at
+        once; this default runs them one after the other."""
+        out: list[EmbedResult | Exception] = []
+        for job, ctx in jobs:
+            try:
+                out.append(self.embed(job, ctx))
+            except Exception as exc:  # the caller ends that job with it
+                out.append(exc)
+        return out
+
     def loaded_models(self) -> list[str]:
         """Models this runtime holds in memory now (for GET /v1/models' loaded_on)."""
         return []

@@ -139,6 +139,34 @@ def test_messages_a_worker_holds_parse_to_their_jobs_and_can_be_dropped(redis_se
     conn.release()
 
 
+def test_a_chunk_parses_to_every_line_it_carries(redis_server):
+    # A chunk waiting on its list or held by a worker that died: the reconciler and the
+    # lost-message census must see each of its lines, not only the first, or the
+    # others would be sent again (or wait for the visibility timeout).
+    app = make_celery(Settings(redis_url=redis_server.url))
+    rows = [{"id": f"job_{c}", "kind": "generate", "model": "debug/echo", "queue": "llm",
+             "priority": "batch"} for c in "uvwxyz"]
+    publish_job(app, TaskMessage.chunk(rows[:3]))
+    conn, _channel, messages = _deliver(app, 1)
+    tag = messages[0].delivery_tag.encode()
+    publish_job(app, TaskMessage.chunk(rows[3:]))
+    key = compat.queue_lists(["llm"])[-1]
+
+    async def check() -> None:
+        r = aioredis.Redis.from_url(redis_server.url)
+        try:
+            held = await compat.stale_unacked(r, delivered_before=time.time() + 1, limit=10)
+            assert held == {"job_u": [tag], "job_v": [tag], "job_w": [tag]}
+            assert await compat.unacked_job_ids(r) == {"job_u", "job_v", "job_w"}
+            assert await compat.job_ids_on_list(r, key, 0, 10) == (
+                ["job_x", "job_y", "job_z"], 1)
+        finally:
+            await r.aclose()
+
+    asyncio.run(check())
+    conn.release()
+
+
 @pytest.mark.parametrize("transport", ["redis", compat.TRANSPORT])
 def test_a_channel_closed_on_a_dead_broker(redis_server, transport):
     """Ours closes quietly and drops a late ack or reject; kombu's own still touches the

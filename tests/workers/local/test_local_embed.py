@@ -35,9 +35,10 @@ def executor(runtime):
     shared = runtime.executors["all-MiniLM-L6-v2"]
     made = []
 
-    def make(max_batch=16, max_wait_ms=10_000):
+    def make(max_batch=16, max_wait_ms=10_000, max_batch_tokens=0):
         ex = EmbedExecutor(LoadedEmbedder(shared.name, shared.model, shared.device),
-                           max_batch=max_batch, max_wait_ms=max_wait_ms)
+                           max_batch=max_batch, max_wait_ms=max_wait_ms,
+                           max_batch_tokens=max_batch_tokens)
         ex.start()
         made.append(ex)
         return ex
@@ -86,6 +87,23 @@ def test_a_job_spans_batches_and_small_jobs_share_one(executor, reference):
     pairs = zip(TEXTS[:33], big.embeddings + small_a.embeddings + small_b.embeddings, strict=True)
     for text, vec in pairs:
         assert cosine(vec, reference[text]) > 0.999
+
+
+def test_long_and_short_texts_share_passes_within_the_token_budget(executor):
+    long_a = " ".join(f"word{i}" for i in range(300))  # truncated to the model's 256
+    long_b = "a long text about embeddings " * 12  # about 60 tokens
+    texts = [long_a, *TEXTS[:6], long_b, *TEXTS[6:12], long_b]
+    ex = executor(max_batch=16, max_wait_ms=50, max_batch_tokens=300)
+    budgeted = ex.embed(texts, RecordingContext())
+    passes = list(zip(ex.stats.batch_sizes, ex.stats.padded_tokens, strict=True))
+    assert sum(rows for rows, _ in passes) == len(texts)
+    # Every pass of more than one text stays within the budget; the text longer than
+    # it alone ran alone; short texts still share passes with each other.
+    assert all(tokens <= 300 for rows, tokens in passes if rows > 1), passes
+    assert (1, 256) in passes and max(rows for rows, _ in passes) > 4, passes
+    plain = executor(max_batch=16).embed(texts, RecordingContext())
+    for a, b in zip(budgeted.embeddings, plain.embeddings, strict=True):
+        assert cosine(a, b) > 0.999
 
 
 def test_out_of_memory_splits_the_batch(executor, reference):

@@ -3,12 +3,19 @@
 Batches are made of texts, not jobs: a job with many texts spans several batches, and many
 one-text jobs fill one. A batch starts when `max_batch` texts wait or `max_wait_ms` after the
 first of them arrived, whichever comes first.
+
+With `max_batch_tokens` (MONKEY_MAX_BATCH_TOKENS, as TEI's `max-batch-tokens`) a batch is
+also bounded by its padded size, rows times its longest text in tokens: long and short
+texts then share a forward pass without one long text blowing up the memory of a pass
+of many. A text longer than the budget runs alone. Texts are measured with the model's
+own tokenizer, in the executor thread (fast tokenizers are not thread-safe).
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 
 import torch
 
@@ -24,6 +31,7 @@ class EmbedRequest(Request):
         self.texts = texts
         self.vectors: list[list[float] | None] = [None] * len(texts)
         self.tokens = 0
+        self.lengths: list[int] | None = None  # tokens per text, measured under a budget
         self.taken = 0  # texts handed to a batch so far
         self.finished = 0  # texts whose vectors are in
         self.started = False
@@ -32,19 +40,30 @@ class EmbedRequest(Request):
 class EmbedExecutor(BatchExecutor):
     kind = "embed"
 
-    def __init__(self, loaded: LoadedEmbedder, *, max_batch: int, max_wait_ms: float):
+    def __init__(self, loaded: LoadedEmbedder, *, max_batch: int, max_wait_ms: float,
+                 max_batch_tokens: int = 0):
         super().__init__(loaded.name, loaded.device, max_batch=max_batch, max_wait_ms=max_wait_ms)
         self.model = loaded.model
+        self.max_batch_tokens = max_batch_tokens
         self._waiting: deque[EmbedRequest] = deque()
         self._pending_texts = 0
 
     def embed(self, texts: list[str], ctx) -> EmbedResult:
         """Called from a task thread: blocks until every text has its vector."""
+        return self.submit_texts(texts, ctx)()
+
+    def submit_texts(self, texts: list[str], ctx) -> Callable[[], EmbedResult]:
+        """Hand the texts to the executor now; the returned function blocks until every
+        text has its vector (a chunk submits all its lines, then waits for each)."""
         request = EmbedRequest(texts, ctx)
         self.submit(request)
-        self.wait(request)
-        done = [v for v in request.vectors if v is not None]
-        return EmbedResult(embeddings=done, prompt_tokens=request.tokens)
+
+        def result() -> EmbedResult:
+            self.wait(request)
+            done = [v for v in request.vectors if v is not None]
+            return EmbedResult(embeddings=done, prompt_tokens=request.tokens)
+
+        return result
 
     # Executor thread ---------------------------------------------------------------------
     def run(self) -> None:
@@ -56,6 +75,8 @@ class EmbedExecutor(BatchExecutor):
 
     def _add(self, request) -> None:
         if request is not None:
+            if self.max_batch_tokens and request.lengths is None:
+                request.lengths = self._measure(request.texts)
             self._waiting.append(request)
             self._pending_texts += len(request.texts)
 
@@ -71,8 +92,26 @@ class EmbedExecutor(BatchExecutor):
                 break
             self._add(request)
 
+    def _measure(self, texts: list[str]) -> list[int]:
+        encoded = self.model.tokenizer(texts, truncation=True,
+                                       max_length=self.model.max_seq_length)
+        return [len(ids) for ids in encoded["input_ids"]]
+
+    def _fit(self, request: EmbedRequest, rows: int, longest: int, n: int) -> tuple[int, int]:
+        """How many of the request's next `n` texts fit the token budget in a batch of
+        `rows` rows whose longest text has `longest` tokens; and the new longest."""
+        lengths = request.lengths or []
+        fits = 0
+        for length in lengths[request.taken:request.taken + n]:
+            widest = max(longest, length)
+            if rows + fits and (rows + fits + 1) * widest > self.max_batch_tokens:
+                break
+            fits, longest = fits + 1, widest
+        return fits, longest
+
     def _take(self) -> list[tuple[EmbedRequest, int]]:
         batch: list[tuple[EmbedRequest, int]] = []
+        longest = 0  # tokens of the batch's longest text, under a token budget
         while self._waiting and len(batch) < self.max_batch:
             request = self._waiting[0]
             if request.done.is_set() or (request.ctx is not None and request.ctx.should_stop()):
@@ -86,11 +125,17 @@ class EmbedExecutor(BatchExecutor):
                 request.started = True
                 self._observe_wait(request)
             n = min(self.max_batch - len(batch), len(request.texts) - request.taken)
+            if self.max_batch_tokens:
+                n, longest = self._fit(request, len(batch), longest, n)
+                if not n:
+                    break  # the next text waits for the next pass
             batch.extend((request, i) for i in range(request.taken, request.taken + n))
             request.taken += n
             self._pending_texts -= n
             if request.taken == len(request.texts):
                 self._waiting.popleft()
+            elif self.max_batch_tokens and len(batch) < self.max_batch:
+                break  # the budget, not the count, closed this batch
         return batch
 
     def _run_batch(self, batch: list[tuple[EmbedRequest, int]]) -> None:
@@ -109,6 +154,7 @@ class EmbedExecutor(BatchExecutor):
             self._run_batch(batch[:half])
             self._run_batch(batch[half:])
             return
+        self.stats.record_tokens(len(batch) * max(tokens))
         for (request, index), vector, count in zip(batch, vectors, tokens, strict=True):
             request.vectors[index] = vector
             request.tokens += count

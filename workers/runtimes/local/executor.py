@@ -29,6 +29,7 @@ class ExecutorStats:
 
     forwards: int = 0
     batch_sizes: list[int] = field(default_factory=list)
+    padded_tokens: list[int] = field(default_factory=list)  # rows x longest, per pass
     oom_splits: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -37,11 +38,16 @@ class ExecutorStats:
             self.forwards += 1
             self.batch_sizes.append(rows)
 
+    def record_tokens(self, padded: int) -> None:
+        with self._lock:
+            self.padded_tokens.append(padded)
+
     def snapshot(self) -> dict:
         with self._lock:
             return {
                 "forwards": self.forwards,
                 "batch_sizes": list(self.batch_sizes),
+                "padded_tokens": list(self.padded_tokens),
                 "oom_splits": self.oom_splits,
             }
 

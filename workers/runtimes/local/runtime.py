@@ -68,7 +68,8 @@ class LocalRuntime(Runtime):
             from workers.runtimes.local.embed import EmbedExecutor
 
             executor: EmbedExecutor | GenerateExecutor = EmbedExecutor(
-                loading.load_embedder(name, source, self.device), **limits)
+                loading.load_embedder(name, source, self.device), **limits,
+                max_batch_tokens=self._settings.max_batch_tokens)
         else:
             from workers.runtimes.local.generate import GenerateExecutor
 
@@ -101,13 +102,40 @@ class LocalRuntime(Runtime):
         return self.executor(job, "generate").generate(job, ctx)
 
     def embed(self, job: JobSpec, ctx) -> EmbedResult:
-        texts = job.input.get("texts")
-        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
-            raise JobInvalid("embed input needs texts: a non-empty list of strings")
-        result = self.executor(job, "embed").embed(texts, ctx)
-        if ctx.stop_reason() == "timeout" and len(result.embeddings) < len(texts):
-            raise JobTimeout(f"job {job.id} ran past its timeout")
-        return result
+        texts = _texts(job)
+        return _checked(job, ctx, texts, self.executor(job, "embed").embed(texts, ctx))
+
+    def embed_many(self, jobs: list[tuple[JobSpec, Any]]) -> list[EmbedResult | Exception]:
+        """Every job's texts go to the executor before the first result is awaited, so
+        a chunk of one-text lines fills whole forward passes."""
+        out: list[EmbedResult | Exception | None] = [None] * len(jobs)
+        submitted = []
+        for i, (job, ctx) in enumerate(jobs):
+            try:
+                texts = _texts(job)
+                submitted.append((i, texts, self.executor(job, "embed").submit_texts(texts, ctx)))
+            except Exception as exc:  # that job ends with it; the others go on
+                out[i] = exc
+        for i, texts, pending in submitted:
+            job, ctx = jobs[i]
+            try:
+                out[i] = _checked(job, ctx, texts, pending())
+            except Exception as exc:
+                out[i] = exc
+        return [r for r in out if r is not None]
+
+
+def _texts(job: JobSpec) -> list[str]:
+    texts = job.input.get("texts")
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+        raise JobInvalid("embed input needs texts: a non-empty list of strings")
+    return texts
+
+
+def _checked(job: JobSpec, ctx, texts: list[str], result: EmbedResult) -> EmbedResult:
+    if ctx.stop_reason() == "timeout" and len(result.embeddings) < len(texts):
+        raise JobTimeout(f"job {job.id} ran past its timeout")
+    return result
 
 
 def make_local_runtime(settings: Settings) -> Runtime:
