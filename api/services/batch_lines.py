@@ -12,6 +12,8 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import and_, or_
+
 from api.deps import Principal
 from api.services.jobs import new_job_values
 from api.services.openai_shapes import parse_request, response_body
@@ -151,6 +153,14 @@ def chunked(row: dict) -> bool:
     thread so that lines overlap."""
     return row["model"] == DEBUG_ECHO or (
         row["kind"] == "embed" and row["model"].startswith(LOCAL_PREFIX + "/"))
+
+
+def chunked_lines() -> Any:
+    """`chunked` as a condition on the jobs table: the batch lines that may share a
+    task message."""
+    return and_(Job.batch_id.is_not(None), or_(
+        Job.model == DEBUG_ECHO,
+        and_(Job.kind == "embed", Job.model.startswith(LOCAL_PREFIX + "/"))))
 
 
 def task_messages(rows: list[dict], chunk_lines: int) -> list[TaskMessage]:

@@ -253,3 +253,26 @@ def test_a_lapsed_lease_makes_the_reconciler_sweep(app):
         assert reconciler.lost.last["reason"] == "death"
     finally:
         app.client.portal.call(reconciler.stop)
+
+
+def test_a_backlog_of_chunks_is_not_short(app):
+    """Batch lines that share a message (chunks) count as the messages that carry
+    them: a healthy backlog of chunks does not look short (each tick would sweep), and
+    a chunk that vanished does."""
+    state = app.state
+    size = state.settings.batch_chunk_lines
+    rows = _rows(3 * size, age_s=60)
+    for row in rows:
+        row["batch_id"] = "batch_test"
+    app.client.portal.call(_put_bare, state, rows)
+    chunks = [TaskMessage.chunk(rows[i:i + size]) for i in range(0, len(rows), size)]
+
+    async def push(messages) -> None:
+        for msg in messages:
+            (_cmd, key, payload), _event = WIRE.publish_commands(msg)
+            await state.redis.lpush(key, payload)
+
+    app.client.portal.call(push, chunks[:2])
+    assert app.client.portal.call(LostMessages(state).census) == 1  # one chunk missing
+    app.client.portal.call(push, chunks[2:])
+    assert app.client.portal.call(LostMessages(state).census) == 0
