@@ -50,6 +50,9 @@ class EmbeddedRedis:
             [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", str(self.data_dir), "--loglevel", "warning"],
             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+            # Its own process group: a terminal's Ctrl-C must not stop Redis while the
+            # services that use it are still draining; its owner stops it last.
+            process_group=0,
         )
         deadline = time.monotonic() + timeout
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
