@@ -33,10 +33,6 @@ from common.store import AsyncJobStore
 
 log = logging.getLogger("monkey.api")
 
-_BLOCK_MS = 2000
-_DONE_GRACE_MS = 1000
-
-
 async def submit(*, session: AsyncSession, producer: Producer, settings: Settings,
                  queued_counts: dict, principal: Principal, job_in: JobCreate) -> Job:
     job, _ = await jobs_svc.create_job(session=session, producer=producer, settings=settings,
@@ -50,7 +46,8 @@ async def follow(*, events: AsyncEventLog, store: AsyncJobStore, job_id: str
                  ) -> AsyncIterator[tuple[str, dict]]:
     """The job's events as (type, data), ending with `done` (common.events' reader)."""
     async for arrived in events.follow(
-            job_id, block_ms=_BLOCK_MS, grace_ms=_DONE_GRACE_MS, count=500,
+            job_id, block_ms=jobs_svc.FOLLOW_BLOCK_MS, grace_ms=jobs_svc.FOLLOW_GRACE_MS,
+            count=500,
             lookup=functools.partial(store.final_envelope, job_id)):
         for event in arrived:
             yield event.type, event.data
@@ -61,13 +58,8 @@ async def wait_done(*, events: AsyncEventLog, store: AsyncJobStore, principal: P
                     ) -> dict | None:
     """The job's final envelope; None (and the job cancelled) if the client hung up."""
 
-    async def done() -> dict:
-        async for type_, data in follow(events=events, store=store, job_id=job_id):
-            if type_ == "done":
-                return data
-        raise RuntimeError("event stream ended without done")  # follow always ends on done
-
-    waiter = asyncio.create_task(done())
+    waiter = asyncio.create_task(jobs_svc.final_envelope(events=events, store=store,
+                                                         job_id=job_id))
     try:
         while True:
             finished, _ = await asyncio.wait({waiter}, timeout=1.0)

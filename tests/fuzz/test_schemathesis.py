@@ -60,13 +60,17 @@ schema = schemathesis.openapi.from_dict(DOCUMENT, config=schemathesis.Config.fro
     "request-timeout": REQUEST_TIMEOUT_S,
     "max-stream-events": MAX_STREAM_EVENTS,
     "generation": {"max-examples": MAX_EXAMPLES, "deterministic": True, "database": "none"},
-    "dictionaries": {"models": {"values": ["debug/echo"]}, "delays": {"values": [0, 5]}},
+    "dictionaries": {"models": {"values": ["debug/echo"]}, "delays": {"values": [0, 5]},
+                     "prefer": {"values": ["wait=1", "respond-async"]}},
     "parameters": {
         "body.model": {"dictionary": "models", "probability": 0.5},
         # debug/echo waits delay_ms (up to a minute) before each word: kept short, so
         # that fuzzed jobs do not hold the worker's slots for the cases after them.
         "body.delay_ms": {"dictionary": "delays"},
         "body.params.delay_ms": {"dictionary": "delays"},
+        # POST /v1/jobs with `Prefer: wait=N` answers when the job ends or after N
+        # seconds (a job no worker here serves waits all of it): a second at most.
+        "header.Prefer": {"dictionary": "prefer"},
     },
     "operations": [
         {"include-path": MODEL_OPERATIONS, "include-method": "POST",

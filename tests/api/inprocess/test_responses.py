@@ -9,30 +9,13 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-import redis
 
-from common.db import make_sync_engine
-from common.events import EventWriter
 from common.jobs import JobStatus
 from common.store import JobStore
 from tests.api.openai_schema import validate, validate_event
 from tests.conftest import parse_sse
 
 WORDS = ["the ", "quick ", "brown ", "fox"]
-
-
-@pytest.fixture
-def worker(inproc):
-    """A worker's job store on the app's database and Redis: claim, tokens, finish."""
-    settings = inproc.state.settings
-    engine = make_sync_engine(settings)
-    client = redis.Redis.from_url(settings.redis_url)
-    events = EventWriter(client, maxlen=settings.events_maxlen, ttl_s=60, coalesce_s=0)
-    store = JobStore(engine=engine, events=events, settings=settings)
-    yield store
-    events.close()
-    client.close()
-    engine.dispose()
 
 
 def run(store: JobStore, job_id: str, words=WORDS, to=JobStatus.SUCCEEDED,
