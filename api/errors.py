@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.request_id import HEADER, request_id_of
 from common.errors import RequestError
 
 log = logging.getLogger("monkey.api")
@@ -66,4 +67,15 @@ def install(app: FastAPI) -> None:
                               str(exc.detail))
         # Keep the headers the exception carries: a 405's `Allow` (RFC 9110 requires it).
         resp.headers.update(exc.headers or {})
+        return resp
+
+    @app.exception_handler(Exception)
+    async def _internal(req: Request, exc: Exception):
+        # Starlette's ServerErrorMiddleware answers with this (and still raises, so the
+        # traceback is logged), outside the RequestId middleware: the id is added here.
+        resp = error_response(500, "internal_error",
+                              "the server failed to answer this request; retry it")
+        rid = request_id_of(req.scope)
+        if rid:
+            resp.headers[HEADER.decode()] = rid
         return resp
