@@ -51,13 +51,16 @@ def create_app(settings: Settings | None = None, *, producer: Producer | None = 
     # Routers behind a key answer AUTHED's errors on every route; system.py declares its
     # own (health and metrics need no key).
     keyed = responses.AUTHED
+    # The OpenAI-compatible routes answer a malformed request 400 and an unknown model
+    # 404, as OpenAI does (api/errors.py).
+    openai_keyed = {**keyed, **responses.errors(400, 404)}
     app.include_router(jobs.router, responses=keyed)
     app.include_router(system.router)
-    app.include_router(openai_chat.router, responses=keyed)
+    app.include_router(openai_chat.router, responses=openai_keyed)
     app.include_router(responses_api.router, responses=keyed)
     app.include_router(webhooks.router, responses=keyed)
-    app.include_router(files.router, responses=keyed)
-    app.include_router(batches.router, responses=keyed)
+    app.include_router(files.router, responses=openai_keyed)
+    app.include_router(batches.router, responses=openai_keyed)
     origins = settings.cors_origin_list()
     if origins:
         app.add_middleware(

@@ -170,6 +170,7 @@ def seed_objects(s: Stack) -> dict[str, list[str]]:
         "job_id": [done["id"], failed["id"], queued["id"], running["id"]],
         "file_id": [batch["input_file_id"], batch["output_file_id"]],
         "batch_id": [finished, slow],
+        "model_id": ["debug/echo", "local/all-MiniLM-L6-v2"],
         # A completed response, and a background one running for the whole session.
         "response_id": [respond(s, "seeded response"),
                         respond(s, " ".join(["slow"] * 100), background=True, delay_ms=1000)],
