@@ -24,8 +24,8 @@ from common.errors import InvalidRequest, ModelNotFound, RequestError
 log = logging.getLogger("monkey.api")
 
 
-OPENAI_ROUTES = ("/v1/chat/completions", "/v1/embeddings", "/v1/models", "/v1/files",
-                 "/v1/batches")
+OPENAI_ROUTES = ("/v1/chat/completions", "/v1/embeddings", "/v1/responses", "/v1/models",
+                 "/v1/files", "/v1/batches")
 
 
 def is_openai_route(path: str) -> bool:

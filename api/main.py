@@ -57,7 +57,7 @@ def create_app(settings: Settings | None = None, *, producer: Producer | None = 
     app.include_router(jobs.router, responses=keyed)
     app.include_router(system.router)
     app.include_router(openai_chat.router, responses=openai_keyed)
-    app.include_router(responses_api.router, responses=keyed)
+    app.include_router(responses_api.router, responses=openai_keyed)
     app.include_router(webhooks.router, responses=keyed)
     app.include_router(files.router, responses=openai_keyed)
     app.include_router(batches.router, responses=openai_keyed)

@@ -19,6 +19,7 @@ import anyio
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import Principal
+from api.errors import error_body
 from api.metrics import JOBS_SUBMITTED
 from api.services import jobs as jobs_svc
 from api.services.openai_shapes import ChatRequest, chat_chunk, job_failure, unix, usage_chunk
@@ -88,9 +89,10 @@ def sse_data(payload: dict | str) -> bytes:
     return f"data: {text}\n\n".encode()
 
 
-SHUTDOWN_CHUNK = sse_data({"error": {
-    "type": "service_unavailable", "code": "server_shutting_down",
-    "message": "the server is shutting down; retry the request"}})
+# Errors inside a stream: OpenAI's error body, as the SDK raises it (APIError).
+SHUTDOWN_CHUNK = sse_data(error_body("service_unavailable",
+                                     "the server is shutting down; retry the request",
+                                     code="server_shutting_down"))
 
 
 async def chat_stream(*, events: AsyncEventLog, store: AsyncJobStore, principal: Principal,
@@ -112,15 +114,16 @@ async def chat_stream(*, events: AsyncEventLog, store: AsyncJobStore, principal:
                 yield chunk({"content": data["text"]})
             elif type_ == "status" and data.get("restarted") and sent_text:
                 # Text already sent cannot be taken back in this protocol.
-                yield sse_data({"error": {
-                    "type": "provider_unavailable", "code": "stream_restarted",
-                    "message": "the provider's stream broke and restarted; retry the request"}})
+                yield sse_data(error_body(
+                    "provider_unavailable",
+                    "the provider's stream broke and restarted; retry the request",
+                    code="stream_restarted"))
                 return
             elif type_ == "done":
                 finished = True
                 if data.get("status") != "succeeded":
                     _, err = job_failure(data)
-                    yield sse_data({"error": {**err, "code": err["type"]}})
+                    yield sse_data(error_body(err["type"], err["message"], code=err["type"]))
                     return
                 yield chunk({}, (data.get("output") or {}).get("finish_reason") or "stop")
                 if usage:

@@ -180,7 +180,7 @@ def test_previous_response_id_continues_the_conversation(inproc, worker):
     pending = create(inproc, background=True)
     refused = inproc.client.post("/v1/responses", json={
         "model": "debug/echo", "input": "x", "previous_response_id": pending["id"]})
-    assert refused.status_code == 422
+    assert refused.status_code == 400  # OpenAI's status for a bad request
     assert inproc.client.post("/v1/responses", json={
         "model": "debug/echo", "input": "x",
         "previous_response_id": "resp_nope"}).status_code == 404
@@ -223,22 +223,24 @@ def test_another_key_sees_nothing(inproc):
     assert r.status_code == 404
 
 
-@pytest.mark.parametrize("body, needle", [
-    ({"tools": [{"type": "function", "name": "f"}]}, "'tools'"),
+# As OpenAI answers: an unknown model is 404 model_not_found, any other bad request 400.
+@pytest.mark.parametrize("body, needle, status", [
+    ({"tools": [{"type": "function", "name": "f"}]}, "'tools'", 400),
     ({"input": [{"type": "function_call_output", "call_id": "c", "output": "x"}]},
-     "only message items"),
+     "only message items", 400),
     ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]},
-     "only text parts"),
-    ({"model": "nope/x"}, "unknown model provider"),
-    ({"model": "+x"}, "model"),
-    ({"background": True, "store": False}, "must be stored"),
-    ({"max_output_tokens": 0}, "max_output_tokens"),
-    ({"input": []}, "empty"),
+     "only text parts", 400),
+    ({"model": "nope/x"}, "unknown model provider", 404),
+    ({"model": "+x"}, "model", 400),
+    ({"background": True, "store": False}, "must be stored", 400),
+    ({"max_output_tokens": 0}, "max_output_tokens", 400),
+    ({"input": []}, "empty", 400),
 ])
-def test_bad_requests_get_422_and_no_job(inproc, body, needle):
+def test_bad_requests_get_4xx_and_no_job(inproc, body, needle, status):
     resp = inproc.client.post("/v1/responses", json={"model": "debug/echo", "input": "x",
                                                      **body})
-    assert resp.status_code == 422, resp.text
+    assert resp.status_code == status, resp.text
+    validate("ErrorResponse", resp.json())
     assert needle in resp.json()["error"]["message"]
     assert inproc.stub.take() == []
     assert inproc.client.get("/v1/jobs").json()["data"] == []
