@@ -69,7 +69,7 @@ class _TooLarge(Exception):
 
 
 async def _too_large(send: Send, limit: int) -> None:
-    body = json.dumps({"error": {"type": "payload_too_large",
+    body = json.dumps({"error": {"type": "payload_too_large", "param": None, "code": None,
                                  "message": f"request body exceeds {limit} bytes"}}).encode()
     await send({"type": "http.response.start", "status": 413,
                 "headers": [(b"content-type", b"application/json"),

@@ -15,6 +15,7 @@ from starlette.routing import Match
 from api import errors, responses
 from api.deps import get_principal
 from api.limits import BodyLimit
+from api.request_id import RequestId
 from api.routes import batches, files, jobs, openai_chat, system, webhooks
 from api.routes import responses as responses_api
 from api.state import close_state, open_state
@@ -50,23 +51,28 @@ def create_app(settings: Settings | None = None, *, producer: Producer | None = 
     # Routers behind a key answer AUTHED's errors on every route; system.py declares its
     # own (health and metrics need no key).
     keyed = responses.AUTHED
+    # The OpenAI-compatible routes answer a malformed request 400 and an unknown model
+    # 404, as OpenAI does (api/errors.py).
+    openai_keyed = {**keyed, **responses.errors(400, 404)}
     app.include_router(jobs.router, responses=keyed)
     app.include_router(system.router)
-    app.include_router(openai_chat.router, responses=keyed)
-    app.include_router(responses_api.router, responses=keyed)
+    app.include_router(openai_chat.router, responses=openai_keyed)
+    app.include_router(responses_api.router, responses=openai_keyed)
     app.include_router(webhooks.router, responses=keyed)
-    app.include_router(files.router, responses=keyed)
-    app.include_router(batches.router, responses=keyed)
+    app.include_router(files.router, responses=openai_keyed)
+    app.include_router(batches.router, responses=openai_keyed)
     origins = settings.cors_origin_list()
     if origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=origins,
             allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "Idempotency-Key"],
-            expose_headers=["Retry-After", "Location"], max_age=600,
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "Idempotency-Key",
+                           "Prefer", "X-Request-Id"],
+            expose_headers=["Retry-After", "Location", "X-Request-Id"], max_age=600,
         )
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes,
                        overrides={"/v1/files": settings.max_file_bytes + 1_000_000})
+    app.add_middleware(RequestId)  # added last: outside CORS and the body limit
     # After every API route and before the web UI's mount: an unknown API path is a
     # JSON 404 and a known one asked with another method a JSON 405, whatever the
     # method, never the UI's page (or its 405 for a POST).

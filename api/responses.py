@@ -3,8 +3,8 @@
 Routes that return dicts name these models as `response_model`. The models forbid
 unknown keys, so a field added to a response but not here fails loudly in the tests
 (the fuzzer walks every route) instead of being dropped or left undocumented.
-Every error is `{"error": {"type", "message"}}` (api/errors.py); `errors(...)` documents
-the statuses a route can answer with.
+Every error is `{"error": {"type", "message", "param", "code"}}` (api/errors.py);
+`errors(...)` documents the statuses a route can answer with.
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ class _Shape(BaseModel):
 class ErrorDetail(_Shape):
     type: str
     message: str
+    # OpenAI's: the request field at fault, and a finer reason than `type`; null if none.
+    param: str | None
+    code: str | None
 
 
 class ErrorBody(_Shape):
@@ -30,9 +33,11 @@ class ErrorBody(_Shape):
 
 
 _WHY = {
-    400: "The job behind the request was refused by its model.",
+    400: "The request is malformed or names an unsupported parameter (the OpenAI-compatible "
+         "routes; the native API answers 422), or its model refused the job.",
     401: "Missing, unknown or revoked API key.",
-    404: "No such object, or it belongs to another key.",
+    404: "No such object, or it belongs to another key; on the OpenAI-compatible routes, "
+         "also an unknown model (code `model_not_found`).",
     409: "Conflicts with the object's state (or an Idempotency-Key reused with another body).",
     413: "The body, prompt or file is over its limit.",
     422: "The request is malformed: what is wrong is in the message.",
@@ -90,6 +95,8 @@ AUTHED = errors(401, 422, 429, 503)
 class ModelEntry(_Shape):
     id: str
     object: Literal["model"]
+    # OpenAI's Model: a Unix time; 0, as a catalog entry has none.
+    created: int
     owned_by: str
     kinds: list[Literal["generate", "embed"]]
     queue: str
@@ -154,16 +161,18 @@ class FileObject(_Shape):
     filename: str
     purpose: str
     status: Literal["processed"]
-    status_details: str | None
-    expires_at: int | None
+    # Left out when unset: OpenAI's schema types them as a string and an integer.
+    status_details: str | None = None
+    expires_at: int | None = None
 
 
 class FileList(_Shape):
     object: Literal["list"]
     data: list[FileObject]
     has_more: bool
-    first_id: str | None
-    last_id: str | None
+    # Left out on an empty page.
+    first_id: str | None = None
+    last_id: str | None = None
 
 
 class FileDeleted(_Shape):
@@ -194,32 +203,34 @@ class BatchObject(_Shape):
     id: str
     object: Literal["batch"]
     endpoint: str
-    errors: BatchErrors | None
+    # Unset fields are left out (OpenAI's schema types them, never null).
+    errors: BatchErrors | None = None
     input_file_id: str
     completion_window: str
     status: Literal["validating", "failed", "in_progress", "finalizing", "completed",
                     "expired", "cancelling", "cancelled"]
-    output_file_id: str | None
-    error_file_id: str | None
+    output_file_id: str | None = None
+    error_file_id: str | None = None
     created_at: int
-    in_progress_at: int | None
-    expires_at: int | None
-    finalizing_at: int | None
-    completed_at: int | None
-    failed_at: int | None
-    expired_at: int | None
-    cancelling_at: int | None
-    cancelled_at: int | None
+    in_progress_at: int | None = None
+    expires_at: int | None = None
+    finalizing_at: int | None = None
+    completed_at: int | None = None
+    failed_at: int | None = None
+    expired_at: int | None = None
+    cancelling_at: int | None = None
+    cancelled_at: int | None = None
     request_counts: RequestCounts
-    metadata: dict[str, str] | None
+    metadata: dict[str, str] | None = None
 
 
 class BatchList(_Shape):
     object: Literal["list"]
     data: list[BatchObject]
     has_more: bool
-    first_id: str | None
-    last_id: str | None
+    # Left out on an empty page.
+    first_id: str | None = None
+    last_id: str | None = None
 
 
 # Chat completions and embeddings (the OpenAI shapes) ----------------------------------
@@ -250,7 +261,6 @@ class ChatCompletion(_Shape):
     model: str
     choices: list[ChatChoice]
     usage: ChatUsage
-    system_fingerprint: None
 
 
 class Embedding(_Shape):

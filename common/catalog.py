@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from common.constants import DEBUG_ECHO, LOCAL_PREFIX, PROVIDERS, QUEUE_GPU, QUEUE_LLM
-from common.errors import InvalidRequest
+from common.errors import InvalidRequest, ModelNotFound
 from common.settings import PROVIDER_KEY_VARS, Settings
 
 # Providers whose runtime also embeds (their SDK has an embeddings endpoint).
@@ -36,6 +36,8 @@ class ModelInfo:
         return {
             "id": self.id,
             "object": "model",
+            # OpenAI's Model requires it; a catalog entry has no creation time: 0.
+            "created": 0,
             "owned_by": self.id.split("/", 1)[0],
             "kinds": list(self.kinds),
             "queue": self.queue,
@@ -95,16 +97,26 @@ def list_models(settings: Settings) -> list[ModelInfo]:
 
 def resolve(settings: Settings, model: str, kind: str) -> ModelInfo:
     """The model a job asks for, or InvalidRequest saying what to do instead."""
+    info = find_model(settings, model)
+    if kind not in info.kinds:
+        raise InvalidRequest(f"model {model} does not serve {kind!r} jobs (it serves {info.kinds})",
+                             param="model")
+    return info
+
+
+def find_model(settings: Settings, model: str) -> ModelInfo:
+    """The catalog's entry for a model (a provider's model under its own name), or
+    ModelNotFound saying what to do instead."""
     prefix, sep, name = model.partition("/")
     if not sep or not name:
-        raise InvalidRequest(f"model {model!r} must be PROVIDER/NAME, e.g. debug/echo")
+        raise ModelNotFound(f"model {model!r} must be PROVIDER/NAME, e.g. debug/echo")
     if model == DEBUG_ECHO:
         info = _echo()
     elif prefix == LOCAL_PREFIX:
         found = {m.id: m for m in local_models(settings)}.get(model)
         if found is None:
             names = ", ".join(sorted(m.id for m in local_models(settings)))
-            raise InvalidRequest(
+            raise ModelNotFound(
                 f"unknown local model {model!r}; configured: {names}. "
                 "Add it to MONKEY_LOCAL_MODELS as NAME=PATH-OR-HUB-ID."
             )
@@ -112,15 +124,13 @@ def resolve(settings: Settings, model: str, kind: str) -> ModelInfo:
     elif prefix in PROVIDERS:
         info = provider_entry(settings, prefix, name)
         if not info.configured:
-            raise InvalidRequest(
+            raise ModelNotFound(
                 f"provider {prefix} is not configured: set {PROVIDER_KEY_VARS[prefix]} "
                 "on the API and the llm workers"
             )
     elif prefix == "debug":
-        raise InvalidRequest(f"unknown debug model {model!r}; the only one is {DEBUG_ECHO}")
+        raise ModelNotFound(f"unknown debug model {model!r}; the only one is {DEBUG_ECHO}")
     else:
         known = ", ".join(["debug", LOCAL_PREFIX, *PROVIDERS])
-        raise InvalidRequest(f"unknown model provider {prefix!r} in {model!r}; known: {known}")
-    if kind not in info.kinds:
-        raise InvalidRequest(f"model {model} does not serve {kind!r} jobs (it serves {info.kinds})")
+        raise ModelNotFound(f"unknown model provider {prefix!r} in {model!r}; known: {known}")
     return info

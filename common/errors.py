@@ -1,12 +1,15 @@
 """The error tree shared by the API and the workers.
 
 MonkeyError
-├── RequestError            (the API answers with `status` and {"error": {type, message}})
+├── RequestError            (the API answers with `status` and
+│   │                        {"error": {type, message, param, code}})
 │   ├── Unauthorized        401
 │   ├── NotFound            404
 │   ├── Conflict            409
 │   ├── PayloadTooLarge     413
-│   ├── InvalidRequest      422
+│   ├── InvalidRequest      422 (400 on the OpenAI-compatible routes, as OpenAI answers)
+│   │   ├── ModelNotFound           code model_not_found (404 on the OpenAI routes)
+│   │   └── UnsupportedParameter    code unsupported_parameter
 │   ├── RateLimited         429 (+ Retry-After)
 │   └── Unavailable         503 (+ Retry-After)
 ├── JobError                (a job ends `failed` with error {type, message})
@@ -42,9 +45,18 @@ class MonkeyError(Exception):
 
 
 class RequestError(MonkeyError):
+    """`param`: the request field at fault, when one is; `code`: a machine-readable
+    reason finer than `type` (OpenAI's error `param` and `code`)."""
     status = 400
     type = "bad_request"
+    code: str | None = None
     retry_after: float | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.param = param
+        if code is not None:
+            self.code = code
 
 
 class Unauthorized(RequestError):
@@ -65,6 +77,20 @@ class PayloadTooLarge(RequestError):
 
 class InvalidRequest(RequestError):
     status, type = 422, "invalid_request"
+
+
+class ModelNotFound(InvalidRequest):
+    """No such model here, or its provider is not configured. The native API answers
+    422; the OpenAI-compatible routes 404, as OpenAI does for a model it does not have."""
+    code = "model_not_found"
+
+    def __init__(self, message: str):
+        super().__init__(message, param="model")
+
+
+class UnsupportedParameter(InvalidRequest):
+    """A request parameter of OpenAI's API that this server does not implement."""
+    code = "unsupported_parameter"
 
 
 class RateLimited(RequestError):

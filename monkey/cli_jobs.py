@@ -24,7 +24,7 @@ EXIT_CODES_HELP = """Exit codes:
      was cancelled, or some of its lines failed
   2  usage: bad arguments or options
   3  the API is unreachable, or the API key is missing or refused (401)
-  4  the API refused the request (unknown id 404, conflict 409, too large 413, invalid 422)
+  4  the API refused the request (unknown id 404, conflict 409, too large 413, invalid 400/422)
   5  the API failed (5xx)
   6  --timeout passed before the job or batch ended
 130  interrupted (Ctrl-C)

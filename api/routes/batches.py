@@ -13,7 +13,8 @@ from api.services import batches as svc
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 
 
-@router.post("", response_model=BatchObject, responses=errors(404, 413))
+@router.post("", response_model=BatchObject,
+             response_model_exclude_none=True, responses=errors(404, 413))
 async def create_batch(batch_in: svc.BatchCreate, session: SessionDep, redis: RedisDep,
                        principal: PrincipalDep, settings: SettingsDep) -> dict:
     b = await svc.create_batch(session=session, redis=redis, principal=principal,
@@ -21,7 +22,7 @@ async def create_batch(batch_in: svc.BatchCreate, session: SessionDep, redis: Re
     return svc.batch_object(b)
 
 
-@router.get("", response_model=BatchList)
+@router.get("", response_model=BatchList, response_model_exclude_none=True)
 async def list_batches(
     session: SessionDep, principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -30,13 +31,15 @@ async def list_batches(
     return await svc.list_batches(session=session, principal=principal, limit=limit, after=after)
 
 
-@router.get("/{batch_id}", response_model=BatchObject, responses=errors(404))
+@router.get("/{batch_id}", response_model=BatchObject,
+             response_model_exclude_none=True, responses=errors(404))
 async def get_batch(batch_id: str, session: SessionDep, principal: PrincipalDep) -> dict:
     b = await svc.get_batch(session=session, principal=principal, batch_id=batch_id)
     return svc.batch_object(b, await svc.live_counts(session, b))
 
 
 @router.post("/{batch_id}/cancel", response_model=BatchObject,
+             response_model_exclude_none=True,
              responses=errors(404, 409))
 async def cancel_batch(batch_id: str, session: SessionDep, store: StoreDep, redis: RedisDep,
                        principal: PrincipalDep) -> dict:

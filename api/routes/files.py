@@ -14,7 +14,8 @@ from api.services import files as svc
 router = APIRouter(prefix="/v1/files", tags=["files"])
 
 
-@router.post("", response_model=FileObject, responses=errors(413))
+@router.post("", response_model=FileObject,
+             response_model_exclude_none=True, responses=errors(413))
 async def upload_file(
     session: SessionDep, settings: SettingsDep, principal: PrincipalDep,
     file: Annotated[UploadFile, File()],
@@ -28,7 +29,7 @@ async def upload_file(
     return svc.file_object(f)
 
 
-@router.get("", response_model=FileList)
+@router.get("", response_model=FileList, response_model_exclude_none=True)
 async def list_files(
     session: SessionDep, principal: PrincipalDep,
     purpose: Annotated[str | None, Query(max_length=32)] = None,
@@ -39,7 +40,8 @@ async def list_files(
                                 limit=limit, after=after)
 
 
-@router.get("/{file_id}", response_model=FileObject, responses=errors(404))
+@router.get("/{file_id}", response_model=FileObject,
+             response_model_exclude_none=True, responses=errors(404))
 async def get_file(file_id: str, session: SessionDep, principal: PrincipalDep) -> dict:
     return svc.file_object(await svc.get_file(session=session, principal=principal,
                                               file_id=file_id))

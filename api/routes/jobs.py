@@ -37,9 +37,22 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 _EVENT_STREAM = {"text/event-stream": {"schema": SSE_EVENT}}
 
 
+_PREFER_WAIT = (
+    "`wait=N` (N seconds, at most 60; a bare `wait` is 60): answer when the job ends if "
+    "it ends within N seconds (200, the finished job), else after N seconds with the job "
+    "as it is then (202, queued or running), as Replicate's predictions do. The answer "
+    "carries `Preference-Applied: wait=N`. Other preferences are ignored (RFC 7240), and "
+    "so is `wait` with `Accept: text/event-stream`."
+)
+
+
 @router.post("", status_code=202, response_model=JobEnvelope, responses={
+    200: {"model": JobEnvelope,
+          "description": "With `Prefer: wait=N`: the job ended within N seconds "
+                         "(succeeded, failed, cancelled or expired)."},
     202: {"content": _EVENT_STREAM,
-          "description": "The job's envelope; with `Accept: text/event-stream`, its events "
+          "description": "The job's envelope (queued; with `Prefer: wait=N`, as it is after "
+                         "N seconds); with `Accept: text/event-stream`, its events "
                          "instead (as GET /v1/jobs/{id}/events), the job's URL in Location."},
     **errors(409, 413),
 })
@@ -49,6 +62,8 @@ async def submit_job(
     streams: StreamsDep, events: EventsDep, store: StoreDep, shutdown: ShutdownDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1,
                                                   max_length=255)] = None,
+    prefer: Annotated[str | None, Header(alias="Prefer", max_length=200,
+                                         description=_PREFER_WAIT)] = None,
 ) -> Response:
     follow = "text/event-stream" in request.headers.get("accept", "")
     if follow:  # submit and follow in one request: the stream slot first, so a 429 adds nothing
@@ -65,6 +80,14 @@ async def submit_job(
     if created:
         JOBS_SUBMITTED.labels(job.kind, job.model, job.priority).inc()
     headers = {"Location": f"/v1/jobs/{job.id}"}
+    wait_s = None if follow else svc.prefer_wait(prefer)
+    if wait_s is not None:
+        await session.close()  # no database connection held while the job runs
+        env = await svc.wait_for_end(events=events, store=store, principal=principal, job=job,
+                                     wait_s=wait_s)
+        headers["Preference-Applied"] = f"wait={wait_s}"
+        return JSONResponse(env, status_code=200 if env["status"] in TERMINAL else 202,
+                            headers=headers)
     if not follow:
         return JSONResponse(envelope(job), status_code=202, headers=headers)
     await session.close()

@@ -52,7 +52,8 @@ def _answer(env: dict | None, shape) -> JSONResponse:
     if env["status"] != "succeeded":
         status, err = job_failure(env)
         retry = 1.0 if status in (429, 503) else None
-        resp = error_response(status, err["type"], err["message"], retry_after=retry)
+        resp = error_response(status, err["type"], err["message"], retry_after=retry,
+                              code=err["type"])
         resp.headers.update(headers)
         return resp
     return JSONResponse(shape(env), headers=headers)

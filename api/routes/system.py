@@ -11,9 +11,17 @@ from sqlalchemy import text
 
 from api import metrics
 from api.deps import PrincipalDep, QueueGaugesDep, RedisDep, SessionMakerDep, SettingsDep
-from api.responses import RETRY_AFTER, Alive, ModelList, QueueList, Readiness, errors
+from api.responses import (
+    RETRY_AFTER,
+    Alive,
+    ModelEntry,
+    ModelList,
+    QueueList,
+    Readiness,
+    errors,
+)
 from api.services.queues import queue_stats, workers
-from common.catalog import list_models
+from common.catalog import ModelInfo, find_model, list_models
 
 router = APIRouter()
 
@@ -27,12 +35,23 @@ _KEYED = errors(401, 429, 503)
             response_model_exclude_unset=True, responses=_KEYED)
 async def models(settings: SettingsDep, redis: RedisDep, _p: PrincipalDep) -> dict:
     live = await workers(redis)
-    data = []
-    for m in list_models(settings):
-        entry = m.as_dict()
-        entry["loaded_on"] = [w["worker_id"] for w in live if m.id in w["models"]]
-        data.append(entry)
-    return {"object": "list", "data": data}
+    return {"object": "list", "data": [_entry(m, live) for m in list_models(settings)]}
+
+
+# An id names a provider's model as PROVIDER/NAME: the path keeps its slash.
+@router.get("/v1/models/{model_id:path}", tags=["models"], response_model=ModelEntry,
+            response_model_exclude_unset=True, responses={**_KEYED, **errors(404)})
+async def model(model_id: str, settings: SettingsDep, redis: RedisDep,
+                _p: PrincipalDep) -> dict:
+    """One model: an entry of GET /v1/models, or a provider's model by its own name
+    (`openai/gpt-4o`) when that provider is configured; 404 `model_not_found` else."""
+    return _entry(find_model(settings, model_id), await workers(redis))
+
+
+def _entry(m: ModelInfo, live: list[dict]) -> dict:
+    entry = m.as_dict()
+    entry["loaded_on"] = [w["worker_id"] for w in live if m.id in w["models"]]
+    return entry
 
 
 @router.get("/v1/queues", tags=["queues"], response_model=QueueList, responses=_KEYED)

@@ -19,6 +19,7 @@ import anyio
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import Principal
+from api.errors import error_body
 from api.metrics import JOBS_SUBMITTED
 from api.services import jobs as jobs_svc
 from api.services.openai_shapes import ChatRequest, chat_chunk, job_failure, unix, usage_chunk
@@ -33,10 +34,6 @@ from common.store import AsyncJobStore
 
 log = logging.getLogger("monkey.api")
 
-_BLOCK_MS = 2000
-_DONE_GRACE_MS = 1000
-
-
 async def submit(*, session: AsyncSession, producer: Producer, settings: Settings,
                  queued_counts: dict, principal: Principal, job_in: JobCreate) -> Job:
     job, _ = await jobs_svc.create_job(session=session, producer=producer, settings=settings,
@@ -50,7 +47,8 @@ async def follow(*, events: AsyncEventLog, store: AsyncJobStore, job_id: str
                  ) -> AsyncIterator[tuple[str, dict]]:
     """The job's events as (type, data), ending with `done` (common.events' reader)."""
     async for arrived in events.follow(
-            job_id, block_ms=_BLOCK_MS, grace_ms=_DONE_GRACE_MS, count=500,
+            job_id, block_ms=jobs_svc.FOLLOW_BLOCK_MS, grace_ms=jobs_svc.FOLLOW_GRACE_MS,
+            count=500,
             lookup=functools.partial(store.final_envelope, job_id)):
         for event in arrived:
             yield event.type, event.data
@@ -61,13 +59,8 @@ async def wait_done(*, events: AsyncEventLog, store: AsyncJobStore, principal: P
                     ) -> dict | None:
     """The job's final envelope; None (and the job cancelled) if the client hung up."""
 
-    async def done() -> dict:
-        async for type_, data in follow(events=events, store=store, job_id=job_id):
-            if type_ == "done":
-                return data
-        raise RuntimeError("event stream ended without done")  # follow always ends on done
-
-    waiter = asyncio.create_task(done())
+    waiter = asyncio.create_task(jobs_svc.final_envelope(events=events, store=store,
+                                                         job_id=job_id))
     try:
         while True:
             finished, _ = await asyncio.wait({waiter}, timeout=1.0)
@@ -96,9 +89,10 @@ def sse_data(payload: dict | str) -> bytes:
     return f"data: {text}\n\n".encode()
 
 
-SHUTDOWN_CHUNK = sse_data({"error": {
-    "type": "service_unavailable", "code": "server_shutting_down",
-    "message": "the server is shutting down; retry the request"}})
+# Errors inside a stream: OpenAI's error body, as the SDK raises it (APIError).
+SHUTDOWN_CHUNK = sse_data(error_body("service_unavailable",
+                                     "the server is shutting down; retry the request",
+                                     code="server_shutting_down"))
 
 
 async def chat_stream(*, events: AsyncEventLog, store: AsyncJobStore, principal: Principal,
@@ -120,15 +114,16 @@ async def chat_stream(*, events: AsyncEventLog, store: AsyncJobStore, principal:
                 yield chunk({"content": data["text"]})
             elif type_ == "status" and data.get("restarted") and sent_text:
                 # Text already sent cannot be taken back in this protocol.
-                yield sse_data({"error": {
-                    "type": "provider_unavailable", "code": "stream_restarted",
-                    "message": "the provider's stream broke and restarted; retry the request"}})
+                yield sse_data(error_body(
+                    "provider_unavailable",
+                    "the provider's stream broke and restarted; retry the request",
+                    code="stream_restarted"))
                 return
             elif type_ == "done":
                 finished = True
                 if data.get("status") != "succeeded":
                     _, err = job_failure(data)
-                    yield sse_data({"error": {**err, "code": err["type"]}})
+                    yield sse_data(error_body(err["type"], err["message"], code=err["type"]))
                     return
                 yield chunk({}, (data.get("output") or {}).get("finish_reason") or "stop")
                 if usage:

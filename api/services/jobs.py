@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
 import json
 import logging
+import re
 import time
 from datetime import timedelta
 from typing import cast
@@ -17,8 +20,9 @@ from api.deps import Principal
 from common.catalog import resolve
 from common.db import Job, utcnow
 from common.errors import Conflict, InvalidRequest, PayloadTooLarge, RateLimited
+from common.events import AsyncEventLog
 from common.ids import new_id
-from common.jobs import JOB_COLUMNS, JobStatus, envelope
+from common.jobs import JOB_COLUMNS, TERMINAL, JobStatus, envelope
 from common.producer import Producer
 from common.schemas import JobCreate
 from common.settings import Settings
@@ -221,3 +225,54 @@ async def list_jobs(*, session: AsyncSession, principal: Principal, status: str 
 async def cancel_job(*, store: AsyncJobStore, principal: Principal, job_id: str):
     """queued -> cancelled at once; running -> cancelling, and the worker is told."""
     return await store.cancel(job_id, owner_id=principal.key_id)
+
+
+# How long a read of the job's event log blocks before the reader asks the database
+# whether the job ended without its own `done`; and the grace a finished job's stream
+# gets to deliver it (common.events.AsyncEventLog.follow).
+FOLLOW_BLOCK_MS = 2000
+FOLLOW_GRACE_MS = 1000
+
+
+async def final_envelope(*, events: AsyncEventLog, store: AsyncJobStore, job_id: str) -> dict:
+    """The job's final envelope, once its `done` is on its event log (the one reader,
+    AsyncEventLog.follow: Redis while events flow, the database only when it stays
+    quiet or Redis is away)."""
+    async for arrived in events.follow(
+            job_id, block_ms=FOLLOW_BLOCK_MS, grace_ms=FOLLOW_GRACE_MS, count=500,
+            lookup=functools.partial(store.final_envelope, job_id)):
+        for event in arrived:
+            if event.type == "done":
+                return event.data
+    raise RuntimeError("event stream ended without done")  # follow always ends on done
+
+
+# `Prefer: wait=N` (RFC 7240, as Replicate's predictions take it): at most a minute.
+MAX_WAIT_S = 60
+_WAIT = re.compile(r"^\s*wait\s*(?:=\s*\"?(\d{1,9})\"?)?\s*$", re.IGNORECASE)
+
+
+def prefer_wait(prefer: str | None) -> int | None:
+    """The seconds a `Prefer` header asks a submit to wait for its job (`wait=N`, capped
+    at MAX_WAIT_S; a bare `wait` is MAX_WAIT_S); None without one. RFC 7240: a
+    preference the server does not understand (`wait=soon`) is ignored, not refused."""
+    for part in (prefer or "").split(","):
+        m = _WAIT.match(part.split(";")[0])
+        if m:
+            wait = MAX_WAIT_S if m.group(1) is None else min(int(m.group(1)), MAX_WAIT_S)
+            return wait or None
+    return None
+
+
+async def wait_for_end(*, events: AsyncEventLog, store: AsyncJobStore, principal: Principal,
+                       job, wait_s: float) -> dict:
+    """The job's envelope once it ended, if that happens within `wait_s` seconds; else
+    the job as it is then (queued or running). The wait follows the job's event log;
+    the database is read once at the end, for a job still going."""
+    if job.status in TERMINAL:
+        return envelope(job)
+    try:
+        return await asyncio.wait_for(final_envelope(events=events, store=store,
+                                                     job_id=job.id), wait_s)
+    except TimeoutError:
+        return envelope(await get_job(store=store, principal=principal, job_id=job.id))

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator
 
-from common.errors import InvalidRequest
+from common.errors import InvalidRequest, UnsupportedParameter
 from common.schemas import JobCreate
 
 # What a batch may name; /v1/responses lines are parsed by responses_shapes (batch_lines).
@@ -51,10 +51,12 @@ def refuse_unsupported(extra: dict[str, Any] | None,
     asks for a feature."""
     for key, value in (extra or {}).items():
         if key not in neutral:
-            raise InvalidRequest(f"parameter {key!r} is not supported by this server")
+            raise UnsupportedParameter(f"parameter {key!r} is not supported by this server",
+                                       param=key)
         allowed = neutral[key]
         if value is not None and allowed is not None and not _one_of(value, allowed):
-            raise InvalidRequest(f"parameter {key!r} = {value!r} is not supported here")
+            raise UnsupportedParameter(f"parameter {key!r} = {value!r} is not supported here",
+                                       param=key)
 
 
 # JobCreate checks the model's name (common/schemas.py); the document says so here too.
@@ -125,7 +127,9 @@ class ChatRequest(_Body):
     def job(self, priority: str = "interactive") -> JobCreate:
         self.unsupported()
         if self.response_format not in (None, {"type": "text"}):
-            raise InvalidRequest("response_format other than {'type': 'text'} is not supported")
+            raise UnsupportedParameter(
+                "response_format other than {'type': 'text'} is not supported",
+                param="response_format")
         params = {k: v for k, v in {
             "max_tokens": self.max_completion_tokens or self.max_tokens,
             "temperature": self.temperature, "top_p": self.top_p, "stop": self.stop,
@@ -149,7 +153,8 @@ class EmbeddingRequest(_Body):
     def job(self, priority: str = "interactive") -> JobCreate:
         self.unsupported()
         if self.dimensions is not None:
-            raise InvalidRequest("dimensions is not supported: the model's own size is used")
+            raise UnsupportedParameter("dimensions is not supported: the model's own size is used",
+                                       param="dimensions")
         texts = [self.input] if isinstance(self.input, str) else self.input
         if not texts or not all(isinstance(t, str) for t in texts):
             raise InvalidRequest("input must be a string or a non-empty list of strings "
@@ -173,7 +178,17 @@ def parse_request(endpoint: str, body: object, *, priority: str = "interactive"
         req = REQUESTS[endpoint].model_validate(body)
         return req, req.job(priority)
     except ValidationError as exc:
-        raise InvalidRequest(describe(exc)) from None
+        raise InvalidRequest(describe(exc), param=param_of(exc)) from None
+
+
+def param_of(exc: ValidationError) -> str | None:
+    """The first field at fault, as OpenAI names it (`messages[0].content`)."""
+    for e in exc.errors()[:1]:
+        param = ""
+        for part in e.get("loc", ()):
+            param += f"[{part}]" if isinstance(part, int) else f".{part}" if param else str(part)
+        return param or None
+    return None
 
 
 def describe(exc: ValidationError) -> str:
@@ -218,7 +233,7 @@ def chat_completion(env: dict) -> dict:
             "message": {"role": "assistant", "content": out.get("text", ""), "refusal": None},
             "finish_reason": out.get("finish_reason") or "stop",
         }],
-        "usage": usage_of(env), "system_fingerprint": None,
+        "usage": usage_of(env),
     }
 
 
@@ -226,7 +241,7 @@ def chat_chunk(job_id: str, model: str, created: int, delta: dict,
                finish_reason: str | None = None, *, with_usage: bool = False) -> dict:
     chunk = {
         "id": completion_id(job_id), "object": "chat.completion.chunk", "created": created,
-        "model": model, "system_fingerprint": None,
+        "model": model,
         "choices": [{"index": 0, "delta": delta, "logprobs": None,
                      "finish_reason": finish_reason}],
     }
@@ -237,7 +252,7 @@ def chat_chunk(job_id: str, model: str, created: int, delta: dict,
 
 def usage_chunk(job_id: str, model: str, created: int, env: dict) -> dict:
     return {"id": completion_id(job_id), "object": "chat.completion.chunk", "created": created,
-            "model": model, "system_fingerprint": None, "choices": [], "usage": usage_of(env)}
+            "model": model, "choices": [], "usage": usage_of(env)}
 
 
 def embedding_vector(vec: list[float], encoding_format: str) -> list[float] | str:

@@ -126,18 +126,9 @@ async def cancel(*, session: AsyncSession, store: AsyncJobStore, events: AsyncEv
     env = envelope(job)
     if job.status not in TERMINAL:
         with contextlib.suppress(TimeoutError):
-            env = await asyncio.wait_for(_final(events=events, store=store, job_id=row.job_id),
-                                         _CANCEL_WAIT_S)
+            env = await asyncio.wait_for(jobs_svc.final_envelope(
+                events=events, store=store, job_id=row.job_id), _CANCEL_WAIT_S)
     return response_object(env, row)
-
-
-async def _final(*, events: AsyncEventLog, store: AsyncJobStore, job_id: str) -> dict:
-    async for arrived in events.follow(job_id, lookup=functools.partial(
-            store.final_envelope, job_id), block_ms=_BLOCK_MS, grace_ms=_DONE_GRACE_MS):
-        for event in arrived:
-            if event.type == "done":
-                return event.data
-    raise RuntimeError("event stream ended without done")  # follow always ends on done
 
 
 async def delete(*, session: AsyncSession, store: AsyncJobStore, principal: Principal,

@@ -51,6 +51,20 @@ def test_sse_resumes_from_last_event_id_without_loss_or_repeat(echo_stack):
     assert "".join(d["text"] for _, t, d in first + rest if t == "token") == PROMPT
 
 
+def test_prefer_wait_answers_the_finished_job_or_the_one_still_running(echo_stack):
+    client = echo_stack.default_client
+    body = {"model": "debug/echo", "input": {"prompt": PROMPT}}
+    done = client.post("/v1/jobs", json=body, headers={"Prefer": "wait=20"})
+    assert done.status_code == 200, done.text
+    assert done.json()["status"] == "succeeded" and done.json()["output"]["text"] == PROMPT
+    assert done.headers["preference-applied"] == "wait=20"
+    slow = client.post("/v1/jobs", json={**body, "params": {"delay_ms": 300}},
+                       headers={"Prefer": "wait=1"})
+    assert slow.status_code == 202, slow.text
+    assert slow.json()["status"] in ("queued", "running")
+    assert echo_stack.wait(slow.json()["id"])["status"] == "succeeded"
+
+
 def test_max_tokens_and_stop(echo_stack):
     job = echo_stack.submit(input={"prompt": PROMPT}, params={"max_tokens": 3})
     done = echo_stack.wait(job["id"])

@@ -7,13 +7,16 @@ import httpx
 import openai
 import pytest
 
+from tests.api.openai_schema import validate
+
 PROMPT = "the quick brown fox jumps over the lazy dog"
 WORDS = PROMPT.split()
 
 
 def sdk(stack, key: str | None = None) -> openai.OpenAI:
+    # Strict: every answer must parse as the SDK's own types of OpenAI's API.
     return openai.OpenAI(base_url=stack.url + "/v1", api_key=key or stack.key, max_retries=0,
-                         timeout=60)
+                         timeout=60, _strict_response_validation=True)
 
 
 def test_chat_completion_non_streamed(echo_stack):
@@ -92,20 +95,30 @@ def test_hanging_up_a_stream_cancels_its_job(echo_stack):
     assert len(done["output"]["text"].split()) < len(WORDS)
 
 
-@pytest.mark.parametrize("kwargs, needle", [
-    ({"model": "nope/x"}, "unknown model provider"),
-    ({"model": "local/all-MiniLM-L6-v2"}, "does not serve"),
-    ({"model": "debug/echo", "n": 2}, "'n'"),
+@pytest.mark.parametrize("kwargs, error, needle, param, code", [
+    # As OpenAI answers: an unknown model is 404 model_not_found, the rest 400.
+    ({"model": "nope/x"}, openai.NotFoundError, "unknown model provider", "model",
+     "model_not_found"),
+    ({"model": "gpt-4o"}, openai.NotFoundError, "PROVIDER/NAME", "model", "model_not_found"),
+    ({"model": "local/all-MiniLM-L6-v2"}, openai.BadRequestError, "does not serve", "model",
+     None),
+    ({"model": "debug/echo", "n": 2}, openai.BadRequestError, "'n'", "n",
+     "unsupported_parameter"),
     ({"model": "debug/echo", "tools": [{"type": "function", "function": {"name": "f"}}]},
-     "'tools'"),
-    ({"model": "debug/echo", "max_tokens": 0}, "max_tokens"),
+     openai.BadRequestError, "'tools'", "tools", "unsupported_parameter"),
+    ({"model": "debug/echo", "max_tokens": 0}, openai.BadRequestError, "max_tokens", None, None),
 ])
-def test_bad_chat_requests_get_422_and_no_job(echo_stack, kwargs, needle):
+def test_bad_chat_requests_answer_as_openai_and_make_no_job(echo_stack, kwargs, error, needle,
+                                                            param, code):
     client = sdk(echo_stack, echo_stack.new_key("bad-chat"))
-    with pytest.raises(openai.UnprocessableEntityError) as err:
+    with pytest.raises(error) as err:
         client.chat.completions.create(messages=[{"role": "user", "content": "x"}], **kwargs)
-    assert needle in err.value.body["message"]
-    assert err.value.body["type"] == "invalid_request"
+    validate("ErrorResponse", err.value.response.json())
+    body = err.value.body
+    assert needle in body["message"]
+    assert body["type"] == "invalid_request" and body["code"] == code
+    if param:
+        assert body["param"] == param
     c = echo_stack.client(client.api_key)
     assert c.get("/v1/jobs").json()["data"] == []
 
@@ -137,9 +150,10 @@ def test_files_upload_read_and_isolation(echo_stack):
         other.files.retrieve(f.id)
     with pytest.raises(openai.NotFoundError):
         other.files.content(f.id)
-    with pytest.raises(openai.UnprocessableEntityError):
+    # Refused as OpenAI refuses a bad request: 400 (the native API's 422).
+    with pytest.raises(openai.BadRequestError):
         client.files.create(file=("x.jsonl", data), purpose="fine-tune")
-    with pytest.raises(openai.UnprocessableEntityError):
+    with pytest.raises(openai.BadRequestError):
         client.files.create(file=("x.jsonl", b""), purpose="batch")
     assert client.files.delete(f.id).deleted
     with pytest.raises(openai.NotFoundError):
@@ -166,15 +180,17 @@ def test_embeddings_float_and_base64(make_stack):
                                    encoding_format="float")
     assert one.object == "list" and len(one.data) == 1
     assert len(one.data[0].embedding) == 384 and one.usage.prompt_tokens > 0
-    # The SDK asks for base64 by default and decodes it itself.
-    many = client.embeddings.create(model="local/all-MiniLM-L6-v2",
-                                    input=["hello world", "a monkey types"])
+    # The SDK asks for base64 by default and decodes it itself, after parsing: its strict
+    # mode would refuse OpenAI's own base64 answer (a string where it types floats).
+    lax = openai.OpenAI(base_url=client.base_url, api_key=client.api_key, max_retries=0)
+    many = lax.embeddings.create(model="local/all-MiniLM-L6-v2",
+                                 input=["hello world", "a monkey types"])
     assert [d.index for d in many.data] == [0, 1]
     assert all(len(d.embedding) == 384 for d in many.data)
     assert many.data[0].embedding == pytest.approx(one.data[0].embedding, abs=1e-5)
-    with pytest.raises(openai.UnprocessableEntityError):
+    with pytest.raises(openai.BadRequestError):
         client.embeddings.create(model="local/all-MiniLM-L6-v2", input=[[1, 2, 3]])
-    with pytest.raises(openai.UnprocessableEntityError):
+    with pytest.raises(openai.BadRequestError):
         client.embeddings.create(model="debug/echo", input="x")
 
 

@@ -212,7 +212,7 @@ def test_cancel_a_running_background_response(client, echo_stack):
 
 def test_cancel_of_a_foreground_response_is_refused(client):
     resp = client.responses.create(model="debug/echo", input="x")
-    with pytest.raises(openai.UnprocessableEntityError):
+    with pytest.raises(openai.BadRequestError):
         client.responses.cancel(resp.id)
 
 

@@ -60,13 +60,17 @@ schema = schemathesis.openapi.from_dict(DOCUMENT, config=schemathesis.Config.fro
     "request-timeout": REQUEST_TIMEOUT_S,
     "max-stream-events": MAX_STREAM_EVENTS,
     "generation": {"max-examples": MAX_EXAMPLES, "deterministic": True, "database": "none"},
-    "dictionaries": {"models": {"values": ["debug/echo"]}, "delays": {"values": [0, 5]}},
+    "dictionaries": {"models": {"values": ["debug/echo"]}, "delays": {"values": [0, 5]},
+                     "prefer": {"values": ["wait=1", "respond-async"]}},
     "parameters": {
         "body.model": {"dictionary": "models", "probability": 0.5},
         # debug/echo waits delay_ms (up to a minute) before each word: kept short, so
         # that fuzzed jobs do not hold the worker's slots for the cases after them.
         "body.delay_ms": {"dictionary": "delays"},
         "body.params.delay_ms": {"dictionary": "delays"},
+        # POST /v1/jobs with `Prefer: wait=N` answers when the job ends or after N
+        # seconds (a job no worker here serves waits all of it): a second at most.
+        "header.Prefer": {"dictionary": "prefer"},
     },
     "operations": [
         {"include-path": MODEL_OPERATIONS, "include-method": "POST",
@@ -166,6 +170,7 @@ def seed_objects(s: Stack) -> dict[str, list[str]]:
         "job_id": [done["id"], failed["id"], queued["id"], running["id"]],
         "file_id": [batch["input_file_id"], batch["output_file_id"]],
         "batch_id": [finished, slow],
+        "model_id": ["debug/echo", "local/all-MiniLM-L6-v2"],
         # A completed response, and a background one running for the whole session.
         "response_id": [respond(s, "seeded response"),
                         respond(s, " ".join(["slow"] * 100), background=True, delay_ms=1000)],

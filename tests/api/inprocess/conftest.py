@@ -14,17 +14,20 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
+import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from api.main import create_app
 from api.state import AppState
-from common.db import ApiKey, Job, utcnow
+from common.db import ApiKey, Job, make_sync_engine, utcnow
+from common.events import EventWriter
 from common.ids import new_id
 from common.keys import generate_key, hash_key
 from common.migrate import upgrade
 from common.producer import StubProducer
 from common.settings import Settings
+from common.store import JobStore
 from tests.conftest import fresh_redis_url, parse_sse
 
 
@@ -97,3 +100,17 @@ def inproc(inproc_app: InProcess) -> InProcess:
     inproc_app.stub.take()
     inproc_app.stub.broker_down = False
     return inproc_app
+
+
+@pytest.fixture
+def worker(inproc: InProcess) -> Iterator[JobStore]:
+    """A worker's job store on the app's database and Redis: claim, tokens, finish."""
+    settings = inproc.state.settings
+    engine = make_sync_engine(settings)
+    client = redis.Redis.from_url(settings.redis_url)
+    events = EventWriter(client, maxlen=settings.events_maxlen, ttl_s=60, coalesce_s=0)
+    store = JobStore(engine=engine, events=events, settings=settings)
+    yield store
+    events.close()
+    client.close()
+    engine.dispose()

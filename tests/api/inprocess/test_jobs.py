@@ -4,8 +4,12 @@ and a worker, is tests/api/test_jobs.py."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
+from common.jobs import JobStatus
 from common.producer import TaskMessage
 
 BODY = {"model": "debug/echo", "input": {"prompt": "once only"}}
@@ -149,3 +153,96 @@ def test_a_queued_jobs_position_counts_the_jobs_ahead_of_it(inproc):
     inproc.client.post(f"/v1/jobs/{first['id']}/cancel")
     assert (ahead(first), ahead(second), ahead(low)) == (None, base, low_ahead - 1)
     assert inproc.client.get("/v1/jobs/job_nope/position").status_code == 404
+
+
+# Prefer: wait=N. The job is run by the real job store a worker uses (`worker`), from a
+# thread while the submit waits.
+
+def finish_soon(inproc, worker, delay_s: float = 0.3) -> threading.Thread:
+    """Once the next job is sent to the broker, wait `delay_s`, then run it to its end."""
+    sent = len(inproc.stub.messages)
+
+    def later() -> None:
+        deadline = time.monotonic() + 5
+        while len(inproc.stub.messages) == sent and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(delay_s)
+        job_id = inproc.stub.messages[-1].job_id
+        assert worker.claim(job_id, worker_id="test-worker") is not None
+        worker.events.token(job_id, "hi", 0)
+        assert worker.finish(job_id, attempt=1, to=JobStatus.SUCCEEDED, output={
+            "text": "hi", "finish_reason": "stop"}) is not None
+
+    thread = threading.Thread(target=later)
+    thread.start()
+    return thread
+
+
+def test_prefer_wait_answers_200_with_the_finished_job(inproc, worker):
+    thread = finish_soon(inproc, worker)
+    started = time.monotonic()
+    resp = inproc.client.post("/v1/jobs", json=BODY, headers={"Prefer": "wait=10"})
+    thread.join()
+    assert resp.status_code == 200, resp.text
+    assert time.monotonic() - started < 5  # it answered when the job ended
+    job = resp.json()
+    assert job["status"] == "succeeded" and job["output"]["text"] == "hi"
+    assert resp.headers["preference-applied"] == "wait=10"
+    assert resp.headers["location"] == f"/v1/jobs/{job['id']}"
+    assert inproc.client.get(f"/v1/jobs/{job['id']}").json() == job
+
+
+def test_prefer_wait_answers_202_with_the_job_still_going(inproc, worker, monkeypatch):
+    # The wait follows the job's event log: the database is read once, at the end.
+    store = inproc.state.store
+    reads: list[str] = []
+    for name in ("get", "final_envelope"):
+        real = getattr(store, name)
+
+        async def counted(*a, _real=real, _name=name, **kw):
+            reads.append(_name)
+            return await _real(*a, **kw)
+        monkeypatch.setattr(store, name, counted)
+    started = time.monotonic()
+    resp = inproc.client.post("/v1/jobs", json=BODY, headers={"Prefer": "respond-async, wait=1"})
+    waited = time.monotonic() - started
+    assert resp.status_code == 202, resp.text
+    assert 1 <= waited < 3
+    assert resp.json()["status"] == "queued" and resp.headers["preference-applied"] == "wait=1"
+    assert reads == ["get"]
+    # A running job (the same request again, by its Idempotency-Key) answers as running.
+    key = {"Idempotency-Key": "wait-running"}
+    job = inproc.client.post("/v1/jobs", json=BODY, headers=key).json()
+    assert worker.claim(job["id"], worker_id="w") is not None
+    again = inproc.client.post("/v1/jobs", json=BODY, headers={**key, "Prefer": "wait=1"})
+    assert again.status_code == 202 and again.json()["status"] == "running"
+
+
+@pytest.mark.parametrize("prefer, applied", [
+    ("wait=600", "wait=60"), ("wait", "wait=60"), ("WAIT = 7", "wait=7"),
+    ("handling=lenient; wait=3", None), ("wait=soon", None), ("wait=0", None),
+    ("respond-async", None),
+])
+def test_prefer_wait_is_capped_and_anything_else_ignored(inproc, worker, prefer, applied):
+    thread = finish_soon(inproc, worker, 0.1) if applied else None
+    resp = inproc.client.post("/v1/jobs", json=BODY, headers={"Prefer": prefer})
+    if thread:
+        thread.join()
+    assert resp.headers.get("preference-applied") == applied
+    assert resp.status_code == (200 if applied else 202), resp.text
+    assert resp.json()["status"] == ("succeeded" if applied else "queued")
+
+
+def test_prefer_wait_replays_a_finished_job_at_once(inproc, worker):
+    key = {"Idempotency-Key": "wait-1"}
+    job = inproc.client.post("/v1/jobs", json=BODY, headers=key).json()
+    assert worker.claim(job["id"], worker_id="w") is not None
+    worker.finish(job["id"], attempt=1, to=JobStatus.SUCCEEDED, output={"text": "x"})
+    resp = inproc.client.post("/v1/jobs", json=BODY, headers={**key, "Prefer": "wait=30"})
+    assert resp.status_code == 200 and resp.json()["status"] == "succeeded"
+    # With an event stream asked for, `wait` is not applied.
+    with inproc.client.stream("POST", "/v1/jobs", json={**BODY, "input": {"prompt": "s"}},
+                              headers={"Accept": "text/event-stream", "Prefer": "wait=1"}
+                              ) as streamed:
+        assert streamed.status_code == 202
+        assert "preference-applied" not in streamed.headers

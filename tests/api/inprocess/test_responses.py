@@ -9,30 +9,13 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-import redis
 
-from common.db import make_sync_engine
-from common.events import EventWriter
 from common.jobs import JobStatus
 from common.store import JobStore
 from tests.api.openai_schema import validate, validate_event
 from tests.conftest import parse_sse
 
 WORDS = ["the ", "quick ", "brown ", "fox"]
-
-
-@pytest.fixture
-def worker(inproc):
-    """A worker's job store on the app's database and Redis: claim, tokens, finish."""
-    settings = inproc.state.settings
-    engine = make_sync_engine(settings)
-    client = redis.Redis.from_url(settings.redis_url)
-    events = EventWriter(client, maxlen=settings.events_maxlen, ttl_s=60, coalesce_s=0)
-    store = JobStore(engine=engine, events=events, settings=settings)
-    yield store
-    events.close()
-    client.close()
-    engine.dispose()
 
 
 def run(store: JobStore, job_id: str, words=WORDS, to=JobStatus.SUCCEEDED,
@@ -197,7 +180,7 @@ def test_previous_response_id_continues_the_conversation(inproc, worker):
     pending = create(inproc, background=True)
     refused = inproc.client.post("/v1/responses", json={
         "model": "debug/echo", "input": "x", "previous_response_id": pending["id"]})
-    assert refused.status_code == 422
+    assert refused.status_code == 400  # OpenAI's status for a bad request
     assert inproc.client.post("/v1/responses", json={
         "model": "debug/echo", "input": "x",
         "previous_response_id": "resp_nope"}).status_code == 404
@@ -240,22 +223,24 @@ def test_another_key_sees_nothing(inproc):
     assert r.status_code == 404
 
 
-@pytest.mark.parametrize("body, needle", [
-    ({"tools": [{"type": "function", "name": "f"}]}, "'tools'"),
+# As OpenAI answers: an unknown model is 404 model_not_found, any other bad request 400.
+@pytest.mark.parametrize("body, needle, status", [
+    ({"tools": [{"type": "function", "name": "f"}]}, "'tools'", 400),
     ({"input": [{"type": "function_call_output", "call_id": "c", "output": "x"}]},
-     "only message items"),
+     "only message items", 400),
     ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]},
-     "only text parts"),
-    ({"model": "nope/x"}, "unknown model provider"),
-    ({"model": "+x"}, "model"),
-    ({"background": True, "store": False}, "must be stored"),
-    ({"max_output_tokens": 0}, "max_output_tokens"),
-    ({"input": []}, "empty"),
+     "only text parts", 400),
+    ({"model": "nope/x"}, "unknown model provider", 404),
+    ({"model": "+x"}, "model", 400),
+    ({"background": True, "store": False}, "must be stored", 400),
+    ({"max_output_tokens": 0}, "max_output_tokens", 400),
+    ({"input": []}, "empty", 400),
 ])
-def test_bad_requests_get_422_and_no_job(inproc, body, needle):
+def test_bad_requests_get_4xx_and_no_job(inproc, body, needle, status):
     resp = inproc.client.post("/v1/responses", json={"model": "debug/echo", "input": "x",
                                                      **body})
-    assert resp.status_code == 422, resp.text
+    assert resp.status_code == status, resp.text
+    validate("ErrorResponse", resp.json())
     assert needle in resp.json()["error"]["message"]
     assert inproc.stub.take() == []
     assert inproc.client.get("/v1/jobs").json()["data"] == []

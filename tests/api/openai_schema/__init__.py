@@ -1,6 +1,7 @@
-"""OpenAI's published schemas of the Responses API and its webhook events (a verbatim
-subset, PROVENANCE.txt beside this file), and `validate(name, instance)` against them:
-what our OpenAI-compatible answers must match to the letter."""
+"""OpenAI's published schemas of the OpenAI-compatible routes, the Responses API and its
+webhook events (a verbatim subset, PROVENANCE.txt beside this file), and
+`validate(name, instance)` against them: what our OpenAI-compatible answers must match
+to the letter."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def _nullable(node: Any) -> Any:
 
 @functools.cache
 def _document() -> dict:
-    doc = json.loads((_HERE / "responses-subset.json").read_text())
+    doc = json.loads((_HERE / "openai-openapi-subset.json").read_text())
     return {"components": _nullable(doc["components"])}
 
 
