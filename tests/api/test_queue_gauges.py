@@ -73,8 +73,11 @@ def test_gauges_equal_the_lists_the_prefetch_and_the_running_jobs(make_stack):
 
 def test_batch_lines_count_under_the_batch_priority(make_stack):
     # No worker; the fair-share window (api/services/batch_fair.py) keeps 1,000 lines out.
+    # One line per message here (chunks would carry 64 echo lines to a message: the
+    # messages gauge counts messages, the depth gauge lines).
     stack = make_stack("sqlite", env={"MONKEY_QUEUE_METRICS_TTL_S": "0",
-                                      "MONKEY_BATCH_WINDOW": "1000"})
+                                      "MONKEY_BATCH_WINDOW": "1000",
+                                      "MONKEY_BATCH_CHUNK_LINES": "1"})
     r = redis.Redis.from_url(stack.redis_url)
     c = stack.default_client
     lines = "".join(
