@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common.constants import DEBUG_ECHO, LOCAL_PREFIX, PROVIDERS, QUEUE_GPU, QUEUE_LLM
+from common.constants import DEBUG_ECHO, DEBUG_EMBED, LOCAL_PREFIX, PROVIDERS, QUEUE_GPU, QUEUE_LLM
 from common.errors import InvalidRequest, ModelNotFound
 from common.settings import PROVIDER_KEY_VARS, Settings
 
@@ -75,6 +75,13 @@ def _echo() -> ModelInfo:
                                  "delay_ms before each word; no model runs")
 
 
+def _debug_embed() -> ModelInfo:
+    return ModelInfo(DEBUG_EMBED, ("embed",), QUEUE_LLM, True, params=(),
+                     description="Diagnostic: a unit vector of 384 floats derived from each "
+                                 "text, no weights; each forward pass takes the time the llm "
+                                 "workers' MONKEY_DEBUG_EMBED_BATCH_MS and _TEXT_US set")
+
+
 def provider_entry(settings: Settings, provider: str, name: str = "*") -> ModelInfo:
     var = PROVIDER_KEY_VARS[provider]
     configured = bool(settings.provider_key(provider))
@@ -90,9 +97,8 @@ def provider_entry(settings: Settings, provider: str, name: str = "*") -> ModelI
 
 
 def list_models(settings: Settings) -> list[ModelInfo]:
-    echo = _echo()
     providers = [provider_entry(settings, p) for p in PROVIDERS]
-    return [echo, *local_models(settings), *providers]
+    return [_echo(), _debug_embed(), *local_models(settings), *providers]
 
 
 def resolve(settings: Settings, model: str, kind: str) -> ModelInfo:
@@ -112,6 +118,8 @@ def find_model(settings: Settings, model: str) -> ModelInfo:
         raise ModelNotFound(f"model {model!r} must be PROVIDER/NAME, e.g. debug/echo")
     if model == DEBUG_ECHO:
         info = _echo()
+    elif model == DEBUG_EMBED:
+        info = _debug_embed()
     elif prefix == LOCAL_PREFIX:
         found = {m.id: m for m in local_models(settings)}.get(model)
         if found is None:
@@ -129,7 +137,8 @@ def find_model(settings: Settings, model: str) -> ModelInfo:
                 "on the API and the llm workers"
             )
     elif prefix == "debug":
-        raise ModelNotFound(f"unknown debug model {model!r}; the only one is {DEBUG_ECHO}")
+        raise ModelNotFound(f"unknown debug model {model!r}; there are {DEBUG_ECHO} "
+                            f"and {DEBUG_EMBED}")
     else:
         known = ", ".join(["debug", LOCAL_PREFIX, *PROVIDERS])
         raise ModelNotFound(f"unknown model provider {prefix!r} in {model!r}; known: {known}")

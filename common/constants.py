@@ -37,6 +37,7 @@ BROKER_EPOCH = REDIS_PREFIX + "broker-epoch"
 
 LOCAL_PREFIX = "local"
 DEBUG_ECHO = "debug/echo"
+DEBUG_EMBED = "debug/embed"
 EMBEDDING_DEFAULT = "all-MiniLM-L6-v2"
 PROVIDERS = ("openai", "anthropic", "groq", "google", "xai")
 

@@ -104,6 +104,10 @@ class Settings(BaseSettings):
     # Embeddings: padded tokens (rows x longest text) per forward pass; 0: rows alone.
     max_batch_tokens: int = _env("MONKEY_MAX_BATCH_TOKENS", 0)
     device: str = _env("MONKEY_DEVICE", "auto")
+    # debug/embed's simulated forward pass (workers/runtimes/debug_embed.py): a fixed
+    # cost per pass plus a cost per text; 0 and 50 stand in for 20,000 texts/s.
+    debug_embed_batch_ms: float = _env("MONKEY_DEBUG_EMBED_BATCH_MS", 0.0, ge=0)
+    debug_embed_text_us: float = _env("MONKEY_DEBUG_EMBED_TEXT_US", 0.0, ge=0)
     provider_max_retries: int = _env("MONKEY_PROVIDER_MAX_RETRIES", 4)
     provider_timeout_s: float = _env("MONKEY_PROVIDER_TIMEOUT_S", 600.0)
 

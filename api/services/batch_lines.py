@@ -19,7 +19,7 @@ from api.services.jobs import new_job_values
 from api.services.openai_shapes import parse_request, response_body
 from api.services.responses_shapes import batch_job, batch_response_body
 from common.batches_db import Batch
-from common.constants import DEBUG_ECHO, LOCAL_PREFIX
+from common.constants import DEBUG_ECHO, DEBUG_EMBED, LOCAL_PREFIX
 from common.db import Job
 from common.errors import MonkeyError, RequestError
 from common.jobs import envelope
@@ -147,11 +147,14 @@ def job_rows(settings: Settings, batch: Batch, lines: list[tuple[int, bytes]]) -
     return rows
 
 
+_DEBUG = (DEBUG_ECHO, DEBUG_EMBED)
+
+
 def chunked(row: dict) -> bool:
-    """Lines whose machinery costs more than their model (echo, local embeddings) run in
-    chunks; a provider's line, bound by its network round trip, runs alone on a task
-    thread so that lines overlap."""
-    return row["model"] == DEBUG_ECHO or (
+    """Lines whose machinery costs more than their model (echo, local and debug
+    embeddings) run in chunks; a provider's line, bound by its network round trip, runs
+    alone on a task thread so that lines overlap."""
+    return row["model"] in _DEBUG or (
         row["kind"] == "embed" and row["model"].startswith(LOCAL_PREFIX + "/"))
 
 
@@ -159,7 +162,7 @@ def chunked_lines() -> Any:
     """`chunked` as a condition on the jobs table: the batch lines that may share a
     task message."""
     return and_(Job.batch_id.is_not(None), or_(
-        Job.model == DEBUG_ECHO,
+        Job.model.in_(_DEBUG),
         and_(Job.kind == "embed", Job.model.startswith(LOCAL_PREFIX + "/"))))
 
 

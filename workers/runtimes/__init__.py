@@ -1,4 +1,4 @@
-"""Runtimes by model family: `debug` (echo), `local` (torch), and the hosted providers.
+"""Runtimes by model family: `debug` (echo, embed), `local` (torch), and the hosted providers.
 
 Each family's module is imported only when a job for it arrives, so an `llm`
 worker never imports torch and a `gpu` worker never imports provider SDKs.
@@ -22,9 +22,9 @@ def runtime_key(model: str) -> str:
 
 def make_runtime(key: str, settings: Settings) -> Runtime:
     if key == "debug":
-        from workers.runtimes.echo import EchoRuntime
+        from workers.runtimes.debug_embed import DebugRuntime
 
-        return EchoRuntime()
+        return DebugRuntime(settings.debug_embed_batch_ms, settings.debug_embed_text_us)
     if key == LOCAL_PREFIX:
         from workers.runtimes.local import make_local_runtime
 

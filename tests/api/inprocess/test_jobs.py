@@ -85,7 +85,7 @@ def test_submit_while_the_broker_is_down_still_answers_202(inproc):
 
 @pytest.mark.parametrize("body, needle", [
     ({"model": "nope/thing", "input": {"prompt": "x"}}, "unknown model provider"),
-    ({"model": "debug/nope", "input": {"prompt": "x"}}, "the only one is debug/echo"),
+    ({"model": "debug/nope", "input": {"prompt": "x"}}, "there are debug/echo and debug/embed"),
     ({"model": "local/unknown", "input": {"prompt": "x"}}, "MONKEY_LOCAL_MODELS"),
     ({"model": "openai/gpt-4o", "input": {"prompt": "x"}}, "OPENAI_API_KEY"),
     ({"model": "debug/echo", "kind": "embed", "input": {"texts": ["x"]}}, "does not serve"),
