@@ -54,10 +54,10 @@ def counters(stack, r) -> tuple[int, int | None]:
     return redis_commands(r), pg_xacts(stack)
 
 
-def run_batch(client, data: bytes, poll_s: float = 0.1):
+def run_batch(client, data: bytes, poll_s: float = 0.1, endpoint: str = "/v1/chat/completions"):
     f = client.files.create(file=("bench.jsonl", data), purpose="batch")
     t0 = time.perf_counter()
-    batch = client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions",
+    batch = client.batches.create(input_file_id=f.id, endpoint=endpoint,
                                   completion_window="24h")
     while batch.status not in ("completed", "failed", "expired", "cancelled"):
         time.sleep(poll_s)
