@@ -36,8 +36,10 @@ def document_neutral(neutral: dict[str, set[Any] | None]) -> Callable[[dict, typ
 
     def document(schema: dict, _cls: type) -> None:
         for key, allowed in neutral.items():
+            # In a fixed order: the sets' order changes with each process's hash seed,
+            # and the document must be the same from every process.
             values = None if allowed is None else [list(v) if isinstance(v, tuple) else v
-                                                   for v in allowed]
+                                                   for v in sorted(allowed, key=repr)]
             schema["properties"].setdefault(key, {} if values is None
                                             else {"enum": [*values, None]})
         schema["additionalProperties"] = False
