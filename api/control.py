@@ -42,6 +42,7 @@ from common.settings import Settings
 log = logging.getLogger("monkey.control")
 
 _PR_SET_PDEATHSIG = 1
+_SHUTDOWN_S = 15.0
 
 
 async def kick(redis: aioredis.Redis) -> None:
@@ -74,15 +75,26 @@ async def _serve(settings: Settings, parent_pid: int | None) -> None:
     if parent_pid is not None:
         helpers.append(asyncio.create_task(_watch_parent(parent_pid, stop), name="parent"))
     log.info("control process started (reconciler and batches)")
-    try:
-        await stop.wait()
-    finally:
+
+    async def shut_down() -> None:
         for task in helpers:
             task.cancel()
         await reconciler.stop()
         await dispatcher.stop()
         await batch_work.stop_all()
         await close_state(state)
+
+    try:
+        await stop.wait()
+    finally:
+        try:
+            await asyncio.wait_for(shut_down(), _SHUTDOWN_S)
+        except TimeoutError:
+            # A control process that outlives its API would keep leading the
+            # reconciler (and its batches) for a stack that is gone: exit regardless.
+            log.error("control process: shutdown took over %.0f s; exiting", _SHUTDOWN_S)
+            logging.shutdown()
+            os._exit(1)
         log.info("control process stopped")
 
 

@@ -50,6 +50,9 @@ _UNPUBLISHED_GRACE_S = 2.0
 _PUBLISH_PER_TICK = 5000
 
 
+_STOP_WAIT_S = 5.0
+
+
 class Reconciler:
     def __init__(self, state: AppState):
         self.state = state
@@ -58,18 +61,19 @@ class Reconciler:
         self._task: asyncio.Task | None = None
         # After the database was unreachable, live workers renew their leases first.
         self._requeue_after = 0.0
+        self._stopped = False
         self.lost = LostMessages(state)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="reconciler")
 
     async def stop(self) -> None:
+        self._stopped = True  # no further pass, even if a pass swallowed the cancel
         if self._task:
             self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            done, _ = await asyncio.wait({self._task}, timeout=_STOP_WAIT_S)
+            if not done:
+                log.warning("a reconciler pass did not stop within %.0f s", _STOP_WAIT_S)
         if self.leader:
             try:
                 await self.state.redis.eval(
@@ -80,7 +84,7 @@ class Reconciler:
 
     async def _loop(self) -> None:
         interval = self.state.settings.reconcile_s
-        while True:
+        while not self._stopped:
             try:
                 if await self._lead(interval):
                     await self.tick()

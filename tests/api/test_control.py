@@ -34,6 +34,23 @@ def test_the_api_starts_its_control_process_and_it_dies_with_the_api(make_stack)
                "the control process stopped with its API")
 
 
+def test_a_control_process_killed_mid_enqueue_stops_with_its_api(make_stack):
+    """The API is killed while its control process inserts a large batch's lines (as
+    in the enqueue-resume test): the child still stops. One that lived on kept leading
+    the reconciler of a Redis database the next test reused, so that test's jobs were
+    never recovered."""
+    from tests.api.test_batches import _count_jobs
+
+    stack = make_stack("sqlite", env={"MONKEY_BATCH_WINDOW": "0"})
+    [child] = _control_children(stack.api_proc.pid)
+    client = sdk(stack)
+    batch = start_batch(client, [chat_line(f"k{i}", "x") for i in range(20_000)])
+    wait_until(lambda: _count_jobs(stack, batch.id)[0] > 0, 60, "the first lines inserted")
+    stack.kill(stack.api_proc, signal.SIGKILL)
+    wait_until(lambda: not child.is_running() or child.status() == psutil.STATUS_ZOMBIE, 20,
+               "the control process stopped with its API")
+
+
 def test_with_an_external_control_process_the_api_does_no_batch_work(make_stack):
     stack = make_stack("sqlite", api=False)
     stack.start_api({"MONKEY_CONTROL": "external"})
