@@ -11,6 +11,7 @@ as subprocesses, exactly as `monkey api` and `monkey worker` run them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -25,6 +26,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+import psutil
 import psycopg
 import pytest
 import redis
@@ -264,8 +266,13 @@ class Stack:
     def stop(self) -> None:
         for c in self._clients:
             c.close()
+        # Their children too (the API's control process): one left behind would lead
+        # the reconciler of a Redis database that a later stack reuses.
+        children = []
         for proc in self.procs:
             if proc.poll() is None:
+                with contextlib.suppress(psutil.Error):
+                    children += psutil.Process(proc.pid).children(recursive=True)
                 proc.send_signal(signal.SIGTERM)
         for proc in self.procs:
             try:
@@ -273,6 +280,10 @@ class Stack:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        _, alive = psutil.wait_procs(children, timeout=20)
+        for child in alive:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
 
     def logs(self) -> str:
         return "\n".join(
