@@ -66,11 +66,25 @@ def _first_key(settings: Settings) -> str | None:
 
 
 class _Stopped(Exception):
-    """SIGTERM arrived: stop the children as Ctrl-C does."""
+    """Ctrl-C, SIGTERM or SIGHUP arrived: stop the children."""
 
 
-def _raise_stopped(signum: int, _frame: object) -> None:
-    raise _Stopped(signum)
+# The signal handlers only note the request; the main loop stops at its next check. An
+# exception raised from a handler could land anywhere, inside a lock the output threads
+# and the logging module share as well, and the stop would then wait on it for ever.
+_stop_requested = threading.Event()
+_stop_signal: list[int] = []
+
+
+def _request_stop(signum: int, _frame: object) -> None:
+    _stop_signal.append(signum)
+    _stop_requested.set()
+
+
+def _pause(seconds: float) -> None:
+    """Sleep, or raise _Stopped as soon as a stop is requested."""
+    if _stop_requested.wait(seconds):
+        raise _Stopped(_stop_signal[0] if _stop_signal else signal.SIGTERM)
 
 
 # Output ------------------------------------------------------------------------------
@@ -347,10 +361,12 @@ def run_up(*, host: str | None, port: int | None, flower_port: int, gpu_worker: 
     procs: dict[str, subprocess.Popen] = {}
     readers: dict[str, threading.Thread] = {}
     readiness: Readiness | None = None
-    signal.signal(signal.SIGTERM, _raise_stopped)
-    signal.signal(signal.SIGHUP, _raise_stopped)  # the terminal closed
+    _stop_requested.clear()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # SIGHUP: the terminal closed
+        signal.signal(sig, _request_stop)
     try:
         for name, cmd in commands.items():
+            _pause(0)
             _start(name, cmd, env, console, procs, readers)
         readiness = Readiness(procs, port=port, flower_port=flower_port,
                               redis_url=env["REDIS_URL"])
@@ -362,7 +378,8 @@ def run_up(*, host: str | None, port: int | None, flower_port: int, gpu_worker: 
         view.banner(console)
         return _run(procs, readers, view, console)
     except (KeyboardInterrupt, _Stopped) as exc:
-        if isinstance(exc, KeyboardInterrupt) and console.fmt == "text":
+        ctrl_c = isinstance(exc, KeyboardInterrupt) or exc.args == (signal.SIGINT,)
+        if ctrl_c and console.fmt == "text":
             console.write("", counts=False)  # past the terminal's ^C
         log.info("stopping...")
         return 0
@@ -418,7 +435,7 @@ def _run(procs: dict[str, subprocess.Popen], readers: dict[str, threading.Thread
                 log.error("%s exited with code %s; stopping", name, proc.returncode)
                 return proc.returncode or 1
         view.maybe_remind(console)
-        time.sleep(0.5)
+        _pause(0.5)
 
 
 def _own_logging(console: Console, fmt: str) -> None:
@@ -453,7 +470,7 @@ def _wait_ready(readiness: Readiness, readers: dict[str, threading.Thread]) -> i
         if (note != shown and now - shown_at >= 2) or now - shown_at >= WAIT_NOTE_EVERY_S:
             log.info(note)
             shown, shown_at = note, now
-        time.sleep(0.25)
+        _pause(0.25)
 
 
 class _View:
