@@ -92,8 +92,9 @@ def test_a_stuck_stream_is_closed_and_its_slot_given_back(make_stack):
 
 
 def test_a_reader_that_resumes_reading_gets_the_rest(make_stack):
-    """A client slower than the stream, but reading, is not cut off: flow control waits
-    for it, and it gets every token in order."""
+    """A client that reads slowly, pausing now and then, gets every token in order and
+    the `done`. (The replay here fits the sockets' buffers, so the server's writes never
+    wait on this client: the send timeout's cut-off is test_a_stuck_stream_is_closed...)"""
     stack = make_stack("sqlite", env={"MONKEY_SSE_SEND_TIMEOUT_S": "3"})
     stack.start_worker("llm", concurrency=2)
     words = [f"w{i:05d}" for i in range(15_000)]
