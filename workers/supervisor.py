@@ -26,7 +26,7 @@ from sqlalchemy import Engine, select, update
 
 from common.constants import CANCEL_CHANNEL, HELD_KEY, WORKER_KEY
 from common.db import Job, utcnow
-from common.jobs import ACTIVE, JobStatus
+from common.jobs import ACTIVE, TERMINAL, JobStatus
 from common.settings import Settings
 from workers.runs import RunRegistry
 
@@ -161,10 +161,21 @@ class Supervisor:
                     .returning(Job.id)
                     .execution_options(synchronize_session=False)
                 ))
-            for run in runs:
-                if run.spec.id not in renewed and not run.should_stop():
-                    log.warning("lease lost", extra={"job_id": run.spec.id,
-                                                     "attempt": run.spec.attempt})
+            missed = [r for r in runs if r.spec.id not in renewed and not r.should_stop()]
+            if missed:
+                # Most often the run's own end was written between our look at the
+                # runs and the renewal (it leaves the registry a moment later): stopping
+                # it changes nothing then, and it is no loss to warn of. A job that
+                # another attempt took, or that went back to the queue, is lost.
+                ended = set(s.execute(
+                    select(Job.id, Job.attempts)
+                    .where(Job.id.in_([r.spec.id for r in missed]),
+                           Job.status.in_([t.value for t in TERMINAL]))
+                ).tuples())
+                for run in missed:
+                    if (run.spec.id, run.spec.attempt) not in ended:
+                        log.warning("lease lost", extra={"job_id": run.spec.id,
+                                                         "attempt": run.spec.attempt})
                     run.stop("lease_lost")
             ids = [r.spec.id for r in runs]
             cancelling = set(

@@ -119,6 +119,20 @@ def test_a_run_that_loses_its_lease_stops_and_writes_nothing(state):
     assert row(state, job_id).status == "queued"
 
 
+def test_a_run_whose_end_was_just_written_is_no_lost_lease(state, caplog):
+    """The heartbeat took its list of runs, then the run's end was written: its job is
+    no longer running, and that is no loss to warn of."""
+    job_id = add_job(state)
+    got = lifecycle.claim(state, job_id)
+    run = lifecycle.JobRun(state, got)
+    state.runs.add(run)
+    assert lifecycle.finish(run, JobStatus.SUCCEEDED, output={"text": "a b c"})
+    with caplog.at_level("WARNING", logger="monkey.worker"):
+        state.supervisor.beat()
+    assert "lease lost" not in [r.getMessage() for r in caplog.records]
+    assert row(state, job_id).status == "succeeded"
+
+
 def test_a_job_past_its_start_by_expires_instead_of_running(state):
     late = add_job(state, start_by=utcnow() - timedelta(seconds=1))
     assert lifecycle.claim(state, late) is None
