@@ -130,6 +130,35 @@ def make_database(kind: str, tmp: Path) -> Database:
     return Database(url, drop)
 
 
+@contextlib.contextmanager
+def migrated(kind: str, tmp: Path, redis_url: str, **env: str | int) -> Iterator[Settings]:
+    """Settings on a fresh database of `kind` ("sqlite" or "postgres") at the newest
+    migration, with `redis_url` and `env`; the database is dropped afterwards."""
+    db = make_database(kind, tmp)
+    try:
+        settings = Settings(DATABASE_URL=db.url, REDIS_URL=redis_url, MONKEY_DATA_DIR=str(tmp),
+                            **env)
+        upgrade(settings)
+        yield settings
+    finally:
+        if db.drop:
+            db.drop()
+
+
+@contextlib.contextmanager
+def worker_on(settings: Settings, queues: tuple[str, ...] = ("llm",)) -> Iterator:
+    """An in-process worker (workers.worker.Worker) on `settings`, with an API key of
+    owner "owner" made first; closed afterwards."""
+    from workers.worker import Worker  # the worker's imports only where a test needs them
+
+    asyncio.run(create_api_key(settings, "owner"))
+    worker = Worker(settings, queues=list(queues))
+    try:
+        yield worker
+    finally:
+        worker.close()
+
+
 # The stack ----------------------------------------------------------------------------
 
 @dataclass

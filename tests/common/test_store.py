@@ -20,23 +20,18 @@ from common.errors import Conflict, NotFound
 from common.events import AsyncEventLog, decode, events_key
 from common.ids import new_id
 from common.jobs import BatchStatus, JobStatus
-from common.migrate import upgrade
 from common.settings import Settings
 from common.store import AsyncJobStore, due_for_recovery
-from tests.conftest import fresh_redis_url, make_database
+from tests.conftest import fresh_redis_url, migrated
 
 S = JobStatus
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def settings(request, tmp_path, redis_base):
-    db = make_database(request.param, tmp_path)
-    s = Settings(DATABASE_URL=db.url, REDIS_URL=fresh_redis_url(redis_base),
-                 MONKEY_DATA_DIR=str(tmp_path), MONKEY_MAX_ATTEMPTS=2)
-    upgrade(s)
-    yield s
-    if db.drop:
-        db.drop()
+    with migrated(request.param, tmp_path, fresh_redis_url(redis_base),
+                  MONKEY_MAX_ATTEMPTS=2) as s:
+        yield s
 
 
 def run(settings: Settings, scenario):

@@ -14,32 +14,25 @@ from common.db import Job, make_sync_engine, sync_sessions, utcnow
 from common.events import EventWriter, decode, events_key
 from common.ids import new_id
 from common.jobs import JobStatus, transition
-from common.migrate import upgrade
-from common.settings import Settings
 from common.store import End, JobStore
-from tests.conftest import fresh_redis_url, make_database
+from tests.conftest import fresh_redis_url, migrated
 
 S = JobStatus
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def store(request, tmp_path, redis_base):
-    db = make_database(request.param, tmp_path)
-    settings = Settings(DATABASE_URL=db.url, REDIS_URL=fresh_redis_url(redis_base),
-                        MONKEY_DATA_DIR=str(tmp_path))
-    upgrade(settings)
-    engine = make_sync_engine(settings)
-    client = redis.Redis.from_url(settings.redis_url)
-    events = EventWriter(client, maxlen=1000, ttl_s=60)
-    st = JobStore(engine=engine, events=events, settings=settings)
-    st.sessions = sync_sessions(engine)  # for the tests' own reads and writes
-    st.client = client
-    yield st
-    events.close()
-    client.close()
-    engine.dispose()
-    if db.drop:
-        db.drop()
+    with migrated(request.param, tmp_path, fresh_redis_url(redis_base)) as settings:
+        engine = make_sync_engine(settings)
+        client = redis.Redis.from_url(settings.redis_url)
+        events = EventWriter(client, maxlen=1000, ttl_s=60)
+        st = JobStore(engine=engine, events=events, settings=settings)
+        st.sessions = sync_sessions(engine)  # for the tests' own reads and writes
+        st.client = client
+        yield st
+        events.close()
+        client.close()
+        engine.dispose()
 
 
 def add_jobs(store: JobStore, n: int, **extra) -> list[str]:

@@ -5,7 +5,6 @@ lines not started yet."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
 
 import pytest
@@ -17,10 +16,7 @@ from common.db import Job, utcnow
 from common.events import decode, events_key
 from common.ids import new_id
 from common.jobs import JobStatus, transition
-from common.keys import create_api_key
-from common.migrate import upgrade
-from common.settings import Settings
-from tests.conftest import fresh_redis_url, make_database, wait_until
+from tests.conftest import fresh_redis_url, migrated, wait_until, worker_on
 from workers import chunks, lifecycle
 from workers.worker import Worker
 
@@ -29,16 +25,9 @@ S = JobStatus
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def state(request, tmp_path, redis_base):
-    db = make_database(request.param, tmp_path)
-    settings = Settings(DATABASE_URL=db.url, REDIS_URL=fresh_redis_url(redis_base),
-                        MONKEY_DATA_DIR=str(tmp_path))
-    upgrade(settings)
-    asyncio.run(create_api_key(settings, "owner"))
-    st = Worker(settings, queues=["llm"])
-    yield st
-    st.close()
-    if db.drop:
-        db.drop()
+    with migrated(request.param, tmp_path, fresh_redis_url(redis_base)) as settings, \
+            worker_on(settings) as worker:
+        yield worker
 
 
 def add_lines(state: Worker, prompts: list[str], **params) -> list[str]:

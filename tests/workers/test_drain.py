@@ -7,7 +7,6 @@ worker` processes and signal them as a platform does on a redeploy."""
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import threading
 import time
@@ -21,10 +20,7 @@ from common.db import Job, utcnow
 from common.events import decode, events_key
 from common.ids import new_id
 from common.jobs import JobStatus, transition
-from common.keys import create_api_key
-from common.migrate import upgrade
-from common.settings import Settings
-from tests.conftest import fresh_redis_url, wait_until
+from tests.conftest import fresh_redis_url, migrated, wait_until, worker_on
 from tests.workers.test_lifecycle import row
 from workers import lifecycle
 from workers.worker import Worker
@@ -41,14 +37,9 @@ def words(n: int, tag: str = "w") -> str:
 
 @pytest.fixture
 def state(tmp_path, redis_base):
-    settings = Settings(DATABASE_URL=f"sqlite:///{tmp_path / 'w.db'}",
-                        REDIS_URL=fresh_redis_url(redis_base), MONKEY_DATA_DIR=str(tmp_path),
-                        MONKEY_DRAIN_S="0.4")
-    upgrade(settings)
-    asyncio.run(create_api_key(settings, "owner"))
-    st = Worker(settings, queues=["llm"])
-    yield st
-    st.close()
+    with migrated("sqlite", tmp_path, fresh_redis_url(redis_base),
+                  MONKEY_DRAIN_S="0.4") as settings, worker_on(settings) as worker:
+        yield worker
 
 
 def add_slow_job(state: Worker, n_words: int = 50, delay_ms: int = 50) -> str:

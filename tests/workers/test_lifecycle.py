@@ -3,7 +3,6 @@ deliveries, lease loss and the event stream."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 import pytest
@@ -14,10 +13,7 @@ from common.db import Job, utcnow
 from common.events import decode, events_key
 from common.ids import new_id
 from common.jobs import JobStatus, transition
-from common.keys import create_api_key
-from common.migrate import upgrade
-from common.settings import Settings
-from tests.conftest import fresh_redis_url
+from tests.conftest import fresh_redis_url, migrated, worker_on
 from workers import lifecycle
 from workers.runtimes.base import GenerateResult
 from workers.worker import Worker
@@ -25,13 +21,9 @@ from workers.worker import Worker
 
 @pytest.fixture
 def state(tmp_path, redis_base):
-    settings = Settings(DATABASE_URL=f"sqlite:///{tmp_path / 'w.db'}",
-                        REDIS_URL=fresh_redis_url(redis_base), MONKEY_DATA_DIR=str(tmp_path))
-    upgrade(settings)
-    asyncio.run(create_api_key(settings, "owner"))
-    st = Worker(settings, queues=["llm"])
-    yield st
-    st.close()
+    with migrated("sqlite", tmp_path, fresh_redis_url(redis_base)) as settings, \
+            worker_on(settings) as worker:
+        yield worker
 
 
 def add_job(state: Worker, prompt: str = "a b c", start_by=None) -> str:
