@@ -63,8 +63,10 @@ _TIMEOUT_S = 10.0
 _MAX_BACKOFF_S = 3600.0
 _CONCURRENCY = 32
 _BODY_SNIPPET = 200
-# How far back an endpoint's scan looks again, for jobs whose end committed late.
-_SCAN_LAG = timedelta(seconds=30)
+# How far back an endpoint's scan looks again, for jobs whose end committed late (an
+# end's time is taken just before its one statement; the reconciler's may wait up to
+# 2 s for a row lock).
+_SCAN_LAG = timedelta(seconds=10)
 
 
 async def secret_for(sessions: async_sessionmaker[AsyncSession], owner_id: str) -> str:
@@ -165,35 +167,64 @@ class WebhookDispatcher:
 
     async def _scan_endpoint(self, ep: WebhookEndpoint) -> int:
         """Hand over the events of the key's jobs, responses and batches that ended since
-        the endpoint last looked (less a margin for late commits: a repeat is dropped by
-        the unique key, so looking twice costs nothing)."""
+        the endpoint last looked, less a margin for late commits. The jobs are read in
+        pages of (finished_at, id) order, so that a burst of ends within the margin is
+        read through, never the same first page again; a job whose event this endpoint
+        has already is left out in the query, and a repeat is dropped by the unique key."""
         now = utcnow()
         since = max(ep.scanned_until - _SCAN_LAG, ep.created_at)
         wanted = set(ep.events)
+        statuses = ([str(t) for t in TERMINAL] if any(t.startswith("response.") for t in wanted)
+                    else [t.split(".", 1)[1] for t in wanted if t.startswith("job.")])
+        n = 0
+        after: tuple[Any, str] = (since, "")
+        while statuses:
+            async with self.sessions() as s:
+                jobs: list[Any] = list(await s.execute(
+                    select(*JOB_COLUMNS, ResponseRow.job_id.label("response_job"))
+                    .outerjoin(ResponseRow, ResponseRow.job_id == Job.id)
+                    .where(Job.owner_id == ep.owner_id, Job.finished_at <= now,
+                           or_(Job.finished_at > after[0],
+                               and_(Job.finished_at == after[0], Job.id > after[1])),
+                           Job.batch_id.is_(None), Job.status.in_(statuses),
+                           ~select(WebhookDelivery.id).where(
+                               WebhookDelivery.subject_id == Job.id,
+                               WebhookDelivery.endpoint_id == ep.id).exists())
+                    .order_by(Job.finished_at, Job.id).limit(_PAGE)))
+            items: list[tuple[str, str, dict[str, Any]]] = []
+            for job in jobs:
+                env = envelope(job)
+                is_response = job.response_job is not None
+                _, type_ = event_types(env, is_response)
+                if type_ in wanted:
+                    items.append((job.id, type_, {"id": response_id(job.id)} if is_response
+                                  else env))
+            n += await self._hand_over_to(ep, items, now)
+            if len(jobs) < _PAGE:
+                break
+            after = (jobs[-1].finished_at, jobs[-1].id)
+        ended = func.coalesce(Batch.completed_at, Batch.failed_at, Batch.expired_at,
+                              Batch.cancelled_at)
         async with self.sessions() as s:
-            jobs: list[Any] = list(await s.execute(
-                select(*JOB_COLUMNS, ResponseRow.job_id.label("response_job"))
-                .outerjoin(ResponseRow, ResponseRow.job_id == Job.id)
-                .where(Job.owner_id == ep.owner_id, Job.finished_at > since,
-                       Job.finished_at <= now, Job.batch_id.is_(None),
-                       Job.status.in_(list(TERMINAL)))
-                .order_by(Job.finished_at).limit(_PAGE)))
-            until = jobs[-1].finished_at if len(jobs) == _PAGE else now
-            ended = func.coalesce(Batch.completed_at, Batch.failed_at, Batch.expired_at,
-                                  Batch.cancelled_at)
             batches = (await s.execute(select(Batch.id, Batch.status).where(
                 Batch.owner_id == ep.owner_id, Batch.status.in_(list(BATCH_TERMINAL)),
-                ended > since, ended <= until))).all()
-        items: list[tuple[str, str, dict[str, Any]]] = []
-        for job in jobs:
-            env = envelope(job)
-            is_response = job.response_job is not None
-            _, type_ = event_types(env, is_response)
-            if type_ in wanted:
-                items.append((job.id, type_, {"id": response_id(job.id)} if is_response
-                              else env))
-        items += [(b.id, f"batch.{b.status}", {"id": b.id}) for b in batches
-                  if f"batch.{b.status}" in wanted]
+                ended > since, ended <= now))).all()
+        n += await self._hand_over_to(ep, [(b.id, f"batch.{b.status}", {"id": b.id})
+                                           for b in batches if f"batch.{b.status}" in wanted],
+                                      now)
+        async with self.sessions() as s:
+            await s.execute(update(WebhookEndpoint).where(
+                WebhookEndpoint.id == ep.id, WebhookEndpoint.scanned_until < now)
+                .values(scanned_until=now))
+            await s.commit()
+        return n
+
+    async def _hand_over_to(self, ep: WebhookEndpoint,
+                            items: list[tuple[str, str, dict[str, Any]]], now: Any) -> int:
+        """Delivery rows for `items` (subject, type, data) to endpoint `ep`; repeats are
+        dropped by the unique key."""
+        if not items:
+            return 0
         rows = []
         for subject, type_, data in items:
             evt = new_id("evt")
@@ -204,13 +235,9 @@ class WebhookDispatcher:
                                      "data": data},
                          "status": "pending", "attempts": 0, "next_attempt_at": now,
                          "log": [], "created_at": now})
+        insert = sqlite_insert if self.settings.is_sqlite else pg_insert
         async with self.sessions() as s:
-            if rows:
-                insert = sqlite_insert if self.settings.is_sqlite else pg_insert
-                await s.execute(insert(WebhookDelivery).on_conflict_do_nothing(), rows)
-            await s.execute(update(WebhookEndpoint).where(
-                WebhookEndpoint.id == ep.id, WebhookEndpoint.scanned_until < until)
-                .values(scanned_until=until))
+            await s.execute(insert(WebhookDelivery).on_conflict_do_nothing(), rows)
             await s.commit()
         return len(rows)
 

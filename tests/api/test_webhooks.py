@@ -307,6 +307,24 @@ def test_an_endpoint_gets_each_subscribed_event_once(hook_stack, receiver):
     assert http.get(f"/v1/webhook_endpoints/{ep['id']}").status_code == 404
 
 
+def test_an_endpoint_gets_every_event_of_a_burst(hook_stack, receiver):
+    """More jobs end within the scan's look-back than one page of it holds: the scan
+    reads on through them (it once read the same first 100 on every pass, and the rest
+    never reached the endpoint)."""
+    http = hook_stack.client(hook_stack.new_key("burst"))
+    made = http.post("/v1/webhook_endpoints", json={"url": receiver.url,
+                                                    "events": ["job.succeeded"]})
+    assert made.status_code == 200, made.text
+    jobs = [hook_stack.submit(http, input={"prompt": f"burst {i}"}) for i in range(250)]
+    want = {j["id"] for j in jobs}
+
+    def got() -> Counter:
+        return Counter(json.loads(body)["data"]["id"] for _, body, _ in receiver.got)
+
+    wait_until(lambda: set(got()) >= want, 60, "an event for each of 250 jobs")
+    assert set(got()) == want and max(got().values()) == 1
+
+
 def test_an_endpoint_failing_for_the_whole_window_is_disabled(make_stack):
     stack = make_stack("sqlite", env={**ENV, "MONKEY_WEBHOOK_RETRY_S": "1.5"})
     stack.start_worker("llm", concurrency=2)
