@@ -9,7 +9,6 @@ import json
 import threading
 import time
 from collections import Counter
-from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import openai
@@ -212,21 +211,17 @@ def test_responses_send_openais_webhook_events(hook_stack, receiver):
     assert events[slow.id].type == "response.cancelled"
 
 
-def test_receipt_latency(hook_stack, receiver):
-    """Time from a job's end (its finished_at) to its webhook's arrival, over 200 jobs
-    (the figure in the README comes from here)."""
+def test_each_of_many_jobs_calls_its_own_webhook_once(hook_stack, receiver):
+    """200 jobs naming their own webhook: one `job.succeeded` each (the time from a job's
+    end to its event is bench/webhooks.py's figure, not a test's)."""
     n = 200
     jobs = [hook_stack.submit(input={"prompt": f"j{i}"}, webhook=receiver.url)
             for i in range(n)]
     wait_until(lambda: len(receiver.got) >= n, 120, f"{n} webhooks")
-    arrived = {json.loads(b)["data"]["id"]: t for _, b, t in receiver.got}
-    lat = sorted(arrived[j["id"]] - datetime.fromisoformat(
-        hook_stack.get(j["id"])["finished_at"].replace("Z", "+00:00")).timestamp()
-        for j in jobs)
-    p50, p99 = lat[n // 2], lat[min(n - 1, int(n * 0.99))]
-    print(f"\nwebhook latency over {n} jobs: p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms")
-    assert Counter(e["type"] for e in receiver.events()) == {"job.succeeded": n}
-    assert p50 < 2.0
+    time.sleep(0.5)  # nothing twice
+    events = receiver.events()
+    assert Counter(e["data"]["id"] for e in events) == Counter(j["id"] for j in jobs)
+    assert {e["type"] for e in events} == {"job.succeeded"}
 
 
 def test_a_batch_sends_its_end_once(hook_stack, receiver):
