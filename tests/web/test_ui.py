@@ -251,7 +251,8 @@ def test_phone_width_and_labelled_controls(page: Page, web_stack):
     enter_key(page, web_stack.key)
     job = web_stack.submit(kind="generate", input={"prompt": words(12)})
     web_stack.wait(job["id"])
-    for path in ["/", "/key/", "/jobs/", "/batches/", "/operators/", f"/job/?id={job['id']}"]:
+    for path in ["/", "/key/", "/jobs/", "/batches/", "/operators/", "/webhooks/",
+                 f"/job/?id={job['id']}"]:
         page.goto(path)
         expect(page.locator("h1")).to_be_visible()
         expect(page.locator('[aria-busy="true"]')).to_have_count(0)
