@@ -258,13 +258,15 @@ async def _search(session: AsyncSession, principal: Principal, stmt, needle: str
         text.contains(needle, autoescape=True), text.contains(escaped, autoescape=True)))
     found: list = []
     cursor = after
+    chunk = limit + 1
     while len(found) <= limit:
         page = stmt.where(Job.id < cursor) if cursor else stmt
-        rows = (await session.execute(page.order_by(Job.id.desc()).limit(limit + 1))).all()
+        rows = (await session.execute(page.order_by(Job.id.desc()).limit(chunk))).all()
         found += [r for r in rows if _matches(r, needle, ids)]
-        if len(rows) <= limit:
+        if len(rows) < chunk:
             break
         cursor = rows[-1].id
+        chunk = min(chunk * 4, 1000)  # many false matches: fewer, larger reads
     return found
 
 
