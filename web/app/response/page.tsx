@@ -250,6 +250,7 @@ function InputItems({ id, apiKey, instructions }: { id: string; apiKey: string; 
           <strong>Instructions:</strong> {instructions}
         </p>
       ) : null}
+      {items === null && !error ? <p aria-busy="true">Loading the input…</p> : null}
       {items ? (
         <ol className="input-items" data-testid="input-items">
           {items.map((item) => (

@@ -127,9 +127,11 @@ function DeliveryLog({ id, apiKey }: { id: string; apiKey: string }) {
                   <td data-label="Status">
                     <StatusBadge status={d.status} testId="delivery-status" />
                   </td>
-                  <td data-label="Status code" data-testid="delivery-code">
-                    {d.last_status_code ?? "-"}
-                    {d.last_error ? <span className="muted small"> {d.last_error}</span> : null}
+                  <td data-label="Status code">
+                    <span className="wrap-anywhere" data-testid="delivery-code">
+                      {d.last_status_code ?? "-"}
+                      {d.last_error ? <span className="muted small"> {d.last_error}</span> : null}
+                    </span>
                   </td>
                   <td data-label="Attempts">{d.attempts}</td>
                   <td data-label="Last tried">{formatTime(lastAttemptAt(d) ?? d.created_at)}</td>

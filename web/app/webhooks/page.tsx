@@ -256,44 +256,51 @@ function EndpointRow(props: {
 
   return (
     <tr data-testid="endpoint-row" data-endpoint-id={ep.id}>
+      {/* One element per cell: on a phone each cell is a label beside its value. */}
       <td data-label="URL">
-        <code>{ep.url}</code>
-        <br />
-        <span className="muted small">{ep.id}</span>
+        <div className="wrap-anywhere">
+          <code>{ep.url}</code>
+          <br />
+          <span className="muted small">{ep.id}</span>
+        </div>
       </td>
       <td data-label="Events">{ep.events.join(", ")}</td>
       <td data-label="Status">
-        <StatusBadge status={ep.status} testId="endpoint-status" />
-        {ep.disabled_reason ? <span className="small"> {ep.disabled_reason}</span> : null}
+        <div>
+          <StatusBadge status={ep.status} testId="endpoint-status" />
+          {ep.disabled_reason ? <span className="small"> {ep.disabled_reason}</span> : null}
+        </div>
       </td>
       <td data-label="Created">{formatTime(ep.created_at)}</td>
       <td data-label="Actions">
-        <div className="actions">
-          <Link className="button-link" href={`/webhook/?id=${encodeURIComponent(ep.id)}`}>
-            Deliveries
-          </Link>
-          <ConfirmButton
-            label="Rotate secret"
-            question="Rotate this endpoint's secret?"
-            detail="Deliveries from now on are signed with a new one."
-            yes="Yes, rotate it"
-            no="Keep the secret"
-            busy={busy === "rotate"}
-            busyLabel="Rotating…"
-            onConfirm={() => act("rotate")}
-          />
-          <ConfirmButton
-            label="Delete"
-            question="Delete this endpoint?"
-            detail="It gets nothing more."
-            yes="Yes, delete it"
-            no="Keep it"
-            busy={busy === "delete"}
-            busyLabel="Deleting…"
-            onConfirm={() => act("delete")}
-          />
+        <div>
+          <div className="actions">
+            <Link className="button-link" href={`/webhook/?id=${encodeURIComponent(ep.id)}`}>
+              Deliveries
+            </Link>
+            <ConfirmButton
+              label="Rotate secret"
+              question="Rotate this endpoint's secret?"
+              detail="Deliveries from now on are signed with a new one."
+              yes="Yes, rotate it"
+              no="Keep the secret"
+              busy={busy === "rotate"}
+              busyLabel="Rotating…"
+              onConfirm={() => act("rotate")}
+            />
+            <ConfirmButton
+              label="Delete"
+              question="Delete this endpoint?"
+              detail="It gets nothing more."
+              yes="Yes, delete it"
+              no="Keep it"
+              busy={busy === "delete"}
+              busyLabel="Deleting…"
+              onConfirm={() => act("delete")}
+            />
+          </div>
+          <ErrorNotice error={error} title="That did not work" />
         </div>
-        <ErrorNotice error={error} title="That did not work" />
       </td>
     </tr>
   );
