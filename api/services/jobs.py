@@ -215,6 +215,8 @@ async def list_jobs(*, session: AsyncSession, principal: Principal, status: str 
         if value:
             stmt = stmt.where(column == value)
     needle = (q or "").strip().lower()
+    if "\x00" in needle:  # Postgres text cannot hold it: no job's text has one
+        raise InvalidRequest("q must not contain a NUL character", param="q")
     if needle:
         rows = await _search(session, principal, stmt, needle, limit=limit, after=after)
     else:

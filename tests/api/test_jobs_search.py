@@ -10,6 +10,7 @@ import pytest
 from api.deps import Principal
 from api.services import jobs as svc
 from common.db import async_sessions, make_async_engine
+from common.errors import InvalidRequest
 from common.migrate import upgrade
 from common.schemas import JobCreate
 from common.settings import Settings
@@ -87,6 +88,8 @@ def test_search_finds_prompts_messages_texts_custom_ids_and_ids(settings):
         # With the other filters.
         assert await jobs.ids("a", status="succeeded") == [odd]
         assert await jobs.ids("nowhere at all") == []
+        with pytest.raises(InvalidRequest, match="NUL"):
+            await jobs.ids("a\x00b")
         await jobs.engine.dispose()
 
     asyncio.run(go())
