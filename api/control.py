@@ -33,6 +33,7 @@ from redis.exceptions import RedisError
 
 from api.reconciler import Reconciler
 from api.services import batch_work
+from api.services.ops_history import HistorySampler
 from api.services.webhooks import WebhookDispatcher
 from api.state import AppState, close_state, open_state
 from api.wake import Waker
@@ -69,6 +70,9 @@ async def _serve(settings: Settings, parent_pid: int | None) -> None:
     reconciler.start()
     dispatcher = WebhookDispatcher(sessions=state.sessions, settings=settings)
     dispatcher.start()
+    sampler = HistorySampler(sessions=state.sessions, redis=state.redis,
+                             every_s=settings.ops_sample_s)
+    sampler.start()
     helpers = [asyncio.create_task(_listen(state), name="control-kicks")]
     if settings.ml_service_url:
         helpers.append(asyncio.create_task(_wake(state, reconciler), name="wake"))
@@ -81,6 +85,7 @@ async def _serve(settings: Settings, parent_pid: int | None) -> None:
             task.cancel()
         await reconciler.stop()
         await dispatcher.stop()
+        await sampler.stop()
         await batch_work.stop_all()
         await close_state(state)
 

@@ -16,7 +16,7 @@ from api import errors, responses
 from api.deps import get_principal
 from api.limits import BodyLimit
 from api.request_id import RequestId
-from api.routes import batches, files, jobs, openai_chat, system, webhooks
+from api.routes import batches, files, jobs, openai_chat, ops, system, webhooks
 from api.routes import responses as responses_api
 from api.state import close_state, open_state
 from common.errors import NotFound
@@ -56,6 +56,7 @@ def create_app(settings: Settings | None = None, *, producer: Producer | None = 
     openai_keyed = {**keyed, **responses.errors(400, 404)}
     app.include_router(jobs.router, responses=keyed)
     app.include_router(system.router)
+    app.include_router(ops.router, responses=keyed)
     app.include_router(openai_chat.router, responses=openai_keyed)
     app.include_router(responses_api.router, responses=openai_keyed)
     app.include_router(webhooks.router, responses=keyed)

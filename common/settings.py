@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     wake_interval_s: float = _env("MONKEY_WAKE_INTERVAL_S", 15.0)
     # The API's queue gauges (/metrics) are computed at most this often per process.
     queue_metrics_ttl_s: float = _env("MONKEY_QUEUE_METRICS_TTL_S", 5.0)
+    # The control process samples the queues this often for the operators' charts
+    # (GET /v1/ops/history keeps the last hour); 0: no samples.
+    ops_sample_s: float = _env("MONKEY_OPS_SAMPLE_S", 10.0, ge=0)
     # Who runs the control process (reconciler, batches): `monkey api` as its child,
     # or a `monkey control` deployed on its own.
     control: Literal["child", "external"] = _env("MONKEY_CONTROL", "child")

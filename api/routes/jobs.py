@@ -101,6 +101,13 @@ async def submit_job(
                          headers=headers)
 
 
+_SEARCH = (
+    "Text to find (case-insensitive) in a job's id (a response's `resp_` id finds its "
+    "job), its batch line's `custom_id`, or its input (prompt, messages, texts), among "
+    f"the key's newest {svc.SEARCH_WINDOW} jobs; with the other filters, newest first."
+)
+
+
 @router.get("", response_model=JobList)
 async def list_jobs(
     session: AutoSessionDep, principal: PrincipalDep,
@@ -111,10 +118,11 @@ async def list_jobs(
     model: Annotated[str | None, Query(max_length=200)] = None,
     priority: Literal["interactive", "batch"] | None = None,
     batch_id: Annotated[str | None, Query(max_length=64)] = None,
+    q: Annotated[str | None, Query(max_length=200, description=_SEARCH)] = None,
 ) -> JSONResponse:
     return JSONResponse(await svc.list_jobs(
         session=session, principal=principal, status=status, kind=kind, limit=limit,
-        after=after, model=model, priority=priority, batch_id=batch_id))
+        after=after, model=model, priority=priority, batch_id=batch_id, q=q))
 
 
 @router.get("/{job_id}", response_model=JobEnvelope, responses=errors(404))

@@ -12,7 +12,8 @@ import time
 from datetime import timedelta
 from typing import cast
 
-from sqlalchemy import Table, func, select
+from sqlalchemy import Table, Text, func, or_, select
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -204,7 +205,8 @@ async def queue_position(*, session: AsyncSession, store: AsyncJobStore, princip
 
 async def list_jobs(*, session: AsyncSession, principal: Principal, status: str | None,
                     kind: str | None, limit: int, after: str | None, model: str | None = None,
-                    priority: str | None = None, batch_id: str | None = None) -> dict:
+                    priority: str | None = None, batch_id: str | None = None,
+                    q: str | None = None) -> dict:
     stmt = select(*JOB_COLUMNS).where(Job.owner_id == principal.key_id)
     if status:
         stmt = stmt.where(Job.status.in_(status.split(",")))
@@ -212,14 +214,79 @@ async def list_jobs(*, session: AsyncSession, principal: Principal, status: str 
                           (Job.batch_id, batch_id)):
         if value:
             stmt = stmt.where(column == value)
-    if after:
-        stmt = stmt.where(Job.id < after)
-    rows = (await session.execute(stmt.order_by(Job.id.desc()).limit(limit + 1))).all()
+    needle = (q or "").strip().lower()
+    if "\x00" in needle:  # Postgres text cannot hold it: no job's text has one
+        raise InvalidRequest("q must not contain a NUL character", param="q")
+    if needle:
+        rows = await _search(session, principal, stmt, needle, limit=limit, after=after)
+    else:
+        if after:
+            stmt = stmt.where(Job.id < after)
+        rows = list((await session.execute(stmt.order_by(Job.id.desc()).limit(limit + 1))).all())
     data = [envelope(j) for j in rows[:limit]]
     return {
         "object": "list", "data": data, "has_more": len(rows) > limit,
         "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None,
     }
+
+
+# `q` looks through a key's newest SEARCH_WINDOW jobs only: a range of the (owner_id, id)
+# index, so a search costs the same on Postgres and SQLite however many jobs a key has.
+SEARCH_WINDOW = 5000
+
+
+async def _search(session: AsyncSession, principal: Principal, stmt, needle: str, *,
+                  limit: int, after: str | None) -> list:
+    """Up to limit + 1 rows of `stmt` whose id, batch custom_id or input text contains
+    `needle` (lowercase), newest first, among the key's newest SEARCH_WINDOW jobs.
+
+    SQL narrows with LIKE on the input's JSON text; as that text also holds the JSON's
+    keys and escapes (a search for "prompt" would match every prompt), each row is then
+    checked on the input's string values, and the next rows are read until the page is
+    full or the window ends."""
+    floor = (await session.execute(
+        select(Job.id).where(Job.owner_id == principal.key_id).order_by(Job.id.desc())
+        .offset(SEARCH_WINDOW - 1).limit(1))).scalar()
+    if floor is not None:
+        stmt = stmt.where(Job.id >= floor)
+    ids = {needle}
+    if needle.startswith("resp_"):  # a response's id names its job
+        ids.add("job_" + needle.removeprefix("resp_"))
+    text = func.lower(sql_cast(Job.input, Text))
+    escaped = json.dumps(needle)[1:-1]  # as the JSON text holds quotes, newlines, accents
+    stmt = stmt.where(or_(
+        *(func.lower(Job.id).contains(i, autoescape=True) for i in ids),
+        func.lower(Job.custom_id).contains(needle, autoescape=True),
+        text.contains(needle, autoescape=True), text.contains(escaped, autoescape=True)))
+    found: list = []
+    cursor = after
+    chunk = limit + 1
+    while len(found) <= limit:
+        page = stmt.where(Job.id < cursor) if cursor else stmt
+        rows = (await session.execute(page.order_by(Job.id.desc()).limit(chunk))).all()
+        found += [r for r in rows if _matches(r, needle, ids)]
+        if len(rows) < chunk:
+            break
+        cursor = rows[-1].id
+        chunk = min(chunk * 4, 1000)  # many false matches: fewer, larger reads
+    return found
+
+
+def _matches(row, needle: str, ids: set[str]) -> bool:
+    return (any(i in row.id.lower() for i in ids) or needle in (row.custom_id or "").lower()
+            or any(needle in s.lower() for s in _strings(row.input)))
+
+
+def _strings(value) -> list[str]:
+    """The string values in a job's input (a prompt, messages' contents, texts; not a
+    message's role)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        value = [v for k, v in value.items() if k != "role"]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
 
 
 async def cancel_job(*, store: AsyncJobStore, principal: Principal, job_id: str):

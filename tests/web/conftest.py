@@ -138,8 +138,11 @@ def chromium() -> Path:
 def web_stack(web_out, chromium, tmp_path_factory, redis_base) -> Iterator[Stack]:
     """The API serving `web/out`, one llm worker, SQLite, and an API key (`stack.key`)."""
     tmp = tmp_path_factory.mktemp("web-stack")
+    # Webhook receivers of the tests listen on this machine; the queues are sampled
+    # every second for the operators' charts.
     stack = Stack(make_database("sqlite", tmp), fresh_redis_url(redis_base), tmp,
-                  env={"MONKEY_WEB_DIR": str(web_out)})
+                  env={"MONKEY_WEB_DIR": str(web_out), "MONKEY_WEBHOOK_ALLOW_PRIVATE": "1",
+                       "MONKEY_OPS_SAMPLE_S": "1"})
     upgrade(stack.settings)
     stack.key = stack.new_key("web-tests")
     try:

@@ -249,13 +249,24 @@ UNLABELLED_CONTROLS = """() => [...document.querySelectorAll('input, select, tex
 def test_phone_width_and_labelled_controls(page: Page, web_stack):
     page.set_viewport_size({"width": 360, "height": 780})
     enter_key(page, web_stack.key)
+    c = web_stack.default_client
+    endpoint = c.post("/v1/webhook_endpoints", json={
+        "url": "http://127.0.0.1:9/a/rather/long/path/to/a/receiver/that/must/wrap",
+        "events": ["job.succeeded", "job.failed", "response.completed"]}).json()
     job = web_stack.submit(kind="generate", input={"prompt": words(12)})
     web_stack.wait(job["id"])
-    for path in ["/", "/key/", "/jobs/", "/batches/", "/operators/", f"/job/?id={job['id']}"]:
+    response = c.post("/v1/responses", json={"model": "debug/echo", "input": words(12)}).json()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for path in ["/", "/key/", "/jobs/", "/batches/", "/operators/", "/webhooks/",
+                 f"/webhook/?id={endpoint['id']}", f"/response/?id={response['id']}",
+                 f"/job/?id={job['id']}"]:
         page.goto(path)
         expect(page.locator("h1")).to_be_visible()
         expect(page.locator('[aria-busy="true"]')).to_have_count(0)
         assert page.evaluate(UNLABELLED_CONTROLS) == [], path
         overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, f"{path} scrolls sideways by {overflow}px at 360px wide"
+        page.screenshot(path=str(ARTIFACTS / f"phone-{path.strip('/').split('/')[0] or 'new'}.png"),
+                        full_page=True)
     expect(page.get_by_test_id("job-status")).to_have_text("succeeded")
+    c.delete(f"/v1/webhook_endpoints/{endpoint['id']}")

@@ -10,6 +10,7 @@ const LINKS = [
   { href: "/jobs/", label: "Jobs" },
   { href: "/batches/", label: "Batches" },
   { href: "/operators/", label: "Queues" },
+  { href: "/webhooks/", label: "Webhooks" },
   { href: "/key/", label: "API key" },
 ];
 

@@ -98,7 +98,8 @@ export interface FollowOptions {
   retryMs?: number;
 }
 
-const sleep = (ms: number, signal: AbortSignal) =>
+/** Waits `ms`, or less when `signal` aborts. */
+export const sleep = (ms: number, signal: AbortSignal) =>
   new Promise<void>((resolve) => {
     const t = setTimeout(resolve, ms);
     signal.addEventListener("abort", () => {
@@ -106,6 +107,56 @@ const sleep = (ms: number, signal: AbortSignal) =>
       resolve();
     });
   });
+
+export interface StreamRead {
+  headers: Record<string, string>;
+  signal: AbortSignal;
+  /** The server answered 2xx with a body: the stream is open. */
+  onOpen(): void;
+  /** Each event in order; returning true ends the read (the stream's last event). */
+  onEvent(ev: SseEvent): boolean;
+  /** The server's `retry:` value, whenever a chunk carried one. */
+  onRetry?(ms: number): void;
+}
+
+/**
+ * GETs `path` as text/event-stream and reads it: resolves true when `onEvent` said the
+ * last event came, false when the server ended the stream first. Throws ApiError for a
+ * refusal (its status), for no answer or a connection broken mid-stream (status 0),
+ * and the AbortError when `signal` aborts.
+ */
+export async function readEventStream(path: string, read: StreamRead): Promise<boolean> {
+  let res: Response;
+  try {
+    res = await fetch(apiUrl(path), {
+      headers: { Accept: "text/event-stream", ...read.headers },
+      signal: read.signal,
+      cache: "no-store",
+    });
+  } catch (err) {
+    if (isAbort(err)) throw err;
+    throw unreachable(err);
+  }
+  if (!res.ok) throw await errorFromResponse(res);
+  if (!res.body) throw new ApiError(res.status, "no_stream", "The server sent no event stream.");
+  read.onOpen();
+  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+  const parser = new SseParser();
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return false;
+      const events = parser.feed(value);
+      if (parser.retry !== undefined) read.onRetry?.(parser.retry);
+      for (const ev of events) if (read.onEvent(ev)) return true;
+    }
+  } catch (err) {
+    if (isAbort(err) || err instanceof ApiError) throw err;
+    throw unreachable(err); // the connection broke mid-stream
+  } finally {
+    reader.cancel().catch(() => undefined);
+  }
+}
 
 // Redis stream ids ("<ms>-<seq>") are ordered; anything else is compared as unknown.
 function streamIdAfter(id: string, last: string): boolean | null {
@@ -136,42 +187,25 @@ export function followJob(jobId: string, handlers: FollowHandlers, opts: FollowO
   // Resolves true when `done` arrived, false when the stream ended without it.
   async function streamOnce(): Promise<boolean> {
     eventsThisConnection = 0;
-    const headers: Record<string, string> = { ...authHeaders(opts.key), Accept: "text/event-stream" };
+    const headers: Record<string, string> = { ...authHeaders(opts.key) };
     if (lastId !== undefined) headers["Last-Event-ID"] = lastId;
-    let res: Response;
-    try {
-      res = await fetch(apiUrl(`${path}/events`), { headers, signal, cache: "no-store" });
-    } catch (err) {
-      if (isAbort(err)) throw err;
-      throw unreachable(err);
-    }
-    if (!res.ok) throw await errorFromResponse(res);
-    if (!res.body) throw new ApiError(res.status, "no_stream", "The server sent no event stream.");
-    handlers.onMode("live");
-    const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
-    const parser = new SseParser();
-    try {
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) return false;
-        const events = parser.feed(value);
-        if (parser.retry !== undefined) retryMs = parser.retry;
-        for (const ev of events) {
-          if (ev.id !== undefined && lastId !== undefined && streamIdAfter(ev.id, lastId) === false) {
-            continue; // already seen before a reconnect
-          }
-          if (ev.id !== undefined) lastId = ev.id;
-          eventsThisConnection += 1;
-          handlers.onEvent(ev);
-          if (ev.event === "done") return true;
+    return readEventStream(`${path}/events`, {
+      headers,
+      signal,
+      onOpen: () => handlers.onMode("live"),
+      onRetry: (ms) => {
+        retryMs = ms;
+      },
+      onEvent: (ev) => {
+        if (ev.id !== undefined && lastId !== undefined && streamIdAfter(ev.id, lastId) === false) {
+          return false; // already seen before a reconnect
         }
-      }
-    } catch (err) {
-      if (isAbort(err) || err instanceof ApiError) throw err;
-      throw unreachable(err); // the connection broke mid-stream
-    } finally {
-      reader.cancel().catch(() => undefined);
-    }
+        if (ev.id !== undefined) lastId = ev.id;
+        eventsThisConnection += 1;
+        handlers.onEvent(ev);
+        return ev.event === "done";
+      },
+    });
   }
 
   // Polls until the job is over ("over"), or until it is time to try the stream

@@ -103,6 +103,20 @@ export interface QueueStat {
   priorities?: Record<string, { depth?: number; oldest_age_s?: number | null }>;
 }
 
+/** A sample of GET /v1/ops/history: GET /v1/queues's figures, and the jobs finished
+ * per queue since the sample before it (`interval_s` seconds). */
+export interface QueueSample {
+  at: number;
+  interval_s: number;
+  queues: (QueueStat & { finished?: number })[];
+}
+
+export interface History {
+  object: "list";
+  sample_s: number;
+  data: QueueSample[];
+}
+
 export interface FileObject {
   id: string;
   filename?: string;

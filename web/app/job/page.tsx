@@ -6,6 +6,8 @@
 import Link from "next/link";
 import { useRouter, useSearchParams } from "next/navigation";
 import { Suspense, useEffect, useReducer, useRef, useState } from "react";
+import ConfirmButton from "@/components/ConfirmButton";
+import CopyButton from "@/components/CopyButton";
 import ErrorNotice from "@/components/ErrorNotice";
 import GeneratedText from "@/components/GeneratedText";
 import QueueInfo from "@/components/QueueInfo";
@@ -13,9 +15,9 @@ import RequireKey from "@/components/RequireKey";
 import StatusBadge from "@/components/StatusBadge";
 import { ApiError, apiJson } from "@/lib/api";
 import { formatMs, formatNumber, formatTime, toMillis } from "@/lib/format";
-import { copyText } from "@/lib/clipboard";
 import { datedHistory, initialJobState, jobReducer, type JobState } from "@/lib/jobState";
 import { requestOfJob } from "@/lib/request";
+import { responseIdOf } from "@/lib/responses";
 import { followJob, type StreamMode } from "@/lib/sse";
 import { useTitle } from "@/lib/title";
 import { isTerminal, type Job } from "@/lib/types";
@@ -142,6 +144,7 @@ function JobDetails({ state, apiKey, mode, modeError, fatal, onEnvelope }: Detai
       <div className="actions job-actions">
         <CopyButton text={job.id} label="Copy job id" />
         <RerunButtons job={job} apiKey={apiKey} />
+        {job.input?.messages ? <ResponseLink jobId={job.id} apiKey={apiKey} /> : null}
         {job.batch_id ? (
           <Link href={`/batch/?id=${encodeURIComponent(job.batch_id)}`} data-testid="batch-link">
             Line of batch <code>{job.batch_id}</code>
@@ -300,17 +303,11 @@ function JobOutputView({ state }: { state: JobState }) {
 function CancelButton(props: { jobId: string; apiKey: string; status: string; onEnvelope: (job: Job) => void }) {
   const { jobId, apiKey, status, onEnvelope } = props;
   const [busy, setBusy] = useState(false);
-  const [asking, setAsking] = useState(false);
   const [error, setError] = useState<unknown>(null);
-  const keepRef = useRef<HTMLButtonElement>(null);
-  useEffect(() => {
-    if (asking) keepRef.current?.focus();
-  }, [asking]);
   if (isTerminal(status)) return null;
   const cancelling = status === "cancelling";
 
   async function cancel() {
-    setAsking(false);
     setBusy(true);
     setError(null);
     try {
@@ -322,47 +319,42 @@ function CancelButton(props: { jobId: string; apiKey: string; status: string; on
     }
   }
 
-  // Cancelling loses the rest of the work, so it asks first (and the safe answer has focus).
+  // Cancelling loses the rest of the work, so it asks first.
   return (
     <div className="cancel">
-      {asking && !cancelling ? (
-        <div className="confirm" role="group" aria-label="Cancel this job?">
-          <span>Cancel this job? The text so far is kept.</span>
-          <button type="button" className="danger" onClick={cancel}>
-            Yes, cancel it
-          </button>
-          <button type="button" className="secondary" ref={keepRef} onClick={() => setAsking(false)}>
-            Keep it running
-          </button>
-        </div>
-      ) : (
-        <button type="button" className="danger" onClick={() => setAsking(true)} disabled={busy || cancelling}>
-          {cancelling ? "Cancelling…" : busy ? "Sending cancel…" : "Cancel job"}
-        </button>
-      )}
+      <ConfirmButton
+        label={cancelling ? "Cancelling…" : "Cancel job"}
+        question="Cancel this job?"
+        detail="The text so far is kept."
+        yes="Yes, cancel it"
+        no="Keep it running"
+        busy={busy}
+        busyLabel="Sending cancel…"
+        disabled={cancelling}
+        onConfirm={cancel}
+      />
       <ErrorNotice error={error} title="Could not cancel" />
     </div>
   );
 }
 
-function CopyButton({ text, label }: { text: string; label: string }) {
-  const [done, setDone] = useState<string>("");
+// A response of the Responses API is a job underneath (`resp_X` runs as `job_X`): a job
+// made that way links to its response's page. Any other job's lookup answers 404.
+function ResponseLink({ jobId, apiKey }: { jobId: string; apiKey: string }) {
+  const [responseId, setResponseId] = useState<string | null>(null);
+  useEffect(() => {
+    const controller = new AbortController();
+    const id = responseIdOf(jobId);
+    apiJson<{ id: string }>(`/v1/responses/${encodeURIComponent(id)}`, { key: apiKey, signal: controller.signal })
+      .then((r) => setResponseId(r.id))
+      .catch(() => undefined);
+    return () => controller.abort();
+  }, [jobId, apiKey]);
+  if (!responseId) return null;
   return (
-    <button
-      type="button"
-      className="secondary small-button"
-      onClick={async () => {
-        try {
-          await copyText(text);
-          setDone("Copied");
-        } catch {
-          setDone("Could not copy");
-        }
-        setTimeout(() => setDone(""), 2000);
-      }}
-    >
-      {done || label}
-    </button>
+    <Link href={`/response/?id=${encodeURIComponent(responseId)}`} data-testid="response-link">
+      Runs response <code>{responseId}</code>
+    </Link>
   );
 }
 

@@ -1,7 +1,7 @@
 "use client";
 
-// The jobs list: GET /v1/jobs with filters (status, kind, model, priority, batch) kept
-// in the address, so a filtered list can be bookmarked, shared and reached with Back;
+// The jobs list: GET /v1/jobs with a search (`q`: id, input text, batch custom_id) and
+// filters (status, kind, model, priority, batch) kept in the address, so a filtered list can be bookmarked, shared and reached with Back;
 // cursor pages (newest first, `after` = the last id of the page before), refreshed
 // every two seconds.
 
@@ -19,7 +19,7 @@ import { JOB_STATUSES, type Job, type ListPage } from "@/lib/types";
 const REFRESH_MS = 2000;
 const PAGE_SIZES = [10, 20, 50, 100];
 
-const FILTERS = ["status", "kind", "model", "priority", "batch"] as const;
+const FILTERS = ["q", "status", "kind", "model", "priority", "batch"] as const;
 type Filter = (typeof FILTERS)[number];
 
 export default function JobsPage() {
@@ -64,7 +64,7 @@ function preview(job: Job): string {
 
 function JobsList({ apiKey }: { apiKey: string }) {
   const [filters, setFilter] = useFilters();
-  const { status, kind, model, priority, batch } = filters;
+  const { q: search, status, kind, model, priority, batch } = filters;
   const filtered = FILTERS.some((f) => filters[f]);
   const [limit, setLimit] = useState(20);
   const [live, setLive] = useState(true);
@@ -78,6 +78,7 @@ function JobsList({ apiKey }: { apiKey: string }) {
   const load = useCallback(
     async (signal: AbortSignal) => {
       const q = new URLSearchParams({ limit: String(limit) });
+      if (search) q.set("q", search);
       if (status) q.set("status", status);
       if (kind) q.set("kind", kind);
       if (model) q.set("model", model);
@@ -93,7 +94,7 @@ function JobsList({ apiKey }: { apiKey: string }) {
         if (!isAbort(err)) setError(err);
       }
     },
-    [apiKey, status, kind, model, priority, batch, limit, after],
+    [apiKey, search, status, kind, model, priority, batch, limit, after],
   );
 
   useEffect(() => {
@@ -125,6 +126,8 @@ function JobsList({ apiKey }: { apiKey: string }) {
   return (
     <>
       <form className="filters" onSubmit={(e) => e.preventDefault()} aria-label="Filters">
+        <TextFilter id="filter-q" label="Search" type="search" value={search} placeholder="id, prompt or custom_id"
+          onChange={(v) => change("q", v)} wide />
         <SelectFilter id="filter-status" label="Status" value={status} onChange={(v) => change("status", v)}
           options={JOB_STATUSES.map((x) => [x, x])} />
         <SelectFilter id="filter-kind" label="Kind" value={kind} onChange={(v) => change("kind", v)}
@@ -168,7 +171,8 @@ function JobsList({ apiKey }: { apiKey: string }) {
       {page === null && !error ? <p aria-busy="true">Loading jobs…</p> : null}
       {page !== null && rows.length === 0 ? (
         <p className="notice" data-testid="no-jobs">
-          No jobs{filtered ? " match these filters" : " yet"}. <Link href="/">Submit one</Link>.
+          No jobs{filtered ? " match these filters" : " yet"}
+          {search ? " (the search looks through your newest 5,000 jobs)" : ""}. <Link href="/">Submit one</Link>.
         </p>
       ) : null}
       {rows.length > 0 ? (
@@ -240,18 +244,26 @@ function JobsList({ apiKey }: { apiKey: string }) {
 }
 
 // A text filter applies when the field is left or Enter is pressed, not per keystroke.
-function TextFilter(props: { id: string; label: string; value: string; placeholder: string; onChange: (v: string) => void }) {
+function TextFilter(props: {
+  id: string;
+  label: string;
+  value: string;
+  placeholder: string;
+  onChange: (v: string) => void;
+  type?: "text" | "search";
+  wide?: boolean;
+}) {
   const [text, setText] = useState(props.value);
   useEffect(() => setText(props.value), [props.value]);
   const apply = () => {
     if (text.trim() !== props.value) props.onChange(text.trim());
   };
   return (
-    <div className="field">
+    <div className={props.wide ? "field wide" : "field"}>
       <label htmlFor={props.id}>{props.label}</label>
       <input
         id={props.id}
-        type="text"
+        type={props.type ?? "text"}
         autoComplete="off"
         spellCheck={false}
         placeholder={props.placeholder}
