@@ -20,10 +20,17 @@ async def upload_file(
     session: SessionDep, settings: SettingsDep, principal: PrincipalDep,
     file: Annotated[UploadFile, File()],
     purpose: Annotated[str, Form(json_schema_extra={"enum": list(svc.UPLOAD_PURPOSES)})],
+    anchor: Annotated[str | None, Form(alias="expires_after[anchor]", max_length=32,
+                                       json_schema_extra={"enum": ["created_at"]})] = None,
+    seconds: Annotated[str | None, Form(
+        alias="expires_after[seconds]", max_length=16,
+        description="Delete the file this many seconds after the upload (3600 to "
+                    "2592000); unset: after MONKEY_RETENTION_DAYS.")] = None,
 ) -> dict:
     try:
         f = await svc.store_upload(session=session, settings=settings, principal=principal,
-                                   upload=file, purpose=purpose)
+                                   upload=file, purpose=purpose,
+                                   expires_after=svc.expiry(anchor, seconds))
     finally:
         await file.close()
     return svc.file_object(f)

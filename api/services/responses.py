@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api import retention
 from api.deps import Principal
 from api.metrics import JOBS_SUBMITTED
 from api.services import jobs as jobs_svc
@@ -109,7 +110,8 @@ async def lookup(*, session: AsyncSession, store: AsyncJobStore, principal: Prin
     """A stored response of this key: (job envelope, row); NotFound otherwise."""
     row = await _row(session, principal, job_id_of(resp_id))
     if row is None or not row.store:
-        raise NotFound(f"no response {resp_id!r}")
+        raise await retention.not_found(session, noun="response", asked=resp_id,
+                                        swept_id=job_id_of(resp_id), owner_id=principal.key_id)
     job = await store.get(row.job_id, owner_id=principal.key_id)
     return envelope(job), row
 
