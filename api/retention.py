@@ -78,8 +78,11 @@ class Sweeper:
                 counts = await self.sweep()
             except asyncio.CancelledError:
                 raise
-            except (SQLAlchemyError, OSError) as exc:
+            except (SQLAlchemyError, OSError) as exc:  # the database away: next pass
                 log.warning("retention sweep failed: %s", exc)
+                continue
+            except Exception:
+                log.exception("retention sweep failed")
                 continue
             if any(counts.values()):
                 log.info("swept %s", counts)

@@ -165,6 +165,8 @@ def test_a_response_with_expires_after_goes_with_its_job(stack):
         client.responses.retrieve(resp.id)
     assert f"response {resp.id} expired on" in str(caught.value)
     assert "(expires_after=5)" in str(caught.value)
+    with pytest.raises(openai.NotFoundError, match=f"previous response {resp.id} expired on"):
+        client.responses.create(model="debug/echo", input="more", previous_response_id=resp.id)
 
 
 def test_a_file_with_expires_after_goes_with_its_parts(stack):
