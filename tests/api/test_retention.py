@@ -25,6 +25,7 @@ from common.events import events_key
 from common.responses_db import ResponseRow
 from common.settings import Settings
 from common.swept import Swept
+from common.webhooks import WebhookDelivery
 from tests.conftest import Stack, module_stack, wait_until
 
 DAY = timedelta(days=1)
@@ -34,7 +35,7 @@ DAY = timedelta(days=1)
 def stack(request, tmp_path_factory, redis_base):
     # The control process's own sweep stays out of the way: the tests drive it.
     yield from module_stack(request.param, tmp_path_factory, redis_base, "retain",
-                            env={"MONKEY_SWEEP_S": "3600"})
+                            env={"MONKEY_SWEEP_S": "3600", "MONKEY_WEBHOOK_ALLOW_PRIVATE": "1"})
 
 
 def sweep(stack: Stack, now: datetime, deletes: list[tuple[str, int]] | None = None,
@@ -137,6 +138,35 @@ def test_ended_jobs_go_after_the_retention_days_and_tombstones_later(stack):
     assert count(stack, select(func.count()).select_from(Swept)
                  .where(Swept.id == job["id"])) == 0
     assert expired_404(client, f"/v1/jobs/{job['id']}") == f"no job {job['id']!r}"
+
+
+def test_a_job_waits_for_its_webhook_before_it_goes(stack):
+    # Nothing listens on port 9: the delivery is retried (for days, by default).
+    job = stack.submit(input={"prompt": "call me"}, expires_after=1,
+                       webhook="http://127.0.0.1:9/hook")
+    job = stack.wait(job["id"])
+    deliveries = select(WebhookDelivery.status).where(WebhookDelivery.subject_id == job["id"])
+    engine = make_sync_engine(stack.settings)
+    try:
+        wait_until(lambda: _statuses(engine, deliveries) == ["pending"], 30,
+                   "the delivery handed over")
+        sweep(stack, finished_at(job) + DAY)
+        assert stack.get(job["id"])["id"] == job["id"]
+        # Its retries over (as MONKEY_WEBHOOK_RETRY_S would end them), the job goes, and
+        # its delivery log with it.
+        with engine.begin() as conn:
+            conn.execute(update(WebhookDelivery).where(WebhookDelivery.subject_id == job["id"])
+                         .values(status="failed", next_attempt_at=None))
+        sweep(stack, finished_at(job) + DAY)
+        assert _statuses(engine, deliveries) == []
+        assert "expired on" in expired_404(stack.default_client, f"/v1/jobs/{job['id']}")
+    finally:
+        engine.dispose()
+
+
+def _statuses(engine, stmt) -> list[str]:
+    with engine.connect() as conn:
+        return list(conn.execute(stmt).scalars())
 
 
 def test_expires_after_is_checked(stack):
