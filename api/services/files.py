@@ -29,11 +29,15 @@ UPLOAD_PURPOSES = ("batch",)
 EXPIRES_AFTER_S = (3600, 30 * 24 * 3600)
 
 
-def file_object(f: File) -> dict:
+def file_object(f: File, settings: Settings) -> dict:
+    """The file as OpenAI shows it; `expires_at` is when the retention sweep deletes it
+    (its own expires_after, else MONKEY_RETENTION_DAYS after the upload; none when kept)."""
+    days = settings.retention_days
+    expires_at = f.expires_at or (f.created_at + timedelta(days=days) if days else None)
     return {
         "id": f.id, "object": "file", "bytes": f.size, "created_at": ts(f.created_at),
         "filename": f.filename, "purpose": f.purpose, "status": "processed",
-        "status_details": None, "expires_at": ts(f.expires_at),
+        "status_details": None, "expires_at": ts(expires_at),
     }
 
 
@@ -171,15 +175,15 @@ async def iter_lines(*, sessions: async_sessionmaker, file_id: str
         yield [(lineno + 1, tail)]
 
 
-async def list_files(*, session: AsyncSession, principal: Principal, purpose: str | None,
-                     limit: int, after: str | None) -> dict:
+async def list_files(*, session: AsyncSession, settings: Settings, principal: Principal,
+                     purpose: str | None, limit: int, after: str | None) -> dict:
     stmt = select(File).where(File.owner_id == principal.key_id)
     if purpose:
         stmt = stmt.where(File.purpose == purpose)
     if after:
         stmt = stmt.where(File.id < after)
     rows = list((await session.execute(stmt.order_by(File.id.desc()).limit(limit + 1))).scalars())
-    data = [file_object(f) for f in rows[:limit]]
+    data = [file_object(f, settings) for f in rows[:limit]]
     return {"object": "list", "data": data, "has_more": len(rows) > limit,
             "first_id": data[0]["id"] if data else None,
             "last_id": data[-1]["id"] if data else None}

@@ -212,7 +212,8 @@ def test_a_file_with_expires_after_goes_with_its_parts(stack):
     assert f.expires_at == f.created_at + 3600
     assert client.files.retrieve(f.id).expires_at == f.expires_at
     plain = client.files.create(file=("g.jsonl", b'{"b": 2}\n'), purpose="batch")
-    assert plain.expires_at is None
+    # Without one: when MONKEY_RETENTION_DAYS (30) deletes it.
+    assert plain.expires_at == plain.created_at + 30 * 24 * 3600
     parts = select(func.count()).select_from(FilePart).where(FilePart.file_id == f.id)
     assert count(stack, parts) == 1
 
