@@ -1,5 +1,5 @@
-"""The control process: the reconciler, the batch engine and webhook deliveries, away
-from the requests.
+"""The control process: the reconciler, the batch engine, webhook deliveries and the
+retention sweep (api/retention.py), away from the requests.
 
 Reconciling (requeues, expiries, republishing) and a batch's validation, expansion
 of up to 50,000 lines and finalization are long pieces of work; on the API's event
@@ -32,6 +32,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from api.reconciler import Reconciler
+from api.retention import Sweeper
 from api.services import batch_work
 from api.services.ops_history import HistorySampler
 from api.services.webhooks import WebhookDispatcher
@@ -73,6 +74,9 @@ async def _serve(settings: Settings, parent_pid: int | None) -> None:
     sampler = HistorySampler(sessions=state.sessions, redis=state.redis,
                              every_s=settings.ops_sample_s)
     sampler.start()
+    sweeper = Sweeper(sessions=state.sessions, redis=state.redis, settings=settings,
+                      leading=lambda: reconciler.leader)
+    sweeper.start()
     helpers = [asyncio.create_task(_listen(state), name="control-kicks")]
     if settings.ml_service_url:
         helpers.append(asyncio.create_task(_wake(state, reconciler), name="wake"))
@@ -86,6 +90,7 @@ async def _serve(settings: Settings, parent_pid: int | None) -> None:
         await reconciler.stop()
         await dispatcher.stop()
         await sampler.stop()
+        await sweeper.stop()
         await batch_work.stop_all()
         await close_state(state)
 

@@ -25,6 +25,8 @@ class File(Base):
     __table_args__ = (
         Index("ix_files_owner_id", "owner_id", "id"),
         Index("ix_files_batch", "batch_id"),
+        Index("ix_files_expires_at", "expires_at"),
+        Index("ix_files_created_at", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -36,6 +38,9 @@ class File(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # The batch whose output or error file this is (NULL for uploads).
     batch_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    # When the retention sweep deletes it (the upload's expires_after); NULL: after
+    # MONKEY_RETENTION_DAYS from created_at.
+    expires_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class FilePart(Base):

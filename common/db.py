@@ -84,6 +84,12 @@ class Job(Base):
         Index("ix_jobs_webhook_next", "webhook_next",
               postgresql_where=text("webhook_next IS NOT NULL"),
               sqlite_where=text("webhook_next IS NOT NULL")),
+        # The retention sweep (api/retention.py): ended jobs by end time, and apart
+        # those few with an expires_after of their own.
+        Index("ix_jobs_finished", "finished_at"),
+        Index("ix_jobs_expiring", "finished_at",
+              postgresql_where=text("expires_after_s IS NOT NULL"),
+              sqlite_where=text("expires_after_s IS NOT NULL")),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -119,6 +125,8 @@ class Job(Base):
     webhook: Mapped[str | None] = mapped_column(Text, default=None)
     webhook_events: Mapped[list[str] | None] = mapped_column(JSON, default=None)
     webhook_next: Mapped[str | None] = mapped_column(String(16), default=None)
+    # Deleted this many seconds after it ended (NULL: after MONKEY_RETENTION_DAYS).
+    expires_after_s: Mapped[int | None] = mapped_column(Integer, default=None)
 
 
 def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:

@@ -14,6 +14,9 @@ from pydantic import (
     model_validator,
 )
 
+# The longest `expires_after` a job or a response may ask for: a year.
+MAX_EXPIRES_AFTER_S = 365 * 24 * 3600
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -82,6 +85,11 @@ class JobCreate(_Strict):
                                 pattern=r"^[hH][tT][tT][pP][sS]?://[^\s]+$")
     webhook_events_filter: list[Literal["start", "completed"]] | None = Field(
         None, min_length=1, max_length=2)
+    # Seconds after the job ends that it is deleted, in place of MONKEY_RETENTION_DAYS.
+    expires_after: int | None = Field(
+        None, ge=1, le=MAX_EXPIRES_AFTER_S,
+        description="Seconds after the job ends that it is deleted (at most a year); "
+                    "unset: after MONKEY_RETENTION_DAYS.")
 
     @field_validator("metadata")
     @classmethod

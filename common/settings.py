@@ -98,6 +98,16 @@ class Settings(BaseSettings):
     webhook_backoff_s: float = _env("MONKEY_WEBHOOK_BACKOFF_S", 5.0)
     webhook_allow_private: bool = _env("MONKEY_WEBHOOK_ALLOW_PRIVATE", False)
 
+    # Retention (api/retention.py): ended jobs, responses, batches with their lines and
+    # files are deleted this many days after they ended (files: after upload) unless
+    # they set their own `expires_after`; 0 keeps them forever. A swept id answers 404
+    # saying it expired for MONKEY_RETENTION_TOMBSTONE_DAYS more. The control process
+    # sweeps every MONKEY_SWEEP_S, at most MONKEY_SWEEP_SLICE rows per statement.
+    retention_days: float = _env("MONKEY_RETENTION_DAYS", 30.0, ge=0)
+    tombstone_days: float = _env("MONKEY_RETENTION_TOMBSTONE_DAYS", 180.0, ge=0)
+    sweep_s: float = _env("MONKEY_SWEEP_S", 60.0, gt=0)
+    sweep_slice: int = _env("MONKEY_SWEEP_SLICE", 500, ge=1, le=10_000)
+
     # Workers.
     worker_concurrency: int = _env("MONKEY_WORKER_CONCURRENCY", 32)
     metrics_port: int | None = _env("MONKEY_METRICS_PORT", None)

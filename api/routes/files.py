@@ -20,31 +20,39 @@ async def upload_file(
     session: SessionDep, settings: SettingsDep, principal: PrincipalDep,
     file: Annotated[UploadFile, File()],
     purpose: Annotated[str, Form(json_schema_extra={"enum": list(svc.UPLOAD_PURPOSES)})],
+    anchor: Annotated[str | None, Form(alias="expires_after[anchor]", max_length=32,
+                                       json_schema_extra={"enum": ["created_at"]})] = None,
+    seconds: Annotated[str | None, Form(
+        alias="expires_after[seconds]", max_length=16,
+        description="Delete the file this many seconds after the upload (3600 to "
+                    "2592000); unset: after MONKEY_RETENTION_DAYS.")] = None,
 ) -> dict:
     try:
         f = await svc.store_upload(session=session, settings=settings, principal=principal,
-                                   upload=file, purpose=purpose)
+                                   upload=file, purpose=purpose,
+                                   expires_after=svc.expiry(anchor, seconds))
     finally:
         await file.close()
-    return svc.file_object(f)
+    return svc.file_object(f, settings)
 
 
 @router.get("", response_model=FileList, response_model_exclude_none=True)
 async def list_files(
-    session: SessionDep, principal: PrincipalDep,
+    session: SessionDep, settings: SettingsDep, principal: PrincipalDep,
     purpose: Annotated[str | None, Query(max_length=32)] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
     after: Annotated[str | None, Query(max_length=64)] = None,
 ) -> dict:
-    return await svc.list_files(session=session, principal=principal, purpose=purpose,
-                                limit=limit, after=after)
+    return await svc.list_files(session=session, settings=settings, principal=principal,
+                                purpose=purpose, limit=limit, after=after)
 
 
 @router.get("/{file_id}", response_model=FileObject,
              response_model_exclude_none=True, responses=errors(404))
-async def get_file(file_id: str, session: SessionDep, principal: PrincipalDep) -> dict:
+async def get_file(file_id: str, session: SessionDep, settings: SettingsDep,
+                   principal: PrincipalDep) -> dict:
     return svc.file_object(await svc.get_file(session=session, principal=principal,
-                                              file_id=file_id))
+                                              file_id=file_id), settings)
 
 
 @router.get("/{file_id}/content", response_class=StreamingResponse, responses={

@@ -56,8 +56,10 @@ async def finalize(state: AppState, b: Batch, token: str) -> None:
 async def _write_results(state: AppState, b: Batch, token: str):
     out = FileWriter(owner_id=b.owner_id, filename=f"{b.id}_output.jsonl",
                      purpose="batch_output", batch_id=b.id)
+    # OpenAI's purpose for a batch's error file is its output's too (the schema lists
+    # no other): the filename tells them apart.
     err = FileWriter(owner_id=b.owner_id, filename=f"{b.id}_error.jsonl",
-                     purpose="batch_error", batch_id=b.id)
+                     purpose="batch_output", batch_id=b.id)
     counts = {"ok": 0, "failed": 0, "unfinished": 0, "expired": 0}
     last = ""
     while True:

@@ -18,13 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api import control
+from api import control, retention
 from api.deps import Principal
 from api.services.files import get_file
 from api.services.openai_shapes import ENDPOINTS, ts
 from common.batches_db import Batch
 from common.db import Job, utcnow
-from common.errors import Conflict, InvalidRequest, NotFound
+from common.errors import Conflict, InvalidRequest
 from common.ids import new_id
 from common.jobs import BATCH_TERMINAL, BatchStatus, JobStatus
 from common.schemas import METADATA_DOC, check_metadata
@@ -124,7 +124,8 @@ async def create_batch(*, session: AsyncSession, redis: aioredis.Redis, principa
 async def get_batch(*, session: AsyncSession, principal: Principal, batch_id: str) -> Batch:
     b = await session.get(Batch, batch_id, populate_existing=True)
     if b is None or b.owner_id != principal.key_id:
-        raise NotFound(f"no batch {batch_id!r}")
+        raise await retention.not_found(session, noun="batch", asked=batch_id,
+                                        swept_id=batch_id, owner_id=principal.key_id)
     return b
 
 

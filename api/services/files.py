@@ -8,43 +8,74 @@ file in memory at once.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.datastructures import UploadFile
 
+from api import retention
 from api.deps import Principal
 from api.services.openai_shapes import ts
 from common.batches_db import PART_BYTES, Batch, File, FilePart
 from common.db import utcnow
-from common.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
+from common.errors import Conflict, InvalidRequest, PayloadTooLarge
 from common.ids import new_id
 from common.jobs import BATCH_WORKING
 from common.settings import Settings
 
 UPLOAD_PURPOSES = ("batch",)
+# OpenAI's bounds on a file's expires_after seconds: an hour to 30 days.
+EXPIRES_AFTER_S = (3600, 30 * 24 * 3600)
 
 
-def file_object(f: File) -> dict:
+def file_object(f: File, settings: Settings) -> dict:
+    """The file as OpenAI shows it; `expires_at` is when the retention sweep deletes it
+    (its own expires_after, else MONKEY_RETENTION_DAYS after the upload; none when kept)."""
+    days = settings.retention_days
+    expires_at = f.expires_at or (f.created_at + timedelta(days=days) if days else None)
     return {
         "id": f.id, "object": "file", "bytes": f.size, "created_at": ts(f.created_at),
         "filename": f.filename, "purpose": f.purpose, "status": "processed",
-        "status_details": None, "expires_at": None,
+        "status_details": None, "expires_at": ts(expires_at),
     }
 
 
+def expiry(anchor: str | None, seconds: str | None) -> timedelta | None:
+    """A file's `expires_after` (OpenAI's {"anchor": "created_at", "seconds": N}, sent as
+    the form fields expires_after[anchor] and expires_after[seconds]) as a delay after
+    the upload; None when not given."""
+    if anchor is None and seconds is None:
+        return None
+    if anchor != "created_at":
+        raise InvalidRequest(f"expires_after.anchor must be 'created_at', not {anchor!r}",
+                             param="expires_after.anchor")
+    low, high = EXPIRES_AFTER_S
+    try:
+        n = int(seconds or "")
+    except ValueError:
+        n = None
+    if n is None or not low <= n <= high:
+        raise InvalidRequest(f"expires_after.seconds must be an integer from {low} (an hour) "
+                             f"to {high} (30 days), not {seconds!r}",
+                             param="expires_after.seconds")
+    return timedelta(seconds=n)
+
+
 async def store_upload(*, session: AsyncSession, settings: Settings, principal: Principal,
-                       upload: UploadFile, purpose: str) -> File:
+                       upload: UploadFile, purpose: str,
+                       expires_after: timedelta | None = None) -> File:
     """Write an uploaded file in one transaction: a refused upload leaves nothing."""
     if purpose not in UPLOAD_PURPOSES:
         raise InvalidRequest(f"purpose {purpose!r} is not supported; use one of {UPLOAD_PURPOSES}")
+    now = utcnow()
     limit = settings.max_file_bytes
     if upload.size is not None and upload.size > limit:
         raise PayloadTooLarge(f"file has {upload.size} bytes; the limit is {limit} "
                               "(MONKEY_MAX_FILE_BYTES)")
     f = File(id=new_id("file"), owner_id=principal.key_id,
              filename=(upload.filename or "upload.jsonl")[:255], purpose=purpose, size=0,
-             parts=0, created_at=utcnow())
+             parts=0, created_at=now, expires_at=now + expires_after if expires_after else None)
     session.add(f)
     await session.flush()
     while data := await upload.read(PART_BYTES):
@@ -104,7 +135,8 @@ class FileWriter:
 async def get_file(*, session: AsyncSession, principal: Principal, file_id: str) -> File:
     f = await session.get(File, file_id)
     if f is None or f.owner_id != principal.key_id:
-        raise NotFound(f"no file {file_id!r}")
+        raise await retention.not_found(session, noun="file", asked=file_id, swept_id=file_id,
+                                        owner_id=principal.key_id)
     return f
 
 
@@ -143,15 +175,15 @@ async def iter_lines(*, sessions: async_sessionmaker, file_id: str
         yield [(lineno + 1, tail)]
 
 
-async def list_files(*, session: AsyncSession, principal: Principal, purpose: str | None,
-                     limit: int, after: str | None) -> dict:
+async def list_files(*, session: AsyncSession, settings: Settings, principal: Principal,
+                     purpose: str | None, limit: int, after: str | None) -> dict:
     stmt = select(File).where(File.owner_id == principal.key_id)
     if purpose:
         stmt = stmt.where(File.purpose == purpose)
     if after:
         stmt = stmt.where(File.id < after)
     rows = list((await session.execute(stmt.order_by(File.id.desc()).limit(limit + 1))).scalars())
-    data = [file_object(f) for f in rows[:limit]]
+    data = [file_object(f, settings) for f in rows[:limit]]
     return {"object": "list", "data": data, "has_more": len(rows) > limit,
             "first_id": data[0]["id"] if data else None,
             "last_id": data[-1]["id"] if data else None}

@@ -17,10 +17,11 @@ from sqlalchemy import cast as sql_cast
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api import retention
 from api.deps import Principal
 from common.catalog import resolve
 from common.db import Job, utcnow
-from common.errors import Conflict, InvalidRequest, PayloadTooLarge, RateLimited
+from common.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, RateLimited
 from common.events import AsyncEventLog
 from common.ids import new_id
 from common.jobs import JOB_COLUMNS, TERMINAL, JobStatus, envelope
@@ -77,14 +78,21 @@ def new_job_values(*, settings: Settings, principal: Principal, job_in: JobCreat
         timeout_s=job_in.timeout_s, created_at=now,
         start_by=now + timedelta(seconds=job_in.start_by_s) if job_in.start_by_s else None,
         idempotency_key=idempotency_key,
-        # Unset webhook fields stay out, so that hashes made before they existed still match.
-        request_hash=request_hash(job_in.model_dump(
-            mode="json", exclude=None if job_in.webhook else {"webhook", "webhook_events_filter"}
-        )) if idempotency_key else None,
+        request_hash=request_hash(job_in.model_dump(mode="json", exclude=_unset_extras(job_in)))
+        if idempotency_key else None,
         batch_id=batch_id, custom_id=custom_id, **webhook_columns(job_in),
+        # A batch's lines go with their batch, never on their own clock.
+        expires_after_s=None if batch_id else job_in.expires_after,
         published_at=None, started_at=None, finished_at=None, output=None, error=None,
         lease_expires_at=None, worker_id=None,
     )
+
+
+def _unset_extras(job_in: JobCreate) -> set[str]:
+    """Fields left out of the request hash when unset, so that hashes made before they
+    existed still match."""
+    unset = set() if job_in.webhook else {"webhook", "webhook_events_filter"}
+    return unset | ({"expires_after"} if job_in.expires_after is None else set())
 
 
 def webhook_columns(job_in: JobCreate) -> dict:
@@ -181,7 +189,17 @@ async def _by_idempotency_key(session: AsyncSession, principal: Principal, key: 
 
 async def get_job(*, store: AsyncJobStore, principal: Principal, job_id: str):
     """The job as a row of JOB_COLUMNS (reads like a Job; a fresh read every call)."""
-    return await store.get(job_id, owner_id=principal.key_id)
+    try:
+        return await store.get(job_id, owner_id=principal.key_id)
+    except NotFound:
+        raise await _gone(store, principal, job_id) from None
+
+
+async def _gone(store: AsyncJobStore, principal: Principal, job_id: str) -> NotFound:
+    """The 404 of a job this key does not have, saying so if the sweep deleted it."""
+    async with store.auto_sessions() as s:
+        return await retention.not_found(s, noun="job", asked=job_id, swept_id=job_id,
+                                         owner_id=principal.key_id)
 
 
 async def queue_position(*, session: AsyncSession, store: AsyncJobStore, principal: Principal,
@@ -291,7 +309,10 @@ def _strings(value) -> list[str]:
 
 async def cancel_job(*, store: AsyncJobStore, principal: Principal, job_id: str):
     """queued -> cancelled at once; running -> cancelling, and the worker is told."""
-    return await store.cancel(job_id, owner_id=principal.key_id)
+    try:
+        return await store.cancel(job_id, owner_id=principal.key_id)
+    except NotFound:
+        raise await _gone(store, principal, job_id) from None
 
 
 # How long a read of the job's event log blocks before the reader asks the database

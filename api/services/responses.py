@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api import retention
 from api.deps import Principal
 from api.metrics import JOBS_SUBMITTED
 from api.services import jobs as jobs_svc
@@ -34,7 +35,7 @@ from api.services.responses_shapes import (
     response_object,
 )
 from common.db import Job, utcnow
-from common.errors import InvalidRequest, NotFound
+from common.errors import InvalidRequest
 from common.events import AsyncEventLog
 from common.jobs import TERMINAL, JobStatus, envelope
 from common.producer import Producer
@@ -85,7 +86,8 @@ async def _history(*, session: AsyncSession, principal: Principal, previous: str
     job_id = job_id_of(previous)
     row = await _row(session, principal, job_id) if job_id else None
     if row is None or job_id is None:
-        raise NotFound(f"previous response {previous!r} not found")
+        raise await retention.not_found(session, noun="previous response", asked=previous,
+                                        swept_id=job_id, owner_id=principal.key_id)
     prev = (await session.execute(select(Job.status, Job.output).where(Job.id == job_id))).first()
     if prev is None or prev.status != JobStatus.SUCCEEDED:
         raise InvalidRequest(f"previous response {previous!r} has not completed; "
@@ -109,7 +111,8 @@ async def lookup(*, session: AsyncSession, store: AsyncJobStore, principal: Prin
     """A stored response of this key: (job envelope, row); NotFound otherwise."""
     row = await _row(session, principal, job_id_of(resp_id))
     if row is None or not row.store:
-        raise NotFound(f"no response {resp_id!r}")
+        raise await retention.not_found(session, noun="response", asked=resp_id,
+                                        swept_id=job_id_of(resp_id), owner_id=principal.key_id)
     job = await store.get(row.job_id, owner_id=principal.key_id)
     return envelope(job), row
 

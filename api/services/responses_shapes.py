@@ -32,7 +32,7 @@ from api.services.openai_shapes import (
 )
 from common.errors import InvalidRequest
 from common.responses_db import RESPONSE_PREFIX, response_id
-from common.schemas import METADATA_DOC, JobCreate, check_metadata
+from common.schemas import MAX_EXPIRES_AFTER_S, METADATA_DOC, JobCreate, check_metadata
 
 # Parameters accepted with the value that asks for no feature (None allowed too).
 _NEUTRAL: dict[str, set[Any] | None] = {
@@ -88,6 +88,8 @@ class ResponseRequest(BaseModel):
     delay_ms: float | None = Field(None, ge=0, le=60_000)
     webhook: str | None = Field(None, min_length=8, max_length=2000,
                                 pattern=r"^[hH][tT][tT][pP][sS]?://[^\s]+$")
+    # Seconds after the response ends that it is deleted (its job's expires_after).
+    expires_after: int | None = Field(None, ge=1, le=MAX_EXPIRES_AFTER_S)
 
     def unsupported(self) -> None:
         refuse_unsupported(self.model_extra, _NEUTRAL)
@@ -116,7 +118,8 @@ class ResponseRequest(BaseModel):
         try:
             return JobCreate(kind="generate", model=self.model, priority=priority,
                              params=params, input={"messages": system + history + self.messages()},
-                             metadata=self.metadata or {}, webhook=self.webhook)
+                             metadata=self.metadata or {}, webhook=self.webhook,
+                             expires_after=self.expires_after)
         except ValidationError as exc:
             raise InvalidRequest(describe(exc)) from None
 

@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 import common.batches_db  # noqa: F401 - registers the files and batches tables
 import common.responses_db  # noqa: F401 - registers the responses table
+import common.swept  # noqa: F401 - registers the tombstones of swept ids
 import common.webhooks  # noqa: F401 - registers the webhook tables
 from common.db import Base
 from common.settings import get_settings
