@@ -1,5 +1,5 @@
-"""The control process: the reconciler, the batch engine and webhook deliveries, away
-from the requests.
+"""The control process: the reconciler, the batch engine, webhook deliveries and the
+release of jobs held back for fair share between keys, away from the requests.
 
 Reconciling (requeues, expiries, republishing) and a batch's validation, expansion
 of up to 50,000 lines and finalization are long pieces of work; on the API's event
@@ -32,7 +32,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from api.reconciler import Reconciler
-from api.services import batch_work
+from api.services import batch_work, fair_release
 from api.services.webhooks import WebhookDispatcher
 from api.state import AppState, close_state, open_state
 from api.wake import Waker
@@ -69,7 +69,10 @@ async def _serve(settings: Settings, parent_pid: int | None) -> None:
     reconciler.start()
     dispatcher = WebhookDispatcher(sessions=state.sessions, settings=settings)
     dispatcher.start()
-    helpers = [asyncio.create_task(_listen(state), name="control-kicks")]
+    helpers = [asyncio.create_task(_listen(state), name="control-kicks"),
+               # Jobs held back for fair share go out as their keys have room.
+               asyncio.create_task(fair_release.release_loop(state, lambda: reconciler.leader),
+                                   name="fair-release")]
     if settings.ml_service_url:
         helpers.append(asyncio.create_task(_wake(state, reconciler), name="wake"))
     if parent_pid is not None:

@@ -4,10 +4,14 @@ Every batch line goes to the same broker list (the queue's batch step), which wo
 serve first in, first out. Enqueued all at once, one key's 50,000-line batch would sit
 ahead of every line another key submits a second later, for as long as it takes to run.
 So a key's batches enqueue in turns: before each chunk, the batch engine waits until
-its key has fewer than `MONKEY_BATCH_WINDOW` lines waiting (queued, in the broker or a
-worker's prefetch). Each key then holds at most a window and a chunk of the list, and as
-workers drain it, every key tops its own window up: the list interleaves the keys, and
-each key's batches advance at about the same rate whatever their sizes. A key alone
+its key has fewer than its window of lines waiting (queued: in the broker, a worker's
+prefetch, or held back at its cap of running jobs). The window is MONKEY_BATCH_WINDOW
+times the key's weight (api/services/fair.py), and at most MONKEY_MAX_RUNNING_PER_KEY
+where that is set. Each key then holds at most a window and a chunk of the list, and as
+workers drain it, every key tops its own window up: the list interleaves the keys. In
+a list served first in, first out, a key's share of the workers is its share of the
+waiting lines, so keys of equal weight advance at about the same rate whatever their
+batches' sizes, and a key of weight 2 twice as fast as a key of weight 1. A key alone
 still keeps the workers busy: its window refills as fast as it empties.
 
 The rest of a batch waits in its uploaded file (enqueuing resumes after the last
@@ -22,6 +26,7 @@ import time
 
 from sqlalchemy import func, select
 
+from api.services import fair
 from api.services.batch_claim import claim_s, renew
 from api.state import AppState
 from common.batches_db import Batch
@@ -43,9 +48,10 @@ async def lines_waiting(state: AppState, owner_id: str, limit: int) -> int:
 async def wait_turn(state: AppState, b: Batch, token: str) -> None:
     """Return when the batch's key has room in its window for the next chunk; keeps the
     batch's claim alive meanwhile (ClaimLost if another process took it)."""
-    window = state.settings.batch_window
-    if window <= 0:
+    if state.settings.batch_window <= 0:
         return
+    window = fair.batch_window(state.settings, (await fair.weights(state, [b.owner_id]))[
+        b.owner_id])
     renewed = time.monotonic()
     while await lines_waiting(state, b.owner_id, window) >= window:
         if time.monotonic() - renewed > claim_s(state) / 3:
