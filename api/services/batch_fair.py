@@ -45,21 +45,28 @@ async def lines_waiting(state: AppState, owner_id: str, limit: int) -> int:
         return int((await s.execute(select(func.count()).select_from(waiting))).scalar_one())
 
 
-async def wait_turn(state: AppState, b: Batch, token: str) -> None:
-    """Return when the batch's key has room in its window for the next chunk; keeps the
-    batch's claim alive meanwhile (ClaimLost if another process took it)."""
+async def wait_turn(state: AppState, b: Batch, token: str, lines: int) -> int:
+    """Return when the batch's key has room in its window, with how many of the next
+    `lines` to enqueue now: the room left, but at least a quarter of the window (a
+    part per line would cost a transaction each). Keeps the batch's claim alive
+    meanwhile (ClaimLost if another process took it).
+
+    Topping the window up by what it lacks, rather than by whole chunks, keeps each
+    key's waiting lines close to its window, and so the keys' shares close to their
+    weights (a 500-line chunk on a 40-line window would swamp the weights)."""
     if state.settings.batch_window <= 0:
-        return
+        return lines
     window = fair.batch_window(state.settings, (await fair.weights(state, [b.owner_id]))[
         b.owner_id])
     renewed = time.monotonic()
-    while await lines_waiting(state, b.owner_id, window) >= window:
+    while (waiting := await lines_waiting(state, b.owner_id, window)) >= window:
         if time.monotonic() - renewed > claim_s(state) / 3:
             async with state.sessions() as s:
                 await renew(state, s, b.id, token)
                 await s.commit()
             renewed = time.monotonic()
         await asyncio.sleep(POLL_S)
+    return min(lines, max(window - waiting, window // 4, 1))
 
 
 __all__ = ["lines_waiting", "wait_turn"]

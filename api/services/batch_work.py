@@ -182,8 +182,16 @@ async def enqueue(state: AppState, b: Batch, token: str) -> None:
 
 
 async def _enqueue_chunk(state: AppState, b: Batch, token: str, lines: list,
-                         publishing: asyncio.Task | None) -> asyncio.Task:
-    await batch_fair.wait_turn(state, b, token)  # fair share between keys
+                         publishing: asyncio.Task | None) -> asyncio.Task | None:
+    while lines:  # in parts, as the key's window has room (fair share between keys)
+        room = await batch_fair.wait_turn(state, b, token, len(lines))
+        publishing = await _enqueue_part(state, b, token, lines[:room], publishing)
+        lines = lines[room:]
+    return publishing
+
+
+async def _enqueue_part(state: AppState, b: Batch, token: str, lines: list,
+                        publishing: asyncio.Task | None) -> asyncio.Task:
     rows = await asyncio.to_thread(batch_lines.job_rows, state.settings, b, lines)
     async with state.sessions() as s:
         # The batch row first: it serialises us with a cancel, which locks it too.
