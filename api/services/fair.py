@@ -35,7 +35,7 @@ import time
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, func, literal_column, select
 
 from api.deps import Principal
 from api.state import AppState
@@ -46,8 +46,9 @@ from common.settings import Settings
 S = JobStatus
 _RECOUNT_S = 1.0
 
-# A job held back: queued, with no task message (the partial index ix_jobs_held).
-HELD = and_(Job.status == S.QUEUED, Job.held_at.is_not(None))
+# A job held back: queued, with no task message. The status is written as a literal so
+# that Postgres matches the partial index ix_jobs_held even in a generic plan.
+HELD = and_(Job.status == literal_column(f"'{S.QUEUED.value}'"), Job.held_at.is_not(None))
 
 
 def scaled(window: int, weight: float, cap: int) -> int:

@@ -6,7 +6,8 @@
   waiting on the broker (its key is past its interactive window, or at its cap of
   running jobs); the control process publishes it when its key has room. A held job
   has no task message, and the reconciler does not count it as lost. The partial index
-  finds the held jobs of a key, oldest first, without reading the rest.
+  finds the held jobs of a key, oldest first, without reading the rest (a held job
+  that ends, cancelled or expired, leaves it with its status).
 
 Revision ID: 0007
 Revises: 0005
@@ -28,8 +29,8 @@ def upgrade() -> None:
                                         server_default=sa.text("1")))
     op.add_column("jobs", sa.Column("held_at", UTCDateTime(), nullable=True))
     op.create_index("ix_jobs_held", "jobs", ["owner_id", "priority", "id"],
-                    postgresql_where=sa.text("held_at IS NOT NULL"),
-                    sqlite_where=sa.text("held_at IS NOT NULL"))
+                    postgresql_where=sa.text("status = 'queued' AND held_at IS NOT NULL"),
+                    sqlite_where=sa.text("status = 'queued' AND held_at IS NOT NULL"))
 
 
 def downgrade() -> None:
