@@ -13,8 +13,9 @@ Reports each key's curve (seconds since its own submit, lines completed), its ti
 complete, and the fairness figure: the second key's time over the first's (1.0 is even;
 about 2 is first come, first served). Writes artifacts/fairness.png.
 
-    python bench/fairness.py [--lines 5000] [--concurrency 16] [--delay-ms 0]
-                             [--weight2 1] [--window 2000] [--postgres URL]
+    python bench/fairness.py [--lines 5000] [--concurrency 16] [--delay-ms 10]
+                             [--weight2 1] [--window 500] [--chunk-lines 64]
+                             [--postgres URL]
 """
 
 from __future__ import annotations
@@ -100,16 +101,20 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--lines", type=int, default=5000, help="lines per key")
     ap.add_argument("--concurrency", type=int, default=16, help="task threads of the worker")
-    ap.add_argument("--delay-ms", type=int, default=0, help="debug/echo's delay per word")
+    # Four words a line: about 40 ms each, so that the lines, not the machinery, take
+    # the time (with no delay 10,000 lines are through in about 5 s).
+    ap.add_argument("--delay-ms", type=int, default=10, help="debug/echo's delay per word")
     ap.add_argument("--weight2", type=float, default=1.0, help="the second key's weight")
-    ap.add_argument("--window", type=int, default=2000, help="MONKEY_BATCH_WINDOW")
+    ap.add_argument("--window", type=int, default=500, help="MONKEY_BATCH_WINDOW")
+    ap.add_argument("--chunk-lines", type=int, default=64, help="MONKEY_BATCH_CHUNK_LINES")
     ap.add_argument("--postgres", default=None, metavar="URL")
     args = ap.parse_args()
 
     import openai
 
     stack = BenchStack(postgres_url=args.postgres,
-                       env={"MONKEY_BATCH_WINDOW": str(args.window)})
+                       env={"MONKEY_BATCH_WINDOW": str(args.window),
+                            "MONKEY_BATCH_CHUNK_LINES": str(args.chunk_lines)})
     try:
         stack.start_api()
         stack.start_worker("llm", args.concurrency)
@@ -137,6 +142,7 @@ def main() -> None:
         "worker_threads": args.concurrency,
         "delay_ms": args.delay_ms,
         "batch_window": args.window,
+        "chunk_lines": args.chunk_lines,
         "weights": [1.0, args.weight2],
         "submitted_apart_s": 1.0,
         "completed_s": took,

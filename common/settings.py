@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     sse_send_timeout_s: float = _env("MONKEY_SSE_SEND_TIMEOUT_S", 30.0)
     # Fair share between keys: a key's batches keep at most this many lines waiting in
     # the queue, so another key's batch lines start promptly (0: no window).
-    batch_window: int = _env("MONKEY_BATCH_WINDOW", 2000, ge=0)
+    batch_window: int = _env("MONKEY_BATCH_WINDOW", 500, ge=0)
     # The same for interactive jobs: beyond this many of a key's interactive jobs
     # waiting on the broker, its further ones wait in the database (held back) and go
     # out as its earlier ones start, so one key's flood does not queue ahead of every

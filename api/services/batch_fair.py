@@ -3,20 +3,23 @@
 Every batch line goes to the same broker list (the queue's batch step), which workers
 serve first in, first out. Enqueued all at once, one key's 50,000-line batch would sit
 ahead of every line another key submits a second later, for as long as it takes to run.
-So a key's batches enqueue in turns: before each chunk, the batch engine waits until
-its key has fewer than its window of lines waiting (queued: in the broker, a worker's
-prefetch, or held back at its cap of running jobs). The window is MONKEY_BATCH_WINDOW
-times the key's weight (api/services/fair.py), and at most MONKEY_MAX_RUNNING_PER_KEY
-where that is set. Each key then holds at most a window and a chunk of the list, and as
-workers drain it, every key tops its own window up: the list interleaves the keys. In
-a list served first in, first out, a key's share of the workers is its share of the
-waiting lines, so keys of equal weight advance at about the same rate whatever their
-batches' sizes, and a key of weight 2 twice as fast as a key of weight 1. A key alone
-still keeps the workers busy: its window refills as fast as it empties.
+So a key's batches enqueue in turns, in two stages:
 
-The rest of a batch waits in its uploaded file (enqueuing resumes after the last
-committed chunk, batch_work.enqueue), not in the database or the broker. 0 turns the
-window off (everything is enqueued at once, first come first served).
+- into the database: before each part, the batch engine waits until its key has fewer
+  than its window of lines queued (MONKEY_BATCH_WINDOW times the key's weight, at most
+  MONKEY_MAX_RUNNING_PER_KEY where that is set), and writes the next lines held back
+  (`held_at`): the rest of a batch waits in its uploaded file (enqueuing resumes after
+  the last committed part, batch_work.enqueue);
+- onto the broker: the leading control process publishes held lines as the workers
+  make room, at most MONKEY_BATCH_WINDOW lines waiting there in all, the room shared
+  between the busy keys by weight and their messages interleaved (fair_release.py).
+
+In a list served first in, first out, a key's share of the workers is its share of the
+waiting lines, so keys of equal weight advance at the same rate whatever their
+batches' sizes, a key of weight 2 twice as fast as a key of weight 1, and a second
+key's first lines wait behind at most a window of the first key's. A key alone still
+keeps the workers busy: the room refills as fast as it empties. 0 turns the window off
+(every line is published as it is enqueued, first come first served).
 """
 
 from __future__ import annotations
@@ -45,6 +48,11 @@ async def lines_waiting(state: AppState, owner_id: str, limit: int) -> int:
         return int((await s.execute(select(func.count()).select_from(waiting))).scalar_one())
 
 
+def holds_lines(state: AppState) -> bool:
+    """Whether new lines are written held, for fair_release to publish (window on)."""
+    return state.settings.batch_window > 0
+
+
 async def wait_turn(state: AppState, b: Batch, token: str, lines: int) -> int:
     """Return when the batch's key has room in its window, with how many of the next
     `lines` to enqueue now: the room left, but at least a quarter of the window (a
@@ -69,4 +77,4 @@ async def wait_turn(state: AppState, b: Batch, token: str, lines: int) -> int:
     return min(lines, max(window - waiting, window // 4, 1))
 
 
-__all__ = ["lines_waiting", "wait_turn"]
+__all__ = ["holds_lines", "lines_waiting", "wait_turn"]
