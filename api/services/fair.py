@@ -11,10 +11,10 @@ its window there, and in a first-in-first-out list a key's share of the workers 
 share of the waiting messages, that is, its weight. A key alone still keeps every
 worker busy: its window is refilled every POLL_S.
 
-A key's batch lines take turns the same way (batch_fair.py, MONKEY_BATCH_WINDOW times
-the weight). With MONKEY_MAX_RUNNING_PER_KEY, a worker's claim refuses a job past its
-key's cap of running jobs and holds it back (common/store.py), and the release only
-publishes as many as the key has room to run.
+A key's batch lines are written held too, and take turns on the broker with the other
+keys' by weight (batch_fair.py, fair_release.py). With MONKEY_MAX_RUNNING_PER_KEY, a
+worker's claim refuses a job past its key's cap of running jobs and holds it back
+(common/store.py), and the release only publishes as many as the key has room to run.
 
 Nothing is lost on the way: a held job is queued in the database, which is the truth.
 The release commits `held_at = NULL, published_at = now` before it publishes, so a
