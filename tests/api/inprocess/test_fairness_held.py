@@ -10,7 +10,7 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 
 from api.reconciler import Reconciler
 from api.recovery import LostMessages
@@ -142,3 +142,36 @@ def test_interleave_orders_messages_by_weight():
     order = [m.job_id[0] for m in interleave(rows, {"a": 1.0, "b": 2.0}, 64)]
     # Virtual finish times: b's messages at 0.5, 1, 1.5, ..., a's at 1, 2, 3, 4.
     assert order == ["b", "a", "b", "b", "a", "b", "b", "a", "b", "b", "a", "b"]
+
+
+def test_jobs_released_by_a_process_that_died_before_publishing_go_out_again(app):
+    # The release commits them published, then publishes: a crash in between leaves
+    # published-looking jobs with no message, for the lost-message recovery.
+    state = _with(app.state, interactive_window=10)
+    rows = _held(4, "key_a")
+    app.client.portal.call(_put, state, rows)
+    releaser = Releaser(state)
+    unheld = app.client.portal.call(releaser._unhold, "key_a", "interactive", 10)
+    assert len(unheld) == 4 and app.stub.take() == []
+
+    async def recover() -> int:
+        async with state.sessions() as s:  # as if sent longer ago than MONKEY_LOST_AFTER_S
+            await s.execute(update(Job).values(
+                published_at=utcnow() - timedelta(seconds=state.settings.lost_after_s + 1)))
+            await s.commit()
+        lost = LostMessages(state)
+        lost.start_sweep()
+        while lost.sweep is not None or not lost.last:
+            await lost.tick()
+        return await Reconciler(state)._publish_pending()
+
+    assert app.client.portal.call(recover) == 4
+    assert {m.job_id for m in app.stub.take()} == {r["id"] for r in rows}
+
+
+def test_a_keys_weight_scales_its_windows():
+    from api.services.fair import scaled
+
+    assert [scaled(100, w, 0) for w in (1, 2, 0.5, 0.001)] == [100, 200, 50, 1]
+    assert scaled(100, 2, 30) == 30  # never past the cap of running jobs
+    assert scaled(0, 2, 30) == 0  # off stays off
