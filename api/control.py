@@ -1,5 +1,6 @@
 """The control process: the reconciler, the batch engine, webhook deliveries and the
-retention sweep (api/retention.py), away from the requests.
+retention sweep (api/retention.py) and the release of jobs held back for fair share
+between keys, away from the requests.
 
 Reconciling (requeues, expiries, republishing) and a batch's validation, expansion
 of up to 50,000 lines and finalization are long pieces of work; on the API's event
@@ -33,7 +34,7 @@ from redis.exceptions import RedisError
 
 from api.reconciler import Reconciler
 from api.retention import Sweeper
-from api.services import batch_work
+from api.services import batch_work, fair_release
 from api.services.ops_history import HistorySampler
 from api.services.webhooks import WebhookDispatcher
 from api.state import AppState, close_state, open_state
@@ -77,7 +78,10 @@ async def _serve(settings: Settings, parent_pid: int | None) -> None:
     sweeper = Sweeper(sessions=state.sessions, redis=state.redis, settings=settings,
                       leading=lambda: reconciler.leader)
     sweeper.start()
-    helpers = [asyncio.create_task(_listen(state), name="control-kicks")]
+    helpers = [asyncio.create_task(_listen(state), name="control-kicks"),
+               # Jobs held back for fair share go out as their keys have room.
+               asyncio.create_task(fair_release.release_loop(state, lambda: reconciler.leader),
+                                   name="fair-release")]
     if settings.ml_service_url:
         helpers.append(asyncio.create_task(_wake(state, reconciler), name="wake"))
     if parent_pid is not None:

@@ -33,6 +33,7 @@ _KEY_CACHE_S = 10.0
 class Principal:
     key_id: str
     name: str
+    weight: float = 1.0  # the key's share against other busy keys (api/services/fair.py)
 
 
 def _state(request: Request) -> AppState:
@@ -139,7 +140,7 @@ async def _lookup(sessions: async_sessionmaker, digest: str) -> Principal:
     if row is None or row.revoked_at is not None or not hmac.compare_digest(row.key_hash, digest):
         raise Unauthorized("invalid API key: check the key, or create one with "
                            "monkey keys create --name NAME")
-    return Principal(row.id, row.name)
+    return Principal(row.id, row.name, row.weight)
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -180,7 +180,8 @@ class Reconciler:
             rows = (await s.execute(
                 select(Job.id, Job.kind, Job.model, Job.queue, Job.priority, Job.attempts,
                        Job.created_at)
-                .where(Job.status == S.QUEUED, Job.published_at.is_(None))
+                .where(Job.status == S.QUEUED, Job.published_at.is_(None),
+                       Job.held_at.is_(None))  # held ones are fair_release's to publish
                 .order_by(Job.priority.desc(), Job.id).limit(_PUBLISH_PER_TICK)
             )).mappings().all()
         # A young job may still be on its way out from the submit that wrote it.

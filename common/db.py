@@ -69,6 +69,8 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    # The key's share of the queue against other busy keys (api/services/fair.py).
+    weight: Mapped[float] = mapped_column(Float, default=1.0, server_default=text("1"))
 
 
 class Job(Base):
@@ -81,6 +83,9 @@ class Job(Base):
         Index("ix_jobs_batch_status", "batch_id", "status"),
         Index("ix_jobs_owner_status", "owner_id", "status", "priority"),
         Index("ix_jobs_owner_finished", "owner_id", "finished_at"),
+        Index("ix_jobs_held", "owner_id", "priority", "id",
+              postgresql_where=text("status = 'queued' AND held_at IS NOT NULL"),
+              sqlite_where=text("status = 'queued' AND held_at IS NOT NULL")),
         Index("ix_jobs_webhook_next", "webhook_next",
               postgresql_where=text("webhook_next IS NOT NULL"),
               sqlite_where=text("webhook_next IS NOT NULL")),
@@ -116,6 +121,10 @@ class Job(Base):
     worker_id: Mapped[str | None] = mapped_column(String(200), default=None)
     # NULL until the task message is on the broker; the reconciler publishes such rows.
     published_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Set while a queued job is held back from the broker (api/services/fair.py): its
+    # key is past its window of waiting jobs or at its cap of running ones. It has no
+    # task message; the control process publishes it when its key has room.
+    held_at: Mapped[datetime | None] = mapped_column(default=None)
     idempotency_key: Mapped[str | None] = mapped_column(String(255), default=None)
     request_hash: Mapped[str | None] = mapped_column(String(64), default=None)
     batch_id: Mapped[str | None] = mapped_column(String(40), default=None)

@@ -47,9 +47,20 @@ class Settings(BaseSettings):
     # An event stream whose client reads nothing for this long is closed (its slot and
     # memory go back; an EventSource reconnects with Last-Event-ID).
     sse_send_timeout_s: float = _env("MONKEY_SSE_SEND_TIMEOUT_S", 30.0)
-    # Fair share between keys: a key's batches keep at most this many lines waiting in
-    # the queue, so another key's batch lines start promptly (0: no window).
-    batch_window: int = _env("MONKEY_BATCH_WINDOW", 2000)
+    # Fair share between keys: at most this many batch lines wait on the broker, the
+    # room shared between the busy keys by weight, and a key's batches keep at most
+    # this many (times its weight) queued, so another key's batch lines start promptly
+    # (0: no window).
+    batch_window: int = _env("MONKEY_BATCH_WINDOW", 500, ge=0)
+    # The same for interactive jobs: beyond this many of a key's interactive jobs
+    # waiting on the broker, its further ones wait in the database (held back) and go
+    # out as its earlier ones start, so one key's flood does not queue ahead of every
+    # other key's jobs (0: no window). Both windows scale with the key's weight
+    # (`monkey keys create --weight`, `monkey keys weight`).
+    interactive_window: int = _env("MONKEY_INTERACTIVE_WINDOW", 100, ge=0)
+    # At most this many jobs of one key run at once, whatever their priority; the rest
+    # wait queued (0: no cap). Every worker must run with the same value.
+    max_running_per_key: int = _env("MONKEY_MAX_RUNNING_PER_KEY", 0, ge=0)
 
     # Reliability: leases, heartbeats, reconciler, broker.
     lease_s: float = _env("MONKEY_LEASE_S", 10.0)

@@ -3,7 +3,8 @@
 Each method is one conditional UPDATE from `common.jobs.transition` plus the events
 that go with it, so no caller can change a status and forget to tell its followers:
 
-    claim       queued -> running (attempt + 1, lease), or queued -> expired (start_by)
+    claim       queued -> running (attempt + 1, lease), or queued -> expired (start_by);
+                with a cap of running jobs per key, a job past it is held back instead
     finish      running|cancelling -> succeeded | failed | cancelled (attempt fence)
     claim_many, finish_many   the same for many jobs (a chunk of batch lines): one
                 statement for them all, each row still fenced by its own attempt
@@ -22,6 +23,7 @@ The statements are built once, here; `JobStore` runs them for a worker thread
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -35,6 +37,7 @@ from typing import Any, TypeVar, cast
 from redis.exceptions import RedisError
 from sqlalchemy import (
     JSON,
+    Connection,
     CursorResult,
     Engine,
     Integer,
@@ -46,6 +49,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    update,
     values,
 )
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -75,7 +79,7 @@ T = TypeVar("T")
 _CLAIM = (
     transition(bindparam("job_id"), S.RUNNING, attempts=Job.attempts + 1,
                started_at=bindparam("now"), lease_expires_at=bindparam("lease"),
-               worker_id=bindparam("worker_id"))
+               worker_id=bindparam("worker_id"), held_at=None)
     .where(or_(Job.start_by.is_(None), Job.start_by >= bindparam("now")))
     .returning(*JOB_COLUMNS)
 )
@@ -94,13 +98,71 @@ _CLAIM_MANY = (
     transition(None, S.RUNNING, where=[Job.id.in_(_IDS), or_(Job.start_by.is_(None),
                                                               Job.start_by >= bindparam("now"))],
                attempts=Job.attempts + 1, started_at=bindparam("now"),
-               lease_expires_at=bindparam("lease"), worker_id=bindparam("worker_id"))
+               lease_expires_at=bindparam("lease"), worker_id=bindparam("worker_id"),
+               held_at=None)
     .returning(*JOB_COLUMNS)
 )
 _EXPIRE_MANY = (
     transition(None, S.EXPIRED, where=[Job.id.in_(_IDS), Job.start_by < bindparam("now")],
                finished_at=bindparam("now"), error=EXPIRED_ERROR).returning(*JOB_COLUMNS)
 )
+
+# The per-key cap of running jobs (MONKEY_MAX_RUNNING_PER_KEY). A claim under the cap
+# counts its key's running jobs and claims within the room left, in one transaction
+# that first takes a lock of the key: Postgres an advisory lock (two claims' counts in
+# READ COMMITTED would each miss the other's claim without it), SQLite its one writer
+# lock (BEGIN IMMEDIATE). A queued job past the cap is held back (`held_at`, no
+# message: the control process publishes it again when its key has room,
+# api/services/fair_release.py), and its message is acknowledged: the worker's thread
+# goes on at once, and nothing busy-loops on a job that may not run yet.
+_KEY_LOCK_SPACE = 0x6D6B  # the first key of the advisory lock: ours among other users
+_LOCK_KEY = text("SELECT pg_advisory_xact_lock(:space, hashtext(:owner))")
+_OWNERS = select(Job.owner_id).where(Job.id.in_(_IDS)).distinct()
+_RUNNING_BY_OWNER = (select(Job.owner_id, func.count())
+                     .where(Job.owner_id.in_(bindparam("owners", expanding=True)),
+                            Job.status.in_([S.RUNNING, S.CANCELLING]))
+                     .group_by(Job.owner_id))
+_CLAIMABLE = (select(Job.id, Job.owner_id)
+              .where(Job.id.in_(_IDS), Job.status == S.QUEUED,
+                     or_(Job.start_by.is_(None), Job.start_by >= bindparam("now")))
+              .order_by(Job.id))
+_HOLD = (update(Job).where(Job.id.in_(_IDS), Job.status == S.QUEUED)
+         .values(held_at=bindparam("now"), published_at=None)
+         .execution_options(synchronize_session=False))
+
+
+def _claim_capped(conn: Connection, cap: int, params: dict[str, Any]) -> tuple[list[Any], int]:
+    """Claim what the keys' cap leaves room for of params["job_ids"] (queued ones, in id
+    order) and hold the rest back, in one transaction on `conn` (autocommit): the rows
+    claimed, and how many were held."""
+    pg = conn.dialect.name == "postgresql"
+    conn.exec_driver_sql("BEGIN" if pg else "BEGIN IMMEDIATE")
+    try:
+        owners = sorted(conn.execute(_OWNERS, params).scalars())
+        if pg:
+            for owner in owners:  # in one order everywhere: no deadlock between claims
+                conn.execute(_LOCK_KEY, {"space": _KEY_LOCK_SPACE, "owner": owner})
+        room = {o: cap for o in owners}
+        for owner, n in conn.execute(_RUNNING_BY_OWNER, {"owners": owners}).all():
+            room[owner] -= n
+        take: list[str] = []
+        hold: list[str] = []
+        for job_id, owner in conn.execute(_CLAIMABLE, params).all():
+            (take if room[owner] > 0 else hold).append(job_id)
+            room[owner] -= 1
+        claimed = list(conn.execute(_CLAIM_MANY, {**params, "job_ids": take}).all()) \
+            if take else []
+        if hold:
+            conn.execute(_HOLD, {"job_ids": hold, "now": params["now"]})
+        conn.exec_driver_sql("COMMIT")
+    except BaseException:
+        with contextlib.suppress(DBAPIError):
+            conn.exec_driver_sql("ROLLBACK")
+        raise
+    if hold:
+        log.info("jobs held back: their key is at its cap of running jobs "
+                 "(MONKEY_MAX_RUNNING_PER_KEY=%d)", cap, extra={"jobs": hold[:10]})
+    return claimed, len(hold)
 
 
 @functools.cache
@@ -189,15 +251,26 @@ class JobStore:
 
     def claim(self, job_id: str, *, worker_id: str) -> Claimed | None:
         """Take a queued job for this worker, or None: not queued (a duplicate or late
-        delivery), or past its start_by (then it expires, with its events)."""
+        delivery), past its start_by (then it expires, with its events), or past its
+        key's cap of running jobs (then it is held back: see _claim_capped)."""
+
+        cap = self.settings.max_running_per_key
 
         def attempt() -> tuple[Any, Any]:
             with self.autocommit.connect() as conn:
                 now = utcnow()
                 lease = now + timedelta(seconds=self.settings.lease_s)
                 # Only a queued job within its start_by moves: of two deliveries one wins.
-                job = conn.execute(_CLAIM, {"job_id": job_id, "now": now, "lease": lease,
-                                            "worker_id": worker_id}).first()
+                if cap:
+                    claimed, held = _claim_capped(conn, cap, {
+                        "job_ids": [job_id], "now": now, "lease": lease,
+                        "worker_id": worker_id})
+                    job = claimed[0] if claimed else None
+                    if held:
+                        return None, None
+                else:
+                    job = conn.execute(_CLAIM, {"job_id": job_id, "now": now, "lease": lease,
+                                                "worker_id": worker_id}).first()
                 if job is not None:
                     return job, None
                 return None, conn.execute(_EXPIRE, {"job_id": job_id, "now": now}).first()
@@ -241,21 +314,28 @@ class JobStore:
     def claim_many(self, job_ids: list[str], *, worker_id: str) -> list[Any]:
         """Take every job of `job_ids` that is still queued, in one statement: rows of
         JOB_COLUMNS after the claim (attempts is each one's attempt). The rest were
-        taken or ended already (a duplicate delivery claims nothing), or are past their
-        start_by and expire here, with their events.
+        taken or ended already (a duplicate delivery claims nothing), are past their
+        start_by and expire here, with their events, or are past their key's cap of
+        running jobs and are held back (_claim_capped).
 
         No `running` event and no look for an earlier cancel: a chunk's lines are
         followed through their batch, and a cancel reaches them through the cancel
         channel or, failing that, the heartbeat's look at the database."""
 
+        cap = self.settings.max_running_per_key
+
         def attempt() -> tuple[list[Any], list[Any]]:
             with self.autocommit.connect() as conn:
                 now = utcnow()
                 lease = now + timedelta(seconds=self.settings.lease_s)
-                claimed = conn.execute(_CLAIM_MANY, {"job_ids": job_ids, "now": now,
-                                                     "lease": lease,
-                                                     "worker_id": worker_id}).all()
-                if len(claimed) == len(job_ids):
+                params = {"job_ids": job_ids, "now": now, "lease": lease,
+                          "worker_id": worker_id}
+                held = 0
+                if cap:
+                    claimed, held = _claim_capped(conn, cap, params)
+                else:
+                    claimed = list(conn.execute(_CLAIM_MANY, params).all())
+                if len(claimed) + held == len(job_ids):
                     return list(claimed), []
                 return list(claimed), list(conn.execute(_EXPIRE_MANY, {"job_ids": job_ids,
                                                                        "now": now}).all())

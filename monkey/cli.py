@@ -143,15 +143,37 @@ def keys() -> None:
     """Manage API keys."""
 
 
+_WEIGHT = click.FloatRange(min=0, min_open=True, max=1000)
+
+
 @keys.command("create")
 @click.option("--name", required=True, help="Who or what the key is for.")
-def keys_create(name: str) -> None:
+@click.option("--weight", type=_WEIGHT, default=1.0, show_default=True,
+              help="The key's share of the queue when other keys are busy too (2 runs "
+              "twice as many of its jobs as a key of weight 1).")
+def keys_create(name: str, weight: float) -> None:
     """Create an API key; the key itself is printed alone on the last line."""
     from common.keys import create_api_key
 
-    key = asyncio.run(create_api_key(get_settings(), name))
+    key = asyncio.run(create_api_key(get_settings(), name, weight))
     click.echo(f"Created API key {name!r}. Keep it safe: it is shown only once.", err=True)
     click.echo(key)
+
+
+@keys.command("weight")
+@click.argument("key")
+@click.argument("weight", type=_WEIGHT)
+def keys_weight(key: str, weight: float) -> None:
+    """Set the weight of KEY (its id, or its name) to WEIGHT."""
+    from common.keys import set_key_weight
+
+    try:
+        ids = asyncio.run(set_key_weight(get_settings(), key, weight))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not ids:
+        raise click.ClickException(f"no API key with the id or name {key!r}")
+    click.echo(f"key {ids[0]}: weight {weight:g} (the API applies it within 10 s)")
 
 
 @main.command()

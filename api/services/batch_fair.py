@@ -3,16 +3,23 @@
 Every batch line goes to the same broker list (the queue's batch step), which workers
 serve first in, first out. Enqueued all at once, one key's 50,000-line batch would sit
 ahead of every line another key submits a second later, for as long as it takes to run.
-So a key's batches enqueue in turns: before each chunk, the batch engine waits until
-its key has fewer than `MONKEY_BATCH_WINDOW` lines waiting (queued, in the broker or a
-worker's prefetch). Each key then holds at most a window and a chunk of the list, and as
-workers drain it, every key tops its own window up: the list interleaves the keys, and
-each key's batches advance at about the same rate whatever their sizes. A key alone
-still keeps the workers busy: its window refills as fast as it empties.
+So a key's batches enqueue in turns, in two stages:
 
-The rest of a batch waits in its uploaded file (enqueuing resumes after the last
-committed chunk, batch_work.enqueue), not in the database or the broker. 0 turns the
-window off (everything is enqueued at once, first come first served).
+- into the database: before each part, the batch engine waits until its key has fewer
+  than its window of lines queued (MONKEY_BATCH_WINDOW times the key's weight, at most
+  MONKEY_MAX_RUNNING_PER_KEY where that is set), and writes the next lines held back
+  (`held_at`): the rest of a batch waits in its uploaded file (enqueuing resumes after
+  the last committed part, batch_work.enqueue);
+- onto the broker: the leading control process publishes held lines as the workers
+  make room, at most MONKEY_BATCH_WINDOW lines waiting there in all, the room shared
+  between the busy keys by weight and their messages interleaved (fair_release.py).
+
+In a list served first in, first out, a key's share of the workers is its share of the
+waiting lines, so keys of equal weight advance at the same rate whatever their
+batches' sizes, a key of weight 2 twice as fast as a key of weight 1, and a second
+key's first lines wait behind at most a window of the first key's. A key alone still
+keeps the workers busy: the room refills as fast as it empties. 0 turns the window off
+(every line is published as it is enqueued, first come first served).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import time
 
 from sqlalchemy import func, select
 
+from api.services import fair
 from api.services.batch_claim import claim_s, renew
 from api.state import AppState
 from common.batches_db import Batch
@@ -40,20 +48,33 @@ async def lines_waiting(state: AppState, owner_id: str, limit: int) -> int:
         return int((await s.execute(select(func.count()).select_from(waiting))).scalar_one())
 
 
-async def wait_turn(state: AppState, b: Batch, token: str) -> None:
-    """Return when the batch's key has room in its window for the next chunk; keeps the
-    batch's claim alive meanwhile (ClaimLost if another process took it)."""
-    window = state.settings.batch_window
-    if window <= 0:
-        return
+def holds_lines(state: AppState) -> bool:
+    """Whether new lines are written held, for fair_release to publish (window on)."""
+    return state.settings.batch_window > 0
+
+
+async def wait_turn(state: AppState, b: Batch, token: str, lines: int) -> int:
+    """Return when the batch's key has room in its window, with how many of the next
+    `lines` to enqueue now: the room left, but at least a quarter of the window (a
+    part per line would cost a transaction each). Keeps the batch's claim alive
+    meanwhile (ClaimLost if another process took it).
+
+    Topping the window up by what it lacks, rather than by whole chunks, keeps each
+    key's waiting lines close to its window, and so the keys' shares close to their
+    weights (a 500-line chunk on a 40-line window would swamp the weights)."""
+    if state.settings.batch_window <= 0:
+        return lines
+    window = fair.batch_window(state.settings, (await fair.weights(state, [b.owner_id]))[
+        b.owner_id])
     renewed = time.monotonic()
-    while await lines_waiting(state, b.owner_id, window) >= window:
+    while (waiting := await lines_waiting(state, b.owner_id, window)) >= window:
         if time.monotonic() - renewed > claim_s(state) / 3:
             async with state.sessions() as s:
                 await renew(state, s, b.id, token)
                 await s.commit()
             renewed = time.monotonic()
         await asyncio.sleep(POLL_S)
+    return min(lines, max(window - waiting, window // 4, 1))
 
 
-__all__ = ["lines_waiting", "wait_turn"]
+__all__ = ["holds_lines", "lines_waiting", "wait_turn"]

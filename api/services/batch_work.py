@@ -3,10 +3,12 @@
 - validate (validating -> in_progress | failed): every line checked, errors with their
   line numbers; nothing is written for a batch that fails.
 - enqueue (in_progress): lines become jobs (priority `batch`) in chunks: one bulk insert
-  per chunk, in the transaction that advances `lines_enqueued`, then one pipelined
-  publish per chunk from a thread, where lines that run in chunks on the worker go
-  `MONKEY_BATCH_CHUNK_LINES` to a task message (batch_lines.task_messages). A crash
-  resumes after the last committed chunk.
+  per chunk, in the transaction that advances `lines_enqueued`, as the key's batch
+  window has room (batch_fair). With the window on, the lines are written held and
+  the leading control process publishes them (fair_release); with it off, one
+  pipelined publish per chunk follows here. Either way lines that run in chunks on
+  the worker go `MONKEY_BATCH_CHUNK_LINES` to a task message
+  (batch_lines.task_messages). A crash resumes after the last committed chunk.
 - finalize (batch_finalize): once no line is queued or running, the result files and
   the final status.
 
@@ -182,9 +184,24 @@ async def enqueue(state: AppState, b: Batch, token: str) -> None:
 
 
 async def _enqueue_chunk(state: AppState, b: Batch, token: str, lines: list,
-                         publishing: asyncio.Task | None) -> asyncio.Task:
-    await batch_fair.wait_turn(state, b, token)  # fair share between keys
+                         publishing: asyncio.Task | None) -> asyncio.Task | None:
+    while lines:  # in parts, as the key's window has room (fair share between keys)
+        room = await batch_fair.wait_turn(state, b, token, len(lines))
+        publishing = await _enqueue_part(state, b, token, lines[:room], publishing)
+        lines = lines[room:]
+    return publishing
+
+
+async def _enqueue_part(state: AppState, b: Batch, token: str, lines: list,
+                        publishing: asyncio.Task | None) -> asyncio.Task | None:
     rows = await asyncio.to_thread(batch_lines.job_rows, state.settings, b, lines)
+    # With the batch window on, the lines are written held back: the leading control
+    # process publishes them, the busy keys' lines interleaved by weight (fair_release).
+    held = batch_fair.holds_lines(state)
+    if held:
+        now = utcnow()
+        for row in rows:
+            row["held_at"] = now
     async with state.sessions() as s:
         # The batch row first: it serialises us with a cancel, which locks it too.
         res = await s.execute(
@@ -202,7 +219,7 @@ async def _enqueue_chunk(state: AppState, b: Batch, token: str, lines: list,
     b.lines_enqueued += len(rows)
     if publishing is not None:
         await publishing
-    return asyncio.get_running_loop().create_task(_publish(state, rows))
+    return None if held else asyncio.get_running_loop().create_task(_publish(state, rows))
 
 
 async def _publish(state: AppState, rows: list[dict]) -> None:

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api import retention
 from api.deps import Principal
+from api.services import fair
 from common.catalog import resolve
 from common.db import Job, utcnow
 from common.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, RateLimited
@@ -120,8 +121,13 @@ async def create_job(*, session: AsyncSession, producer: Producer, settings: Set
         existing = await _by_idempotency_key(session, principal, idempotency_key)
         if existing is not None:
             return _replay(existing, job), False
-    await check_queued_cap(session=session, settings=settings, queued_counts=queued_counts,
-                           principal=principal)
+    queued = await check_queued_cap(session=session, settings=settings,
+                                    queued_counts=queued_counts, principal=principal)
+    # Fair share between keys (api/services/fair.py): past its key's window, the job
+    # waits in the database, held back, and the control process publishes it.
+    job.held_at = await fair.hold_at(session=session, settings=settings, priority=job.priority,
+                                     queued_counts=queued_counts, principal=principal,
+                                     queued=queued)
     try:
         await session.execute(_INSERT_JOB, row_values(job))
         await session.commit()
@@ -131,8 +137,10 @@ async def create_job(*, session: AsyncSession, producer: Producer, settings: Set
         if existing is None:
             raise
         return _replay(existing, job), False
-    await producer.publish_soon(job_id=job.id, kind=job.kind, model=job.model, queue=job.queue,
-                                priority=job.priority, attempt_hint=job.attempts)
+    if job.held_at is None:
+        await producer.publish_soon(job_id=job.id, kind=job.kind, model=job.model,
+                                    queue=job.queue, priority=job.priority,
+                                    attempt_hint=job.attempts)
     return job, True
 
 
@@ -150,9 +158,10 @@ _QUEUED_RECOUNT_S = 1.0
 
 
 async def check_queued_cap(*, session: AsyncSession, settings: Settings, queued_counts: dict,
-                           principal: Principal, adding: int = 1) -> None:
+                           principal: Principal, adding: int = 1) -> int | None:
     """429 when the key already has MONKEY_MAX_QUEUED_PER_KEY interactive jobs waiting.
-    (A batch's lines are bounded by the batch limits instead.)
+    (A batch's lines are bounded by the batch limits instead.) Returns the key's count
+    with the new ones, as far as it is known (None when the cap is off).
 
     Below half the cap, a count less than a second old plus this process's submits
     since stands in for a fresh count: the cap is a guard against runaway clients, and
@@ -160,12 +169,12 @@ async def check_queued_cap(*, session: AsyncSession, settings: Settings, queued_
     """
     cap = settings.max_queued_per_key
     if not cap:
-        return
+        return None
     now = time.monotonic()
     known = queued_counts.get(principal.key_id)
     if known and now - known[1] < _QUEUED_RECOUNT_S and known[0] + adding <= cap // 2:
         queued_counts[principal.key_id] = (known[0] + adding, known[1])
-        return
+        return known[0] + adding
     waiting = select(Job.id).where(Job.owner_id == principal.key_id, Job.status == S.QUEUED,
                                    Job.priority == "interactive").limit(cap).subquery()
     queued = (await session.execute(select(func.count()).select_from(waiting))).scalar_one()
@@ -174,6 +183,7 @@ async def check_queued_cap(*, session: AsyncSession, settings: Settings, queued_
                           "(MONKEY_MAX_QUEUED_PER_KEY): retry when some have started",
                           retry_after=5)
     queued_counts[principal.key_id] = (queued + adding, now)
+    return queued + adding
 
 
 def _replay(existing: Job, new: Job) -> Job:

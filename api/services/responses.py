@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api import retention
 from api.deps import Principal
 from api.metrics import JOBS_SUBMITTED
+from api.services import fair
 from api.services import jobs as jobs_svc
 from api.services.completions import cancel_quietly
 from api.services.responses_shapes import (
@@ -61,8 +62,12 @@ async def create(*, session: AsyncSession, producer: Producer, settings: Setting
     job = jobs_svc.new_job_row(settings=settings, principal=principal, job_in=job_in)
     if job.webhook is not None:
         await check_url_target(job.webhook, allow_private=settings.webhook_allow_private)
-    await jobs_svc.check_queued_cap(session=session, settings=settings,
-                                    queued_counts=queued_counts, principal=principal)
+    queued = await jobs_svc.check_queued_cap(session=session, settings=settings,
+                                             queued_counts=queued_counts, principal=principal)
+    # Fair share between keys, as in jobs_svc.create_job (api/services/fair.py).
+    job.held_at = await fair.hold_at(session=session, settings=settings, priority=job.priority,
+                                     queued_counts=queued_counts, principal=principal,
+                                     queued=queued)
     items = req.messages()
     row = ResponseRow(job_id=job.id, owner_id=principal.key_id,
                       previous_response_id=req.previous_response_id,
@@ -72,8 +77,10 @@ async def create(*, session: AsyncSession, producer: Producer, settings: Setting
     await session.execute(jobs_svc._INSERT_JOB, jobs_svc.row_values(job))
     session.add(row)
     await session.commit()
-    await producer.publish_soon(job_id=job.id, kind=job.kind, model=job.model, queue=job.queue,
-                                priority=job.priority, attempt_hint=job.attempts)
+    if job.held_at is None:
+        await producer.publish_soon(job_id=job.id, kind=job.kind, model=job.model,
+                                    queue=job.queue, priority=job.priority,
+                                    attempt_hint=job.attempts)
     JOBS_SUBMITTED.labels(job.kind, job.model, job.priority).inc()
     return job, row
 

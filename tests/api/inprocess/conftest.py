@@ -16,10 +16,11 @@ from datetime import timedelta
 import pytest
 import redis
 from fastapi.testclient import TestClient
-from sqlalchemy import update
+from sqlalchemy import delete, update
 
 from api.main import create_app
 from api.state import AppState
+from common.constants import BROKER_EPOCH
 from common.db import ApiKey, Job, make_sync_engine, utcnow
 from common.events import EventWriter
 from common.ids import new_id
@@ -114,3 +115,19 @@ def worker(inproc: InProcess) -> Iterator[JobStore]:
     events.close()
     client.close()
     engine.dispose()
+
+
+@pytest.fixture
+def empty_app(inproc: InProcess) -> InProcess:
+    """The module's app with no job in its database and nothing in its Redis (but the
+    reconciler's epoch marker: no broker loss, only what the test sets up)."""
+    inproc.client.portal.call(_empty, inproc.state)
+    return inproc
+
+
+async def _empty(state: AppState) -> None:
+    async with state.sessions() as s:
+        await s.execute(delete(Job))
+        await s.commit()
+    await state.redis.flushdb()
+    await state.redis.set(BROKER_EPOCH, "test")

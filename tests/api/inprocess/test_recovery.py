@@ -10,7 +10,7 @@ import time
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import insert, select, update
 
 from api.reconciler import Reconciler
 from api.recovery import CONFIRM_TICKS, LostMessages
@@ -25,18 +25,9 @@ WIRE = TaskWire()
 
 
 @pytest.fixture
-def app(inproc):
+def app(empty_app):
     """The module's app with no job in its database and nothing in its Redis."""
-    inproc.client.portal.call(_reset, inproc.state)
-    return inproc
-
-
-async def _reset(state) -> None:
-    async with state.sessions() as s:
-        await s.execute(delete(Job))
-        await s.commit()
-    await state.redis.flushdb()
-    await state.redis.set(BROKER_EPOCH, "test")  # no loss: only what the test sets up
+    return empty_app
 
 
 def _rows(n: int, *, age_s: float, priority: str = "batch") -> list[dict]:
