@@ -72,13 +72,21 @@ class EventWriter:
     that a flusher thread writes as one event. Other events flush the job's
     buffered tokens first, so the order is kept. Event writes are best effort:
     the database is the truth, and a lost event never fails a job.
+
+    After a write failed, the writer stays quiet for `quiet_s`: events other than a
+    job's last ones are dropped at once. A Redis cut off by a partition answers
+    nothing, and each write would wait out the socket timeout, a job's every token
+    (a 3 s echo job took 48 s). The last events (`done`) are always tried.
     """
 
-    def __init__(self, client: redis.Redis, *, maxlen: int, ttl_s: int, coalesce_s: float = 0.01):
+    def __init__(self, client: redis.Redis, *, maxlen: int, ttl_s: int, coalesce_s: float = 0.01,
+                 quiet_s: float = 1.0):
         self._redis = client
         self._maxlen = maxlen
         self._ttl_s = ttl_s
         self._coalesce_s = coalesce_s
+        self._quiet_s = quiet_s
+        self._quiet_until = 0.0
         self._lock = threading.Lock()
         self._pending: dict[str, tuple[int, list[str]]] = {}  # job -> (first index, texts)
         self._last_write: dict[str, float] = {}
@@ -130,6 +138,8 @@ class EventWriter:
                     self._last_write[job_id] = time.monotonic()
             items = [("token", _joined(pending))] if pending else []
             items += events
+            if not final and self._quiet():
+                return None
             try:
                 pipe = self._redis.pipeline(transaction=False)
                 skip = append(pipe, job_id, items, maxlen=self._maxlen, final=final,
@@ -138,8 +148,7 @@ class EventWriter:
                     extra(pipe)
                 return pipe.execute()[skip:]
             except redis.RedisError as exc:
-                log.warning("events %s for job %s not written: %s",
-                            ",".join(t for t, _ in items), job_id, exc)
+                self._failed(",".join(t for t, _ in items), job_id, exc)
                 return None
 
     def emit_jobs(self, jobs: list[tuple[str, list[EventItem], int]]) -> None:
@@ -186,10 +195,20 @@ class EventWriter:
 
     # Internals -------------------------------------------------------------
     def _xadd(self, job_id: str, type_: str, data: dict[str, Any]) -> None:
+        if self._quiet():
+            return
         try:
             append(self._redis, job_id, [(type_, data)], maxlen=self._maxlen)
         except redis.RedisError as exc:
-            log.warning("event %s for job %s not written: %s", type_, job_id, exc)
+            self._failed(type_, job_id, exc)
+
+    def _quiet(self) -> bool:
+        return time.monotonic() < self._quiet_until
+
+    def _failed(self, types: str, job_id: str, exc: redis.RedisError) -> None:
+        self._quiet_until = time.monotonic() + self._quiet_s
+        log.warning("events %s for job %s not written, and none but a job's last for "
+                    "%.1f s: %s", types, job_id, self._quiet_s, exc)
 
     def _flush_loop(self) -> None:
         while not self._closed:

@@ -32,3 +32,49 @@ def test_done_never_overtakes_tokens_the_flusher_is_writing(redis_base):
     assert events[1][1] == {"text": "a b", "index": 0, "count": 2}
     assert writer._job_locks == {}  # nothing kept for a job that ended
     writer.close()
+
+
+class Unreachable:
+    """A Redis client whose every round trip fails, as one cut off by a partition does
+    after its socket timeout; counts them."""
+
+    def __init__(self) -> None:
+        self.round_trips = 0
+
+    def xadd(self, *args, **kw):
+        self.round_trips += 1
+        raise redis.TimeoutError("Timeout reading from socket")
+
+    def pipeline(self, transaction: bool = True):
+        return UnreachablePipeline(self)
+
+
+class UnreachablePipeline:
+    def __init__(self, client: Unreachable) -> None:
+        self.client = client
+
+    def xadd(self, *args, **kw) -> None:
+        pass
+
+    def expire(self, *args, **kw) -> None:
+        pass
+
+    def execute(self):
+        self.client.xadd()
+
+
+def test_after_a_failed_write_only_a_jobs_last_events_are_tried():
+    """While Redis does not answer, a running job's events are dropped at once instead
+    of each waiting out the socket timeout; its `done` is still tried."""
+    client = Unreachable()
+    writer = EventWriter(client, maxlen=1000, ttl_s=60, coalesce_s=0.01, quiet_s=60)
+    writer.emit("job_cut", "status", {"status": "running"})  # fails: quiet from now on
+    for i in range(20):
+        writer.token("job_cut", f"w{i} ", i)
+        writer.flush("job_cut")
+    writer.emit("job_cut", "progress", {"done": 1})
+    assert client.round_trips == 1
+    writer.emit_many("job_cut", [("status", {"status": "succeeded"}), ("done", {})],
+                     final=True)
+    assert client.round_trips == 2
+    writer.close()
