@@ -88,7 +88,8 @@ class EventWriter:
         self._quiet_s = quiet_s
         self._quiet_until = 0.0
         self._lock = threading.Lock()
-        self._pending: dict[str, tuple[int, list[str]]] = {}  # job -> (first index, texts)
+        # job -> (first index, texts, attempt)
+        self._pending: dict[str, tuple[int, list[str], int | None]] = {}
         self._last_write: dict[str, float] = {}
         self._job_locks: dict[str, threading.Lock] = {}
         self._wake = threading.Event()
@@ -97,7 +98,10 @@ class EventWriter:
         self._flusher.start()
 
     # Writing ---------------------------------------------------------------
-    def token(self, job_id: str, text: str, index: int) -> None:
+    def token(self, job_id: str, text: str, index: int, attempt: int | None = None) -> None:
+        """A token of the job's run; `attempt` marks it as that attempt's, so that
+        readers drop the tokens of an attempt superseded while it still streamed
+        (its worker cut off from the database by a partition)."""
         now = time.monotonic()
         with self._lock:
             pending = self._pending.get(job_id)
@@ -106,13 +110,13 @@ class EventWriter:
                 write_now = True
             else:
                 if pending is None:
-                    self._pending[job_id] = (index, [text])
+                    self._pending[job_id] = (index, [text], attempt)
                 else:
                     pending[1].append(text)
                 write_now = False
         if write_now:
             with self._writing(job_id):
-                self._xadd(job_id, "token", {"text": text, "index": index})
+                self._xadd(job_id, "token", _joined((index, [text], attempt)))
         else:
             self._wake.set()
 
@@ -219,12 +223,14 @@ class EventWriter:
                 self.flush(job_id)
 
 
-def _joined(pending: tuple[int, list[str]]) -> dict[str, Any]:
+def _joined(pending: tuple[int, list[str], int | None]) -> dict[str, Any]:
     """Buffered tokens as one token event (`count` says how many it joins)."""
-    first, texts = pending
+    first, texts, attempt = pending
     data: dict[str, Any] = {"text": "".join(texts), "index": first}
     if len(texts) > 1:
         data["count"] = len(texts)
+    if attempt is not None:
+        data["attempt"] = attempt
     return data
 
 
@@ -290,9 +296,14 @@ class AsyncEventLog:
         the two writes, the stream expired, Redis was down) still ends with one. The
         worker writes the database first and `done` a moment later, so a finished
         job's stream gets `grace_ms` to deliver its own.
+
+        Tokens of an attempt older than the newest `running` one are left out: a
+        worker cut off from the database goes on streaming a run that another
+        attempt took over (its end is refused by the attempt fence).
         """
         key = events_key(job_id)
         cursor = _stream_id(after)
+        attempt = 0  # the newest attempt seen running
         while True:
             try:
                 block = block_ms if final is None else (
@@ -309,15 +320,21 @@ class AsyncEventLog:
                 continue
             chunk: list[Event] = []
             # The client speaks RESP2: [[key, [(entry id, fields), ...]]].
-            for entry_id, fields in cast("list[list[Any]]", got)[0][1] if got else ():
+            entries = cast("list[list[Any]]", got)[0][1] if got else ()
+            for entry_id, fields in entries:
                 cursor = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
                 type_, data = decode(fields)
+                if type_ == "status" and data.get("status") == "running":
+                    attempt = max(attempt, data.get("attempt") or 0)
+                elif type_ == "token" and (data.get("attempt") or attempt) < attempt:
+                    continue
                 chunk.append(Event(cursor, type_, data))
                 if type_ == "done":
                     yield chunk
                     return
             if chunk:
                 yield chunk
+            if entries:
                 continue
             if final is not None:  # over, and its stream has nothing more
                 yield [Event(None, "done", final)]

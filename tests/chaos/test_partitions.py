@@ -68,6 +68,35 @@ def jobs_on_a_far_worker(stack, host, tag: str, *, words: int, delay_ms: int):
     return far, jobs
 
 
+class Followers:
+    """An SSE follower per job from its start, each keeping the text it was sent as a
+    client does: a `running` status that says `restarted` starts the text again."""
+
+    def __init__(self, stack, jobs: list[dict]):
+        self.events: dict[str, list] = {}
+        self.threads = [threading.Thread(target=self._follow, args=(stack, j["id"]))
+                        for j in jobs]
+        for t in self.threads:
+            t.start()
+
+    def _follow(self, stack, job_id: str) -> None:
+        self.events[job_id] = stack.events(job_id, timeout=120)
+
+    def texts(self) -> dict[str, str]:
+        for t in self.threads:
+            t.join(120)
+        out = {}
+        for job_id, events in self.events.items():
+            text = ""
+            for _, type_, data in events:
+                if type_ == "status" and data.get("restarted"):
+                    text = ""
+                elif type_ == "token":
+                    text += data["text"]
+            out[job_id] = text
+        return out
+
+
 def assert_one_result_each(stack, jobs: list[dict], *, attempts: int | None = None) -> dict:
     """Every job succeeded with its own text and one `done` event; its SSE stream ends
     with `done`. Returns the rows."""
@@ -99,13 +128,18 @@ def test_a_worker_cut_from_postgres_mid_job(make_stack, make_host):
     are refused and the worker takes new jobs."""
     stack = make_stack("postgres")
     host = make_host()
-    far, jobs = jobs_on_a_far_worker(stack, host, "pg", words=15, delay_ms=100)
+    # Long enough that the far attempts still stream when the near ones start.
+    far, jobs = jobs_on_a_far_worker(stack, host, "pg", words=60, delay_ms=100)
+    streams = Followers(stack, jobs)
 
     host.cut("pg")
     near = stack.start_worker("llm", concurrency=4)
     for job in jobs:
         stack.wait(job["id"], timeout=60)
     done = assert_one_result_each(stack, jobs, attempts=2)
+    # What the followers were sent, restarts applied, is each job's own text: none of
+    # the tokens the far attempt kept streaming after the near one began.
+    assert streams.texts() == {j["id"]: j["input"]["prompt"] for j in jobs}
     envelopes = {j["id"]: stack.get(j["id"]) for j in jobs}
     assert far.poll() is None
 
