@@ -319,6 +319,17 @@ def parse_sse(lines) -> Iterator[tuple[str | None, str, dict]]:
                 data.append(value)
 
 
+def streamed_text(events: list) -> str:
+    """The text a client reading the SSE stream ends up with: restarts replace it."""
+    text = ""
+    for _, kind, data in events:
+        if kind == "status" and data.get("restarted"):
+            text = ""
+        elif kind == "token":
+            text += data["text"]
+    return text
+
+
 def _worker_ready(r: redis.Redis, pid: int) -> bool:
     for key in r.scan_iter(match="monkey:worker:*"):
         info = r.hgetall(key)

@@ -17,7 +17,7 @@ import redis
 from sqlalchemy import create_engine, text
 
 from common.events import decode, events_key
-from tests.conftest import wait_until
+from tests.conftest import streamed_text, wait_until
 
 
 def prompt(tag: str, i: int, words: int) -> str:
@@ -85,16 +85,7 @@ class Followers:
     def texts(self) -> dict[str, str]:
         for t in self.threads:
             t.join(120)
-        out = {}
-        for job_id, events in self.events.items():
-            text = ""
-            for _, type_, data in events:
-                if type_ == "status" and data.get("restarted"):
-                    text = ""
-                elif type_ == "token":
-                    text += data["text"]
-            out[job_id] = text
-        return out
+        return {job_id: streamed_text(events) for job_id, events in self.events.items()}
 
 
 def assert_one_result_each(stack, jobs: list[dict], *, attempts: int | None = None) -> dict:
