@@ -303,7 +303,7 @@ class AsyncEventLog:
         """
         key = events_key(job_id)
         cursor = _stream_id(after)
-        attempt = 0  # the newest attempt seen running
+        attempt = 0  # the newest attempt seen
         while True:
             try:
                 block = block_ms if final is None else (
@@ -326,8 +326,10 @@ class AsyncEventLog:
                 type_, data = decode(fields)
                 if type_ == "status" and data.get("status") == "running":
                     attempt = max(attempt, data.get("attempt") or 0)
-                elif type_ == "token" and (data.get("attempt") or attempt) < attempt:
-                    continue
+                elif type_ == "token":  # a reader resumed after the `running` learns here
+                    if (data.get("attempt") or attempt) < attempt:
+                        continue
+                    attempt = data.get("attempt") or attempt
                 chunk.append(Event(cursor, type_, data))
                 if type_ == "done":
                     yield chunk

@@ -84,28 +84,34 @@ def test_after_a_failed_write_only_a_jobs_last_events_are_tried():
 
 def test_readers_leave_out_the_tokens_of_a_superseded_attempt(redis_base):
     """Attempt 1's worker, cut off from the database, streams on after attempt 2
-    began: a follower gets attempt 1's text until the restart, then attempt 2's alone."""
+    began: a follower gets attempt 1's text until the restart, then attempt 2's alone.
+    One that resumes after the restart learns the attempt from the first token of it."""
     url = fresh_redis_url(redis_base)
-    writer = EventWriter(redis.Redis.from_url(url), maxlen=1000, ttl_s=60, coalesce_s=0)
+    r = redis.Redis.from_url(url)
+    writer = EventWriter(r, maxlen=1000, ttl_s=60, coalesce_s=0)
     writer.emit("job_two", "status", {"status": "running", "attempt": 1})
     writer.token("job_two", "old ", 0, attempt=1)
     writer.emit("job_two", "status", {"status": "running", "attempt": 2, "restarted": True})
-    writer.token("job_two", "stale", 1, attempt=1)
+    writer.token("job_two", "stale ", 1, attempt=1)
     writer.token("job_two", "new", 0, attempt=2)
+    writer.token("job_two", "stale", 2, attempt=1)
     writer.emit_many("job_two", [("done", {"status": "succeeded"})], final=True)
     writer.close()
+    restart = r.xrange(events_key("job_two"))[2][0].decode()
 
-    async def follow() -> list[tuple[str, str | None]]:
+    async def follow(after: str | None) -> list[tuple[str, str | None]]:
         client = aioredis.Redis.from_url(url)
 
         async def lookup() -> None:
             return None
 
         log = AsyncEventLog(client, maxlen=1000, ttl_s=60)
-        events = [e async for chunk in log.follow("job_two", lookup=lookup, block_ms=50)
-                  for e in chunk]
+        events = [e async for chunk in log.follow("job_two", lookup=lookup, after=after,
+                                                   block_ms=50) for e in chunk]
         await client.aclose()
         return [(e.type, e.data.get("text")) for e in events]
 
-    assert asyncio.run(follow()) == [("status", None), ("token", "old "), ("status", None),
-                                     ("token", "new"), ("done", None)]
+    assert asyncio.run(follow(None)) == [("status", None), ("token", "old "),
+                                         ("status", None), ("token", "new"), ("done", None)]
+    assert asyncio.run(follow(restart)) == [("token", "stale "), ("token", "new"),
+                                            ("done", None)]
