@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 EventItem = tuple[str, dict[str, Any]]
 
+_QUIET_MAX_S = 8.0  # the longest an EventWriter drops events after failed writes
+
 
 def events_key(job_id: str) -> str:
     return EVENTS_KEY.format(job_id=job_id)
@@ -73,10 +75,12 @@ class EventWriter:
     buffered tokens first, so the order is kept. Event writes are best effort:
     the database is the truth, and a lost event never fails a job.
 
-    After a write failed, the writer stays quiet for `quiet_s`: events other than a
-    job's last ones are dropped at once. A Redis cut off by a partition answers
-    nothing, and each write would wait out the socket timeout, a job's every token
-    (a 3 s echo job took 48 s). The last events (`done`) are always tried.
+    After a write failed, the writer stays quiet for `quiet_s`, twice as long after
+    each failure in a row up to `_QUIET_MAX_S`: events other than a job's last ones
+    are dropped at once. A Redis cut off by a partition answers nothing, and each
+    write would wait out the socket timeout, a job's every token (a 3 s echo job took
+    48 s; 12 s with a fixed second of quiet). The last events (`done`) are always
+    tried.
     """
 
     def __init__(self, client: redis.Redis, *, maxlen: int, ttl_s: int, coalesce_s: float = 0.01,
@@ -87,6 +91,7 @@ class EventWriter:
         self._coalesce_s = coalesce_s
         self._quiet_s = quiet_s
         self._quiet_until = 0.0
+        self._failures = 0  # failed writes in a row
         self._lock = threading.Lock()
         # job -> (first index, texts, attempt)
         self._pending: dict[str, tuple[int, list[str], int | None]] = {}
@@ -150,10 +155,12 @@ class EventWriter:
                               ttl_s=ttl_s or self._ttl_s)
                 if extra is not None:
                     extra(pipe)
-                return pipe.execute()[skip:]
+                replies = pipe.execute()[skip:]
             except redis.RedisError as exc:
                 self._failed(",".join(t for t, _ in items), job_id, exc)
                 return None
+            self._failures = 0
+            return replies
 
     def emit_jobs(self, jobs: list[tuple[str, list[EventItem], int]]) -> None:
         """The last events of many jobs, each (job id, events, seconds its stream is
@@ -205,14 +212,18 @@ class EventWriter:
             append(self._redis, job_id, [(type_, data)], maxlen=self._maxlen)
         except redis.RedisError as exc:
             self._failed(type_, job_id, exc)
+        else:
+            self._failures = 0
 
     def _quiet(self) -> bool:
         return time.monotonic() < self._quiet_until
 
     def _failed(self, types: str, job_id: str, exc: redis.RedisError) -> None:
-        self._quiet_until = time.monotonic() + self._quiet_s
+        self._failures += 1
+        quiet = min(self._quiet_s * 2 ** min(self._failures - 1, 10), _QUIET_MAX_S)
+        self._quiet_until = time.monotonic() + quiet
         log.warning("events %s for job %s not written, and none but a job's last for "
-                    "%.1f s: %s", types, job_id, self._quiet_s, exc)
+                    "%.1f s: %s", types, job_id, quiet, exc)
 
     def _flush_loop(self) -> None:
         while not self._closed:

@@ -69,7 +69,7 @@ def test_after_a_failed_write_only_a_jobs_last_events_are_tried():
     """While Redis does not answer, a running job's events are dropped at once instead
     of each waiting out the socket timeout; its `done` is still tried."""
     client = Unreachable()
-    writer = EventWriter(client, maxlen=1000, ttl_s=60, coalesce_s=0.01, quiet_s=60)
+    writer = EventWriter(client, maxlen=1000, ttl_s=60, coalesce_s=0.01, quiet_s=5)
     writer.emit("job_cut", "status", {"status": "running"})  # fails: quiet from now on
     for i in range(20):
         writer.token("job_cut", f"w{i} ", i)
