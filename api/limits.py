@@ -104,11 +104,20 @@ _HOLD_S = 0.1
 
 
 class RequestTokens:
-    """The per-key request limit as this API process applies it."""
+    """The per-key request limit as this API process applies it.
 
-    def __init__(self, *, per_s: float, burst: int):
+    A Redis cut off by a partition answers nothing, and each ask would hold its
+    requests for the client's socket timeout (2 to 10 s a submit, measured). So an
+    ask gets `ask_timeout_s`, far more than a healthy Redis takes, and after one went
+    unanswered requests go unlimited for `quiet_s` without asking."""
+
+    def __init__(self, *, per_s: float, burst: int, ask_timeout_s: float = 0.5,
+                 quiet_s: float = 1.0):
         self.per_s = per_s
         self.burst = burst
+        self.ask_timeout_s = ask_timeout_s
+        self.quiet_s = quiet_s
+        self._down_until = 0.0
         self.chunk = max(1, min(burst // 10, int(per_s * _HOLD_S)))
         self._held: dict[str, tuple[int, float]] = {}  # key id -> (tokens, lapse at)
         self._asking: dict[str, asyncio.Future] = {}  # key id -> its request to Redis
@@ -116,7 +125,7 @@ class RequestTokens:
     async def take(self, redis_client, key_id: str) -> float:
         """0 when the request may go on, else the seconds until it may (Retry-After).
         Fails open: when Redis is unreachable, requests are not limited."""
-        if self.per_s <= 0:
+        if self.per_s <= 0 or time.monotonic() < self._down_until:
             return 0.0
         while True:
             held, lapse = self._held.get(key_id, (0, 0.0))
@@ -140,6 +149,7 @@ class RequestTokens:
             del self._asking[key_id]
             asking.set_result(reached)
         if reply is None:
+            self._down_until = time.monotonic() + self.quiet_s
             return 0.0
         granted, wait = (float(x) for x in reply.split())
         if granted < 1:
@@ -150,11 +160,12 @@ class RequestTokens:
     async def _ask(self, redis_client, key_id: str) -> bytes | None:
         args = (1, RATE_LIMIT_KEY.format(key_id=key_id), self.per_s, self.burst, self.chunk)
         try:
-            try:
-                return await redis_client.evalsha(_BUCKET_SHA, *args)
-            except NoScriptError:  # a fresh (or flushed) Redis: send the script itself
-                return await redis_client.eval(_BUCKET, *args)
-        except (RedisError, OSError):
+            async with asyncio.timeout(self.ask_timeout_s):
+                try:
+                    return await redis_client.evalsha(_BUCKET_SHA, *args)
+                except NoScriptError:  # a fresh (or flushed) Redis: send the script itself
+                    return await redis_client.eval(_BUCKET, *args)
+        except (RedisError, OSError):  # TimeoutError, asyncio's too, is an OSError
             return None
 
 

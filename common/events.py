@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 EventItem = tuple[str, dict[str, Any]]
 
+_QUIET_MAX_S = 8.0  # the longest an EventWriter drops events after failed writes
+
 
 def events_key(job_id: str) -> str:
     return EVENTS_KEY.format(job_id=job_id)
@@ -72,15 +74,27 @@ class EventWriter:
     that a flusher thread writes as one event. Other events flush the job's
     buffered tokens first, so the order is kept. Event writes are best effort:
     the database is the truth, and a lost event never fails a job.
+
+    After a write failed, the writer stays quiet for `quiet_s`, twice as long after
+    each failure in a row up to `_QUIET_MAX_S`: events other than a job's last ones
+    are dropped at once. A Redis cut off by a partition answers nothing, and each
+    write would wait out the socket timeout, a job's every token (a 3 s echo job took
+    48 s; 12 s with a fixed second of quiet). The last events (`done`) are always
+    tried.
     """
 
-    def __init__(self, client: redis.Redis, *, maxlen: int, ttl_s: int, coalesce_s: float = 0.01):
+    def __init__(self, client: redis.Redis, *, maxlen: int, ttl_s: int, coalesce_s: float = 0.01,
+                 quiet_s: float = 1.0):
         self._redis = client
         self._maxlen = maxlen
         self._ttl_s = ttl_s
         self._coalesce_s = coalesce_s
+        self._quiet_s = quiet_s
+        self._quiet_until = 0.0
+        self._failures = 0  # failed writes in a row
         self._lock = threading.Lock()
-        self._pending: dict[str, tuple[int, list[str]]] = {}  # job -> (first index, texts)
+        # job -> (first index, texts, attempt)
+        self._pending: dict[str, tuple[int, list[str], int | None]] = {}
         self._last_write: dict[str, float] = {}
         self._job_locks: dict[str, threading.Lock] = {}
         self._wake = threading.Event()
@@ -89,7 +103,10 @@ class EventWriter:
         self._flusher.start()
 
     # Writing ---------------------------------------------------------------
-    def token(self, job_id: str, text: str, index: int) -> None:
+    def token(self, job_id: str, text: str, index: int, attempt: int | None = None) -> None:
+        """A token of the job's run; `attempt` marks it as that attempt's, so that
+        readers drop the tokens of an attempt superseded while it still streamed
+        (its worker cut off from the database by a partition)."""
         now = time.monotonic()
         with self._lock:
             pending = self._pending.get(job_id)
@@ -98,13 +115,13 @@ class EventWriter:
                 write_now = True
             else:
                 if pending is None:
-                    self._pending[job_id] = (index, [text])
+                    self._pending[job_id] = (index, [text], attempt)
                 else:
                     pending[1].append(text)
                 write_now = False
         if write_now:
             with self._writing(job_id):
-                self._xadd(job_id, "token", {"text": text, "index": index})
+                self._xadd(job_id, "token", _joined((index, [text], attempt)))
         else:
             self._wake.set()
 
@@ -130,17 +147,20 @@ class EventWriter:
                     self._last_write[job_id] = time.monotonic()
             items = [("token", _joined(pending))] if pending else []
             items += events
+            if not final and self._quiet():
+                return None
             try:
                 pipe = self._redis.pipeline(transaction=False)
                 skip = append(pipe, job_id, items, maxlen=self._maxlen, final=final,
                               ttl_s=ttl_s or self._ttl_s)
                 if extra is not None:
                     extra(pipe)
-                return pipe.execute()[skip:]
+                replies = pipe.execute()[skip:]
             except redis.RedisError as exc:
-                log.warning("events %s for job %s not written: %s",
-                            ",".join(t for t, _ in items), job_id, exc)
+                self._failed(",".join(t for t, _ in items), job_id, exc)
                 return None
+            self._failures = 0
+            return replies
 
     def emit_jobs(self, jobs: list[tuple[str, list[EventItem], int]]) -> None:
         """The last events of many jobs, each (job id, events, seconds its stream is
@@ -186,10 +206,24 @@ class EventWriter:
 
     # Internals -------------------------------------------------------------
     def _xadd(self, job_id: str, type_: str, data: dict[str, Any]) -> None:
+        if self._quiet():
+            return
         try:
             append(self._redis, job_id, [(type_, data)], maxlen=self._maxlen)
         except redis.RedisError as exc:
-            log.warning("event %s for job %s not written: %s", type_, job_id, exc)
+            self._failed(type_, job_id, exc)
+        else:
+            self._failures = 0
+
+    def _quiet(self) -> bool:
+        return time.monotonic() < self._quiet_until
+
+    def _failed(self, types: str, job_id: str, exc: redis.RedisError) -> None:
+        self._failures += 1
+        quiet = min(self._quiet_s * 2 ** min(self._failures - 1, 10), _QUIET_MAX_S)
+        self._quiet_until = time.monotonic() + quiet
+        log.warning("events %s for job %s not written, and none but a job's last for "
+                    "%.1f s: %s", types, job_id, quiet, exc)
 
     def _flush_loop(self) -> None:
         while not self._closed:
@@ -200,12 +234,14 @@ class EventWriter:
                 self.flush(job_id)
 
 
-def _joined(pending: tuple[int, list[str]]) -> dict[str, Any]:
+def _joined(pending: tuple[int, list[str], int | None]) -> dict[str, Any]:
     """Buffered tokens as one token event (`count` says how many it joins)."""
-    first, texts = pending
+    first, texts, attempt = pending
     data: dict[str, Any] = {"text": "".join(texts), "index": first}
     if len(texts) > 1:
         data["count"] = len(texts)
+    if attempt is not None:
+        data["attempt"] = attempt
     return data
 
 
@@ -271,9 +307,14 @@ class AsyncEventLog:
         the two writes, the stream expired, Redis was down) still ends with one. The
         worker writes the database first and `done` a moment later, so a finished
         job's stream gets `grace_ms` to deliver its own.
+
+        Tokens of an attempt older than the newest `running` one are left out: a
+        worker cut off from the database goes on streaming a run that another
+        attempt took over (its end is refused by the attempt fence).
         """
         key = events_key(job_id)
         cursor = _stream_id(after)
+        attempt = 0  # the newest attempt seen
         while True:
             try:
                 block = block_ms if final is None else (
@@ -290,15 +331,23 @@ class AsyncEventLog:
                 continue
             chunk: list[Event] = []
             # The client speaks RESP2: [[key, [(entry id, fields), ...]]].
-            for entry_id, fields in cast("list[list[Any]]", got)[0][1] if got else ():
+            entries = cast("list[list[Any]]", got)[0][1] if got else ()
+            for entry_id, fields in entries:
                 cursor = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
                 type_, data = decode(fields)
+                if type_ == "status" and data.get("status") == "running":
+                    attempt = max(attempt, data.get("attempt") or 0)
+                elif type_ == "token":  # a reader resumed after the `running` learns here
+                    if (data.get("attempt") or attempt) < attempt:
+                        continue
+                    attempt = data.get("attempt") or attempt
                 chunk.append(Event(cursor, type_, data))
                 if type_ == "done":
                     yield chunk
                     return
             if chunk:
                 yield chunk
+            if entries:
                 continue
             if final is not None:  # over, and its stream has nothing more
                 yield [Event(None, "done", final)]

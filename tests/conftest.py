@@ -171,6 +171,7 @@ class Stack:
     env: dict = field(default_factory=dict)
     procs: list = field(default_factory=list)
     api_port: int = 0
+    api_host: str = "127.0.0.1"
     key: str = ""
     _clients: list = field(default_factory=list)
     _default: httpx.Client | None = None
@@ -189,10 +190,13 @@ class Stack:
         env.update(extra or {})
         return env
 
-    def spawn(self, name: str, args: list[str], extra_env: dict | None = None):
+    def spawn(self, name: str, args: list[str], extra_env: dict | None = None,
+              wrap: list[str] | None = None):
+        """Start `monkey ARGS`; `wrap` is a command it runs under (`ip netns exec NAME`
+        for another host, tests/chaos/hosts.py), which must exec it, keeping its pid."""
         log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115 - lives with the process
         proc = subprocess.Popen(
-            [sys.executable, "-m", "monkey.cli", *args], cwd=REPO,
+            [*(wrap or []), sys.executable, "-m", "monkey.cli", *args], cwd=REPO,
             env=self.process_env(extra_env), stdout=log, stderr=subprocess.STDOUT,
         )
         proc.log_path = self.tmp / f"{name}.log"
@@ -200,9 +204,11 @@ class Stack:
         return proc
 
     # API -------------------------------------------------------------------------
-    def start_api(self, extra_env: dict | None = None) -> None:
-        self.api_port = free_port()
-        proc = self.spawn("api", ["api", "--port", str(self.api_port)], extra_env)
+    def start_api(self, extra_env: dict | None = None, *, wrap: list[str] | None = None,
+                  host: str = "127.0.0.1") -> None:
+        self.api_port, self.api_host = free_port(), host
+        proc = self.spawn("api", ["api", "--host", host, "--port", str(self.api_port)],
+                          extra_env, wrap)
         self.api_proc = proc
         wait_until(lambda: self._ready(proc), 30, "API ready", proc)
 
@@ -214,7 +220,7 @@ class Stack:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
+        return f"http://{self.api_host}:{self.api_port}"
 
     def new_key(self, name: str = "test") -> str:
         return asyncio.run(create_api_key(self.settings, name))
@@ -228,10 +234,11 @@ class Stack:
 
     # Workers -----------------------------------------------------------------------
     def start_worker(self, queues: str = "llm", concurrency: int = 8,
-                     extra_env: dict | None = None, timeout: float = 60):
+                     extra_env: dict | None = None, timeout: float = 60,
+                     wrap: list[str] | None = None):
         name = f"worker-{queues}-{len(self.procs)}"
         proc = self.spawn(name, ["worker", "--queues", queues, "--concurrency",
-                                 str(concurrency)], extra_env)
+                                 str(concurrency)], extra_env, wrap)
         r = redis.Redis.from_url(self.redis_url)
         wait_until(lambda: _worker_ready(r, proc.pid), timeout, f"{name} ready", proc)
         return proc
@@ -339,6 +346,17 @@ def parse_sse(lines) -> Iterator[tuple[str | None, str, dict]]:
                 type_ = value
             elif name == "data":
                 data.append(value)
+
+
+def streamed_text(events: list) -> str:
+    """The text a client reading the SSE stream ends up with: restarts replace it."""
+    text = ""
+    for _, kind, data in events:
+        if kind == "status" and data.get("restarted"):
+            text = ""
+        elif kind == "token":
+            text += data["text"]
+    return text
 
 
 def _worker_ready(r: redis.Redis, pid: int) -> bool:

@@ -76,7 +76,7 @@ class JobRun(StopSignal):
     def token(self, text: str) -> None:
         if self.first_token_at is None:
             self.first_token_at = time.monotonic()
-        self.state.events.token(self.spec.id, text, self.tokens)
+        self.state.events.token(self.spec.id, text, self.tokens, self.spec.attempt)
         self.tokens += 1
 
     def restart(self, reason: str) -> None:

@@ -1,9 +1,12 @@
 """Background duties of a worker process, one thread each:
 
 - heartbeat: renews the lease of every running job (a job whose lease cannot be
-  renewed was taken from us: its run is stopped with `lease_lost`), notices jobs
-  marked `cancelling` in the database, and publishes this worker in Redis
-  (queues, loaded models) for GET /v1/queues and /v1/models;
+  renewed was taken from us: its run is stopped with `lease_lost`) and notices jobs
+  marked `cancelling` in the database;
+- presence: publishes this worker in Redis (queues, loaded models) for
+  GET /v1/queues and /v1/models. A thread of its own, so that a Redis that does not
+  answer (a partition: each call waits out its socket timeout) never holds up the
+  lease renewals, which need only the database;
 - held-sync: writes which job messages this worker holds to Redis, in batches
   (the reconciler rescues the messages of dead workers from it);
 - cancel listener: a Redis pub/sub subscription that stops a cancelled job's run
@@ -58,6 +61,7 @@ class Supervisor:
         self._threads = [
             threading.Thread(target=self._held_loop, name="held-sync", daemon=True),
             threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True),
+            threading.Thread(target=self._presence_loop, name="presence", daemon=True),
             threading.Thread(target=self._cancel_loop, name="cancel-listener", daemon=True),
         ]
 
@@ -131,13 +135,25 @@ class Supervisor:
         interval = self.settings.heartbeat_s
         while not self._stopping.wait(interval):
             try:
-                self.beat()
+                self.renew()
             except Exception:  # keep beating: a database blip must not kill the thread
                 log.exception("heartbeat failed")
 
+    def _presence_loop(self) -> None:
+        while not self._stopping.wait(self.settings.heartbeat_s):
+            try:
+                self._publish_presence(len(self.runs.active()))
+            except Exception:  # keep publishing: the next one may go through
+                log.exception("presence not published")
+
     def beat(self) -> None:
+        """Publish this worker's presence, then renew its leases (what the presence and
+        heartbeat threads each do on their own)."""
+        self._publish_presence(len(self.runs.active()))
+        self.renew()
+
+    def renew(self) -> None:
         runs = self.runs.active()
-        self._publish_presence(len(runs))
         if not runs:
             return
         lease = timedelta(seconds=self.settings.lease_s)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 
 import redis.asyncio as aioredis
@@ -106,3 +107,18 @@ def test_without_redis_requests_are_not_limited():
         return waits
 
     assert asyncio.run(run()) == [0] * 5
+
+
+def test_a_redis_that_does_not_answer_holds_no_request_up():
+    """A partition: Redis's port takes connections (the kernel does) and answers
+    nothing. The first ask gives up after ask_timeout_s, and the requests after it go
+    unlimited without asking, instead of each waiting out the socket timeout."""
+    with socket.create_server(("127.0.0.1", 0)) as hole:
+        async def run() -> tuple[list[float], int]:
+            client = CountingRedis(port=hole.getsockname()[1], socket_timeout=2)
+            tokens = RequestTokens(per_s=1.0, burst=1, ask_timeout_s=0.2, quiet_s=60)
+            waits = [await tokens.take(client, "key_5") for _ in range(5)]
+            await client.aclose()
+            return waits, client.script_calls
+
+        assert asyncio.run(run()) == ([0] * 5, 1)

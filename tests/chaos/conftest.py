@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from monkey.embedded import free_port
+from tests.chaos.hosts import Host, unavailable
 from tests.conftest import need
 
 
@@ -71,3 +72,25 @@ def private_postgres():
     except subprocess.CalledProcessError:
         pass
     shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def make_host():
+    """Factory: make_host() -> a Host, another machine in a network namespace
+    (tests/chaos/hosts.py), removed with its processes when the test ends. Ask for it
+    after make_stack, so that its hosts go first."""
+    made: list[Host] = []
+
+    def factory() -> Host:
+        reason = unavailable()
+        if reason:
+            need("network namespaces", reason)
+        try:
+            made.append(Host())
+        except RuntimeError as exc:  # root without the right (a container without NET_ADMIN)
+            need("network namespaces", str(exc))
+        return made[-1]
+
+    yield factory
+    for host in made:
+        host.close()

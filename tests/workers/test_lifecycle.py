@@ -3,6 +3,7 @@ deliveries, lease loss and the event stream."""
 
 from __future__ import annotations
 
+import socket
 from datetime import timedelta
 
 import pytest
@@ -13,9 +14,10 @@ from common.db import Job, utcnow
 from common.events import decode, events_key
 from common.ids import new_id
 from common.jobs import JobStatus, transition
-from tests.conftest import fresh_redis_url, migrated, worker_on
+from tests.conftest import fresh_redis_url, migrated, wait_until, worker_on
 from workers import lifecycle
 from workers.runtimes.base import GenerateResult
+from workers.supervisor import Supervisor
 from workers.worker import Worker
 
 
@@ -123,6 +125,31 @@ def test_a_run_whose_end_was_just_written_is_no_lost_lease(state, caplog):
         state.supervisor.beat()
     assert "lease lost" not in [r.getMessage() for r in caplog.records]
     assert row(state, job_id).status == "succeeded"
+
+
+def test_leases_are_renewed_while_redis_does_not_answer(state):
+    """A partition from Redis alone: publishing the worker's presence hangs (here for
+    the client's 30 s socket timeout), and the leases, kept in the database, are
+    renewed all the same."""
+    hole = socket.create_server(("127.0.0.1", 0))  # takes connections, answers nothing
+    silent = redis.Redis(port=hole.getsockname()[1], socket_timeout=30)
+    settings = state.settings.model_copy(update={"heartbeat_s": 0.05, "lease_s": 60})
+    supervisor = Supervisor(settings, worker_id="cut-off:1:llm", queues=["llm"],
+                            redis_client=silent, db=state.autocommit, runs=state.runs,
+                            loaded_models=list)
+    job_id = add_job(state)
+    run = lifecycle.JobRun(state, lifecycle.claim(state, job_id))
+    state.runs.add(run)
+    claimed_lease = row(state, job_id).lease_expires_at
+    supervisor.start()
+    try:
+        wait_until(lambda: row(state, job_id).lease_expires_at > claimed_lease, 10,
+                   "the lease renewed")
+    finally:
+        hole.close()  # the hung calls fail at once
+        supervisor.stop()
+        state.runs.remove(run)
+        run.close()
 
 
 def test_a_job_past_its_start_by_expires_instead_of_running(state):

@@ -9,6 +9,7 @@ from contextlib import ExitStack
 
 import pytest
 
+from tests.conftest import streamed_text
 from tests.fakes.providers import (
     FakeProviderServer,
     count_words,
@@ -43,17 +44,6 @@ def provider_env(fakes: dict[str, FakeProviderServer]) -> dict[str, str]:
         env[f"{provider.upper()}_API_KEY"] = FAKE_KEY
         env[f"{provider.upper()}_BASE_URL"] = server.base_url
     return env
-
-
-def streamed_text(events: list) -> str:
-    """The text a client reading the SSE stream ends up with: restarts replace it."""
-    text = ""
-    for _, kind, data in events:
-        if kind == "status" and data.get("restarted"):
-            text = ""
-        elif kind == "token":
-            text += data["text"]
-    return text
 
 
 def test_a_job_per_provider_streams_tokens_and_usage(make_stack, fakes):
