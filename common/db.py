@@ -167,8 +167,15 @@ def make_sync_engine(settings: Settings) -> Engine:
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
+    # A worker on another host than Postgres: after a partition, a connection whose
+    # packets go nowhere fails within half a minute (unacknowledged writes:
+    # tcp_user_timeout; an idle connection: keepalives) instead of after the kernel's
+    # 15 minutes of retransmissions, so the store's retries reconnect once it heals.
     return create_engine(
-        settings.sync_database_url, pool_size=10, max_overflow=40, pool_recycle=1800
+        settings.sync_database_url, pool_size=10, max_overflow=40, pool_recycle=1800,
+        connect_args={"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 10,
+                      "keepalives_interval": 5, "keepalives_count": 3,
+                      "tcp_user_timeout": 30_000},
     )
 
 
