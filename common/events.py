@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import redis
@@ -64,14 +64,48 @@ def append(pipe: Any, job_id: str, items: Iterable[EventItem], *, maxlen: int,
     return n
 
 
+@dataclass
+class _Buffer:
+    """A job's events waiting for its next write: deferred events, then its tokens
+    since (joined into one token event)."""
+
+    events: list[EventItem] = field(default_factory=list)
+    first: int = 0  # the index of the first buffered token
+    texts: list[str] = field(default_factory=list)
+
+    def add_token(self, text: str, index: int) -> None:
+        if not self.texts:
+            self.first = index
+        self.texts.append(text)
+
+    def add_event(self, item: EventItem) -> None:
+        if self.texts:  # tokens buffered before it go first
+            self.events.append(("token", self._joined()))
+            self.texts = []
+        self.events.append(item)
+
+    def items(self) -> list[EventItem]:
+        return self.events + ([("token", self._joined())] if self.texts else [])
+
+    def _joined(self) -> dict[str, Any]:
+        """Buffered tokens as one token event (`count` says how many it joins)."""
+        data: dict[str, Any] = {"text": "".join(self.texts), "index": self.first}
+        if len(self.texts) > 1:
+            data["count"] = len(self.texts)
+        return data
+
+
 class EventWriter:
     """Appends events for jobs of one worker process (thread-safe).
 
     Tokens are coalesced: a token is written at once when the job's last write is
     older than `coalesce_s`; otherwise it waits (at most `coalesce_s`) in a buffer
     that a flusher thread writes as one event. Other events flush the job's
-    buffered tokens first, so the order is kept. Event writes are best effort:
-    the database is the truth, and a lost event never fails a job.
+    buffered tokens first, so the order is kept. `defer` puts an event in that
+    buffer too (a job's `running` status: a job done within `coalesce_s` then
+    writes all its events in one round trip, and a follower reads them in one).
+    Event writes are best effort: the database is the truth, and a lost event never
+    fails a job.
     """
 
     def __init__(self, client: redis.Redis, *, maxlen: int, ttl_s: int, coalesce_s: float = 0.01):
@@ -80,7 +114,7 @@ class EventWriter:
         self._ttl_s = ttl_s
         self._coalesce_s = coalesce_s
         self._lock = threading.Lock()
-        self._pending: dict[str, tuple[int, list[str]]] = {}  # job -> (first index, texts)
+        self._pending: dict[str, _Buffer] = {}
         self._last_write: dict[str, float] = {}
         self._job_locks: dict[str, threading.Lock] = {}
         self._wake = threading.Event()
@@ -97,16 +131,21 @@ class EventWriter:
                 self._last_write[job_id] = now
                 write_now = True
             else:
-                if pending is None:
-                    self._pending[job_id] = (index, [text])
-                else:
-                    pending[1].append(text)
+                self._pending.setdefault(job_id, _Buffer()).add_token(text, index)
                 write_now = False
         if write_now:
             with self._writing(job_id):
-                self._xadd(job_id, "token", {"text": text, "index": index})
+                self._write(job_id, [("token", {"text": text, "index": index})])
         else:
             self._wake.set()
+
+    def defer(self, job_id: str, type_: str, data: dict[str, Any]) -> None:
+        """Append an event within `coalesce_s`: with the job's next write, or by the
+        flusher thread."""
+        with self._lock:
+            self._pending.setdefault(job_id, _Buffer()).add_event((type_, data))
+            self._last_write[job_id] = time.monotonic()
+        self._wake.set()
 
     def emit(self, job_id: str, type_: str, data: dict[str, Any], *, final: bool = False,
              ttl_s: int | None = None) -> None:
@@ -114,13 +153,9 @@ class EventWriter:
         self.emit_many(job_id, [(type_, data)], final=final, ttl_s=ttl_s)
 
     def emit_many(self, job_id: str, events: list[EventItem], *, final: bool = False,
-                  ttl_s: int | None = None,
-                  extra: Callable[[Any], object] | None = None) -> list[Any] | None:
-        """Append the job's buffered tokens, then `events`, in one round trip.
-
-        `extra(pipe)` may queue more commands on the same pipeline; their replies are
-        returned (None when Redis failed: events are best effort).
-        """
+                  ttl_s: int | None = None) -> None:
+        """Append the job's buffered events, then `events`, in one round trip (best
+        effort: a Redis failure is logged)."""
         with self._writing(job_id, final=final):
             with self._lock:
                 pending = self._pending.pop(job_id, None)
@@ -128,19 +163,15 @@ class EventWriter:
                     self._last_write.pop(job_id, None)
                 else:
                     self._last_write[job_id] = time.monotonic()
-            items = [("token", _joined(pending))] if pending else []
-            items += events
+            items = (pending.items() if pending else []) + events
             try:
                 pipe = self._redis.pipeline(transaction=False)
-                skip = append(pipe, job_id, items, maxlen=self._maxlen, final=final,
-                              ttl_s=ttl_s or self._ttl_s)
-                if extra is not None:
-                    extra(pipe)
-                return pipe.execute()[skip:]
+                append(pipe, job_id, items, maxlen=self._maxlen, final=final,
+                       ttl_s=ttl_s or self._ttl_s)
+                pipe.execute()
             except redis.RedisError as exc:
                 log.warning("events %s for job %s not written: %s",
                             ",".join(t for t, _ in items), job_id, exc)
-                return None
 
     def emit_jobs(self, jobs: list[tuple[str, list[EventItem], int]]) -> None:
         """The last events of many jobs, each (job id, events, seconds its stream is
@@ -163,7 +194,7 @@ class EventWriter:
                 if pending is None:
                     return
                 self._last_write[job_id] = time.monotonic()
-            self._xadd(job_id, "token", _joined(pending))
+            self._write(job_id, pending.items())
 
     @contextmanager
     def _writing(self, job_id: str, final: bool = False) -> Iterator[None]:
@@ -185,11 +216,14 @@ class EventWriter:
             self.flush(job_id)
 
     # Internals -------------------------------------------------------------
-    def _xadd(self, job_id: str, type_: str, data: dict[str, Any]) -> None:
+    def _write(self, job_id: str, items: list[EventItem]) -> None:
         try:
-            append(self._redis, job_id, [(type_, data)], maxlen=self._maxlen)
+            pipe = self._redis.pipeline(transaction=False)
+            append(pipe, job_id, items, maxlen=self._maxlen)
+            pipe.execute()
         except redis.RedisError as exc:
-            log.warning("event %s for job %s not written: %s", type_, job_id, exc)
+            log.warning("events %s for job %s not written: %s",
+                        ",".join(t for t, _ in items), job_id, exc)
 
     def _flush_loop(self) -> None:
         while not self._closed:
@@ -198,15 +232,6 @@ class EventWriter:
             time.sleep(self._coalesce_s)
             for job_id in list(self._pending):
                 self.flush(job_id)
-
-
-def _joined(pending: tuple[int, list[str]]) -> dict[str, Any]:
-    """Buffered tokens as one token event (`count` says how many it joins)."""
-    first, texts = pending
-    data: dict[str, Any] = {"text": "".join(texts), "index": first}
-    if len(texts) > 1:
-        data["count"] = len(texts)
-    return data
 
 
 # The API's side ------------------------------------------------------------------------

@@ -221,6 +221,6 @@ class Supervisor:
                 self._stopping.wait(1.0)
 
     def _on_cancel(self, job_id: str) -> None:
-        run = self.runs.get(job_id)
+        run = self.runs.cancel(job_id)
         if run is not None:
             run.stop("cancelled")

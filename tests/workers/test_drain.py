@@ -109,7 +109,7 @@ def test_a_run_the_drain_stops_gives_its_job_back_fenced_by_its_attempt(state):
     assert state.store.finish(job_id, attempt=1, to=S.SUCCEEDED, output={"text": "x"}) is None
     assert state.store.release(job_id, attempt=1, reason="again") is False
     claimed = state.store.claim(job_id, worker_id="other")
-    assert claimed is not None and claimed.job.attempts == 2
+    assert claimed is not None and claimed.attempts == 2
     assert state.store.release(job_id, attempt=1, reason="late") is False
     assert row(state, job_id).status == "running"
 
