@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.deps import Principal
+from api.recent import RecentJobs
 from common.catalog import resolve
 from common.db import Job, utcnow
 from common.errors import Conflict, InvalidRequest, PayloadTooLarge, RateLimited
@@ -97,10 +98,11 @@ def webhook_columns(job_in: JobCreate) -> dict:
 
 async def create_job(*, session: AsyncSession, producer: Producer, settings: Settings,
                      queued_counts: dict, principal: Principal, job_in: JobCreate,
-                     idempotency_key: str | None = None) -> tuple[Job, bool]:
+                     idempotency_key: str | None = None,
+                     recent: RecentJobs | None = None) -> tuple[Job, bool]:
     """Write the job, then publish it. Returns (job, created); an idempotent replay
     returns the earlier job with created False. `session` is an autocommit one: the
-    job is one INSERT, one round trip."""
+    job is one INSERT, one round trip. A job created is added to `recent`."""
     if idempotency_key is not None and not 0 < len(idempotency_key) <= 255:
         raise InvalidRequest("Idempotency-Key must be 1 to 255 characters")
     job = new_job_row(settings=settings, principal=principal, job_in=job_in,
@@ -113,6 +115,9 @@ async def create_job(*, session: AsyncSession, producer: Producer, settings: Set
             return _replay(existing, job), False
     await check_queued_cap(session=session, settings=settings, queued_counts=queued_counts,
                            principal=principal)
+    # Marked published in its INSERT when the send is expected to go out (no UPDATE
+    # to mark it later; a failed send unmarks it for the reconciler).
+    job.published_at = producer.premark()
     try:
         await session.execute(_INSERT_JOB, row_values(job))
         await session.commit()
@@ -123,7 +128,10 @@ async def create_job(*, session: AsyncSession, producer: Producer, settings: Set
             raise
         return _replay(existing, job), False
     await producer.publish_soon(job_id=job.id, kind=job.kind, model=job.model, queue=job.queue,
-                                priority=job.priority, attempt_hint=job.attempts)
+                                priority=job.priority, attempt_hint=job.attempts,
+                                marked=job.published_at is not None)
+    if recent is not None:
+        recent.add(job.id, principal.key_id)
     return job, True
 
 
@@ -181,6 +189,17 @@ async def _by_idempotency_key(session: AsyncSession, principal: Principal, key: 
 async def get_job(*, store: AsyncJobStore, principal: Principal, job_id: str):
     """The job as a row of JOB_COLUMNS (reads like a Job; a fresh read every call)."""
     return await store.get(job_id, owner_id=principal.key_id)
+
+
+async def final_if_ended(*, store: AsyncJobStore, recent: RecentJobs, principal: Principal,
+                         job_id: str) -> dict | None:
+    """For a follower of the job's events: its envelope if it already ended, else None;
+    NotFound if it is not the caller's. A job the caller submitted here lately is not
+    read: its event stream says whether it ended."""
+    if recent.owned(job_id, principal.key_id):
+        return None
+    job = await get_job(store=store, principal=principal, job_id=job_id)
+    return envelope(job) if job.status in TERMINAL else None
 
 
 async def queue_position(*, session: AsyncSession, store: AsyncJobStore, principal: Principal,
