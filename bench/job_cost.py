@@ -102,22 +102,26 @@ class CostMeter:
         time.sleep(busy.at - start.at)  # a quiet spell of the same length
         idle = self.read()
         span = (busy.at - start.at) / (idle.at - busy.at)
-        by_command = {
-            name: round((busy.redis[name] - start.redis[name]
-                         - (idle.redis[name] - busy.redis[name]) * span) / jobs, 2)
+        totals = {
+            name: busy.redis[name] - start.redis[name]
+            - (idle.redis[name] - busy.redis[name]) * span
             for name in set(busy.redis) | set(start.redis)}
         # INFO itself is the meter's, not the job's: one per reading in each window.
-        by_command.pop("info", None)
+        totals.pop("info", None)
+        redis_total = sum(totals.values())
+        by_command = {name: round(n / jobs, 2) for name, n in totals.items()}
         out = {
             "jobs": jobs, "jobs_s": round(busy_s, 3),
-            "redis_commands_per_job": round(sum(by_command.values()), 2),
+            "redis_commands": round(redis_total, 1),
+            "redis_commands_per_job": round(redis_total / jobs, 2),
             "redis_by_command": {k: v for k, v in sorted(by_command.items(),
                                                          key=lambda kv: -kv[1]) if v >= 0.05},
         }
         if start.pg is not None and busy.pg is not None and idle.pg is not None:
             # (The meter reads pg_stat_database from the admin URL's database.)
-            out["pg_transactions_per_job"] = round(
-                (busy.pg - start.pg - (idle.pg - busy.pg) * span) / jobs, 2)
+            pg_total = busy.pg - start.pg - (idle.pg - busy.pg) * span
+            out["pg_transactions"] = round(pg_total, 1)
+            out["pg_transactions_per_job"] = round(pg_total / jobs, 2)
         return out
 
 

@@ -143,9 +143,24 @@ def row_values(job: Job) -> dict:
     return {col.element.key: getattr(job, col.name) for col in JOB_COLUMNS}
 
 
-# A key's queued count is asked of the database at most this often while it is far
-# from the cap; in between, this process counts its own submits on top.
+# Without a request limit, a key's queued count is asked of the database at most this
+# often while it is far from the cap; in between, this process counts its own submits
+# on top. With one, at most this often (the limit fails open while Redis is away).
 _QUEUED_RECOUNT_S = 1.0
+_QUEUED_RECOUNT_LIMITED_S = 30.0
+
+
+def count_still_good(settings: Settings, known: int, age_s: float, adding: int) -> bool:
+    """Whether a count of a key's queued jobs `age_s` old, plus this process's submits
+    since (`known`), still proves the cap is not reached. With the request limit on,
+    no key submits more than its burst and its rate since through every API process
+    together (the bucket is on Redis), so a count far below the cap stays good for a
+    while (up to _QUEUED_RECOUNT_LIMITED_S); without it, a second and half the cap."""
+    cap = settings.max_queued_per_key
+    if settings.rate_limit_per_s > 0:
+        return age_s < _QUEUED_RECOUNT_LIMITED_S and known + adding + \
+            settings.rate_limit_burst + settings.rate_limit_per_s * age_s <= cap
+    return age_s < _QUEUED_RECOUNT_S and known + adding <= cap // 2
 
 
 async def check_queued_cap(*, session: AsyncSession, settings: Settings, queued_counts: dict,
@@ -153,16 +168,17 @@ async def check_queued_cap(*, session: AsyncSession, settings: Settings, queued_
     """429 when the key already has MONKEY_MAX_QUEUED_PER_KEY interactive jobs waiting.
     (A batch's lines are bounded by the batch limits instead.)
 
-    Below half the cap, a count less than a second old plus this process's submits
-    since stands in for a fresh count: the cap is a guard against runaway clients, and
-    a COUNT over thousands of queued rows per submit would cost more than the submit.
+    A recent count plus this process's submits since stands in for a fresh count
+    while it still proves the cap far (count_still_good): the cap is a guard against
+    runaway clients, and a COUNT over thousands of queued rows per submit would cost
+    more than the submit (and a transaction of its own).
     """
     cap = settings.max_queued_per_key
     if not cap:
         return
     now = time.monotonic()
     known = queued_counts.get(principal.key_id)
-    if known and now - known[1] < _QUEUED_RECOUNT_S and known[0] + adding <= cap // 2:
+    if known and count_still_good(settings, known[0], now - known[1], adding):
         queued_counts[principal.key_id] = (known[0] + adding, known[1])
         return
     waiting = select(Job.id).where(Job.owner_id == principal.key_id, Job.status == S.QUEUED,

@@ -23,7 +23,7 @@ from common.settings import Settings
 
 log = logging.getLogger("monkey.producer")
 
-EVENTS_FLUSH_S = 0.05
+EVENTS_FLUSH_S = 0.5
 
 
 class FastPath:
