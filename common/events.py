@@ -126,16 +126,18 @@ class EventWriter:
     def token(self, job_id: str, text: str, index: int) -> None:
         now = time.monotonic()
         with self._lock:
-            pending = self._pending.get(job_id)
-            if pending is None and now - self._last_write.get(job_id, 0.0) >= self._coalesce_s:
+            if now - self._last_write.get(job_id, 0.0) >= self._coalesce_s:
+                # Due: written now, after whatever waits (a deferred status).
+                pending = self._pending.pop(job_id, None)
+                items = pending.items() if pending else []
+                items.append(("token", {"text": text, "index": index}))
                 self._last_write[job_id] = now
-                write_now = True
             else:
                 self._pending.setdefault(job_id, _Buffer()).add_token(text, index)
-                write_now = False
-        if write_now:
+                items = []
+        if items:
             with self._writing(job_id):
-                self._write(job_id, [("token", {"text": text, "index": index})])
+                self._write(job_id, items)
         else:
             self._wake.set()
 
