@@ -162,7 +162,7 @@ class Supervisor:
                     .values(lease_expires_at=utcnow() + lease)
                     .returning(Job.id, Job.status)
                     .execution_options(synchronize_session=False)
-                ).tuples())
+                ).tuples().all())
             missed = [r for r in runs if r.spec.id not in renewed and not r.should_stop()]
             if missed:
                 # Most often the run's own end was written between our look at the

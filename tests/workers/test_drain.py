@@ -225,6 +225,9 @@ def test_a_handed_back_job_runs_on_another_worker_within_a_second(make_stack):
     assert first.returncode == 0 and exit_s < DRAIN_S, (first.returncode, exit_s)
     assert done["attempts"] == 2
 
+    # The row says running first; its `running` event follows within the event
+    # writer's coalescing window.
+    wait_until(lambda: len(statuses(stack, job["id"])) >= 3, 5, "the second running event")
     seen = statuses(stack, job["id"])
     (queued_ms, queued), (running_ms, running) = seen[1], seen[2]
     assert queued["status"] == "queued" and running["status"] == "running"
