@@ -22,8 +22,9 @@ side by side in one run (JSON on stdout):
 
 --postgres: the admin URL of a Postgres; the per-job transactions need it (default:
 $DATABASE_URL when it is Postgres, else the local postgresql://postgres@127.0.0.1/test
-when it answers; without one they are null). The batches run on SQLite unless
---batch-postgres. --quick: small sizes, to check that the script runs.
+when it answers; without one they are null). The batches and the round trips run on
+SQLite (as batch_echo.py and overhead.py do by default) unless --batch-postgres.
+--quick: small sizes, to check that the script runs.
 """
 
 from __future__ import annotations
@@ -106,29 +107,40 @@ def minilm_jobs(jobs: int, postgres: str | None) -> dict:
             "ratio_to_encode": round(embed["jobs_per_s"] / baseline["texts_per_s"], 3)}
 
 
-def per_job(postgres: str | None, jobs: int, samples: int) -> dict:
-    """Per-job Redis commands and Postgres transactions, then the round trips, on one
-    stack (API and one llm worker)."""
-    from bench.job_cost import measure
-    from bench.overhead import round_trips
+def on_stack(postgres: str | None, measure):
+    """measure(stack) on a stack of its own (API and one llm worker)."""
     from bench.stack import BenchStack
 
     stack = BenchStack(postgres_url=postgres)
     try:
         stack.start_api()
         stack.start_worker("llm", 32)
-        costs = measure(stack, jobs=jobs)
-        trips = round_trips(stack, samples)
+        return measure(stack)
     finally:
         stack.close()
-    return {"costs": costs, "round_trips": trips}
+
+
+def per_job(postgres: str | None, jobs: int) -> dict:
+    """Per-job Redis commands and Postgres transactions (on Postgres when there is one:
+    SQLite keeps no count of transactions)."""
+    from bench.job_cost import measure
+
+    return on_stack(postgres, lambda stack: measure(stack, jobs=jobs))
+
+
+def round_trips(postgres: str | None, samples: int) -> dict:
+    """The echo round trips against bare Celery's (bench/overhead.py), on the batches'
+    database, as overhead.py runs by default."""
+    from bench.overhead import round_trips as trips
+
+    return on_stack(postgres, lambda stack: trips(stack, samples))
 
 
 def table(out: dict) -> dict:
     echo = out["batch_echo"]
     sizes = sorted(echo, key=int)
     small, large = echo[sizes[0]]["lines_per_s"], echo[sizes[-1]]["lines_per_s"]
-    costs = out["per_job"]["costs"]["post_then_events"]
+    costs = out["per_job"]["post_then_events"]
     figures = {
         "batch_echo_10k_lines_per_s": small,
         "batch_echo_50k_over_10k": round(large / small, 3),
@@ -137,8 +149,7 @@ def table(out: dict) -> dict:
         "minilm_256_jobs_over_encode": out["minilm_jobs"]["ratio_to_encode"],
         "redis_commands_per_echo_job": costs["redis_commands_per_job"],
         "pg_transactions_per_echo_job": costs.get("pg_transactions_per_job"),
-        "echo_p50_over_bare_celery_p50":
-            out["per_job"]["round_trips"]["echo_p50_over_celery_p50"],
+        "echo_p50_over_bare_celery_p50": out["round_trips"]["echo_p50_over_celery_p50"],
     }
     rows = {}
     for name, value in figures.items():
@@ -179,7 +190,7 @@ def main() -> None:
     started = time.monotonic()
     out: dict = {"bench": "ceiling", "cpus": os.cpu_count(),
                  "load_avg_1m": round(os.getloadavg()[0], 2),
-                 "databases": {"batches": "postgres" if batch_pg else "sqlite",
+                 "databases": {"batches_and_round_trips": "postgres" if batch_pg else "sqlite",
                                "per_job": "postgres" if pg else "sqlite"}}
     out["batch_echo"] = echo_batches(args.echo_lines, batch_pg)
     out["minilm_batch"] = minilm_batch(lines=args.embed_lines, postgres=batch_pg, native=False,
@@ -187,7 +198,8 @@ def main() -> None:
     out["debug_embed"] = debug_embed(lines=args.debug_embed_lines, rate=20_000, batch_ms=0.0,
                                      chunk_lines=64, concurrency=32, postgres=batch_pg)
     out["minilm_jobs"] = minilm_jobs(args.embed_jobs, batch_pg)
-    out["per_job"] = per_job(pg, args.echo_jobs, args.samples)
+    out["per_job"] = per_job(pg, args.echo_jobs)
+    out["round_trips"] = round_trips(batch_pg, args.samples)
     out["table"] = table(out)
     out["seconds"] = round(time.monotonic() - started, 1)
     out["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
