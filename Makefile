@@ -22,7 +22,7 @@ test: install web
 
 bench: install
 	$(PY) bench/overhead.py
-	@for b in batching batch batch_echo debug_embed load cold_start job_cost ceiling; do \
+	@for b in batching batch batch_echo debug_embed load cold_start ceiling; do \
 	  if [ -f bench/$$b.py ]; then $(PY) bench/$$b.py || exit 1; fi; \
 	done
 
