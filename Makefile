@@ -22,7 +22,7 @@ test: install web
 
 bench: install
 	$(PY) bench/overhead.py
-	@for b in batching batch batch_echo debug_embed load cold_start webhooks retention fairness; do \
+	@for b in batching batch batch_echo debug_embed load cold_start webhooks retention fairness ceiling; do \
 	  if [ -f bench/$$b.py ]; then $(PY) bench/$$b.py || exit 1; fi; \
 	done
 

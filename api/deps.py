@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.limits import StreamSlots
 from api.metrics import QueueGauges
+from api.recent import RecentJobs
 from api.shutdown import ShutdownNotice
 from api.state import AppState
 from common.db import ApiKey
@@ -92,6 +93,10 @@ async def get_queue_gauges(request: Request) -> QueueGauges:
     return _state(request).queue_gauges
 
 
+async def get_recent_jobs(request: Request) -> RecentJobs:
+    return _state(request).recent_jobs
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 # A session for the request: a transaction (SessionDep) or autocommit (AutoSessionDep,
 # where each statement commits on its own: one round trip for a read or a single write).
@@ -108,6 +113,7 @@ StreamsDep = Annotated[StreamSlots, Depends(get_streams)]
 ShutdownDep = Annotated[ShutdownNotice, Depends(get_shutdown)]
 # key id -> (interactive jobs queued, monotonic time counted): see check_queued_cap
 QueuedCountsDep = Annotated[dict, Depends(get_queued_counts)]
+RecentJobsDep = Annotated[RecentJobs, Depends(get_recent_jobs)]
 QueueGaugesDep = Annotated[QueueGauges, Depends(get_queue_gauges)]
 
 
@@ -148,6 +154,6 @@ PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 __all__ = [
     "AutoSessionDep", "EventsDep", "Principal", "PrincipalDep", "ProducerDep", "QueueGaugesDep",
-    "QueuedCountsDep", "RedisDep", "SessionDep", "SessionMakerDep", "SettingsDep", "ShutdownDep",
-    "StoreDep", "StreamsDep", "get_principal",
+    "QueuedCountsDep", "RecentJobsDep", "RedisDep", "SessionDep", "SessionMakerDep",
+    "SettingsDep", "ShutdownDep", "StoreDep", "StreamsDep", "get_principal",
 ]

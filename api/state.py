@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from api.limits import RequestTokens, StreamSlots
 from api.metrics import QueueGauges
+from api.recent import RecentJobs
 from api.shutdown import ShutdownNotice
 from common.db import async_sessions, make_async_engine
 from common.events import AsyncEventLog
@@ -44,6 +45,8 @@ class AppState:
     shutdown: ShutdownNotice = field(default_factory=ShutdownNotice)
     # The queue gauges of /metrics, computed at most once per scrape interval
     queue_gauges: QueueGauges = field(default_factory=lambda: QueueGauges(ttl_s=5.0))
+    # Jobs submitted here lately, with their owners (api/services/jobs.py)
+    recent_jobs: RecentJobs = field(default_factory=RecentJobs)
 
 
 

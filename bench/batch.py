@@ -59,19 +59,69 @@ def run_batch(client, data: bytes, poll_s: float = 0.1) -> tuple[dict, object]:
     return times, batch
 
 
-def check_output(client, batch, items: list[str], baseline_vectors) -> dict:
+def check_output(client, batch, items: list[str], baseline_vectors: dict) -> dict:
+    """Every line answered once, and the vectors of a sample of them (index -> the
+    vector encode made) matching encode's."""
     lines = [json.loads(x) for x in client.files.content(batch.output_file_id).text.splitlines()]
     by_id = {x["custom_id"]: x["response"]["body"]["data"][0]["embedding"] for x in lines}
     if sorted(by_id) != sorted(f"t{i}" for i in range(len(items))):
         raise RuntimeError("the output does not answer every line exactly once")
     # The queue must return what the model computes: cosine against the baseline.
     worst = 1.0
-    for i in range(0, len(items), max(1, len(items) // 20)):
-        a, b = by_id[f"t{i}"], baseline_vectors[i]
+    for i, b in baseline_vectors.items():
+        a = by_id[f"t{i}"]
         dot = sum(x * y for x, y in zip(a, b, strict=True))
         norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
         worst = min(worst, dot / norm)
     return {"answered": len(by_id), "min_cosine_vs_direct": round(worst, 5)}
+
+
+def measure(*, lines: int, words: int = 16, concurrency: int = 64, max_batch: int = 64,
+            max_wait_ms: float = 10.0, device: str = "auto", postgres: str | None = None,
+            native: bool = True, baseline_texts: int | None = None) -> dict:
+    """The batch of `lines` embedding lines against encode(batch_size=64) in this
+    process; `baseline_texts` times encode on the first so many texts only (the same
+    mix of lengths: a long batch's baseline would take as long as the batch, three
+    times over)."""
+    import openai
+
+    from workers.runtimes.local.loading import pick_device
+
+    device = pick_device(device)
+    items = texts(lines, words)
+    # The baseline first, before the stack takes the CPU: timing, and the vectors to compare.
+    direct = encode_baseline(items[:baseline_texts or lines], device)
+    sample = list(range(0, lines, max(1, lines // 20)))
+    vectors = dict(zip(sample, direct_vectors([items[i] for i in sample], device), strict=True))
+    env = {"MONKEY_MAX_BATCH": str(max_batch), "MONKEY_MAX_WAIT_MS": str(max_wait_ms),
+           "MONKEY_DEVICE": device}
+    stack = BenchStack(postgres_url=postgres, env=env)
+    try:
+        stack.start_api()
+        stack.start_worker("gpu", concurrency)
+        client = openai.OpenAI(base_url=stack.url + "/v1", api_key=stack.key, max_retries=0,
+                               timeout=1800)
+        run_batch(client, batch_file(items[:64]))  # warm-up: model and connections
+        times, batch = run_batch(client, batch_file(items))
+        checked = check_output(client, batch, items, vectors)
+        native_figures = native_jobs(stack, items) if native else None
+    finally:
+        stack.close()
+    lines_per_s = lines / times["create_to_completed_s"]
+    return {
+        "bench": "batch",
+        "device": device,
+        "database": "postgres" if postgres else "sqlite",
+        "lines": lines,
+        "worker_threads": concurrency,
+        "through_batch_api": {**times, "lines_per_s": round(lines_per_s, 1),
+                              "request_counts": batch.request_counts.model_dump(), **checked},
+        "native_jobs": native_figures,
+        "direct_encode": direct,
+        "batch_vs_direct": round(lines_per_s / direct["texts_per_s"], 3),
+        "batch_vs_native_jobs": (round(lines_per_s / native_figures["jobs_per_s"], 3)
+                                 if native_figures else None),
+    }
 
 
 def main() -> None:
@@ -87,44 +137,10 @@ def main() -> None:
     ap.add_argument("--no-native", action="store_true",
                     help="Skip the same texts as native jobs (the batch against encode only).")
     args = ap.parse_args()
-
-    import openai
-
-    from workers.runtimes.local.loading import pick_device
-
-    device = pick_device(args.device)
-    items = texts(args.lines, args.words)
-    # The baseline first, before the stack takes the CPU: timing, and the vectors to compare.
-    direct = encode_baseline(items, device)
-    vectors = direct_vectors(items, device)
-    env = {"MONKEY_MAX_BATCH": str(args.max_batch), "MONKEY_MAX_WAIT_MS": str(args.max_wait_ms),
-           "MONKEY_DEVICE": device}
-    stack = BenchStack(postgres_url=args.postgres, env=env)
-    try:
-        stack.start_api()
-        stack.start_worker("gpu", args.concurrency)
-        client = openai.OpenAI(base_url=stack.url + "/v1", api_key=stack.key, max_retries=0,
-                               timeout=600)
-        run_batch(client, batch_file(items[:64]))  # warm-up: model and connections
-        times, batch = run_batch(client, batch_file(items))
-        checked = check_output(client, batch, items, vectors)
-        native = None if args.no_native else native_jobs(stack, items)
-    finally:
-        stack.close()
-    lines_per_s = args.lines / times["create_to_completed_s"]
-    print(json.dumps({
-        "bench": "batch",
-        "device": device,
-        "database": "postgres" if args.postgres else "sqlite",
-        "lines": args.lines,
-        "worker_threads": args.concurrency,
-        "through_batch_api": {**times, "lines_per_s": round(lines_per_s, 1),
-                              "request_counts": batch.request_counts.model_dump(), **checked},
-        "native_jobs": native,
-        "direct_encode": direct,
-        "batch_vs_direct": round(lines_per_s / direct["texts_per_s"], 3),
-        "batch_vs_native_jobs": round(lines_per_s / native["jobs_per_s"], 3) if native else None,
-    }, indent=2))
+    print(json.dumps(measure(
+        lines=args.lines, words=args.words, concurrency=args.concurrency,
+        max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, device=args.device,
+        postgres=args.postgres, native=not args.no_native), indent=2))
 
 
 def native_jobs(stack, items: list[str]) -> dict:

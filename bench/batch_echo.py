@@ -101,6 +101,41 @@ def phases(stack, batch_id: str) -> dict:
             "completed": since(b.completed_at)}
 
 
+def measure(stack, client, r, lines: int) -> dict:
+    """One batch of `lines` echo lines on a started stack (API and one llm worker):
+    create -> completed, phases, and per line the Redis commands and, on Postgres,
+    the transactions, with as long a quiet spell's traffic subtracted."""
+    data = batch_file(lines)
+    before = counters(stack, r)
+    elapsed, batch = run_batch(client, data)
+    after = counters(stack, r)
+    # The same span of idle traffic (heartbeats, reconciler, the polls themselves
+    # are part of using it, so they stay in).
+    time.sleep(min(elapsed, 10))
+    idle_end = counters(stack, r)
+    idle_scale = elapsed / min(elapsed, 10)
+    redis_idle = (idle_end[0] - after[0]) * idle_scale
+    out = {
+        "lines": lines,
+        "create_to_completed_s": round(elapsed, 3),
+        "lines_per_s": round(lines / elapsed, 1),
+        "request_counts": batch.request_counts.model_dump(),
+        "phases_s": phases(stack, batch.id),
+        "redis_commands_per_line": round((after[0] - before[0] - redis_idle) / lines, 2),
+    }
+    if after[1] is not None and before[1] is not None and idle_end[1] is not None:
+        pg_idle = (idle_end[1] - after[1]) * idle_scale
+        out["pg_transactions_per_line"] = round((after[1] - before[1] - pg_idle) / lines, 3)
+    return out
+
+
+def open_client(stack):
+    import openai
+
+    return openai.OpenAI(base_url=stack.url + "/v1", api_key=stack.key, max_retries=0,
+                         timeout=600)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--lines", type=int, default=5000)
@@ -108,7 +143,6 @@ def main() -> None:
     ap.add_argument("--postgres", default=None, metavar="URL")
     args = ap.parse_args()
 
-    import openai
     import redis
 
     stack = BenchStack(postgres_url=args.postgres)
@@ -116,36 +150,11 @@ def main() -> None:
         stack.start_api()
         stack.start_worker("llm", args.concurrency)
         r = redis.Redis.from_url(stack.redis.url)
-        client = openai.OpenAI(base_url=stack.url + "/v1", api_key=stack.key, max_retries=0,
-                               timeout=600)
+        client = open_client(stack)
         run_batch(client, batch_file(100))  # warm-up
         time.sleep(2)  # the warm-up's finalize and stream expiries settle
-        data = batch_file(args.lines)
-        before = counters(stack, r)
-        elapsed, batch = run_batch(client, data)
-        after = counters(stack, r)
-        # The same span of idle traffic (heartbeats, reconciler, the polls themselves
-        # are part of using it, so they stay in).
-        time.sleep(min(elapsed, 10))
-        idle_end = counters(stack, r)
-        idle_scale = elapsed / min(elapsed, 10)
-        redis_idle = (idle_end[0] - after[0]) * idle_scale
-        out = {
-            "bench": "batch_echo",
-            "database": "postgres" if args.postgres else "sqlite",
-            "lines": args.lines,
-            "worker_threads": args.concurrency,
-            "create_to_completed_s": round(elapsed, 3),
-            "lines_per_s": round(args.lines / elapsed, 1),
-            "request_counts": batch.request_counts.model_dump(),
-            "phases_s": phases(stack, batch.id),
-            "redis_commands_per_line": round(
-                (after[0] - before[0] - redis_idle) / args.lines, 2),
-        }
-        if after[1] is not None and before[1] is not None and idle_end[1] is not None:
-            pg_idle = (idle_end[1] - after[1]) * idle_scale
-            out["pg_transactions_per_line"] = round(
-                (after[1] - before[1] - pg_idle) / args.lines, 3)
+        out = {"bench": "batch_echo", "database": "postgres" if args.postgres else "sqlite",
+               "worker_threads": args.concurrency, **measure(stack, client, r, args.lines)}
     finally:
         stack.close()
     print(json.dumps(out, indent=2))

@@ -193,35 +193,46 @@ def main() -> None:
     args = ap.parse_args()
 
     stack = BenchStack(postgres_url=args.postgres)
-    samplers: dict = {}
     try:
         stack.start_api()
         stack.start_worker("llm", concurrency=32)
+        trips = round_trips(stack, args.samples, sequential=args.sequential)
+        tput = throughput(stack, args.jobs)
+    finally:
+        stack.close()
+    out = {
+        "bench": "overhead",
+        "database": "postgres" if args.postgres else "sqlite",
+        "sampling": "sequential" if args.sequential else "interleaved",
+        **trips,
+        "throughput_one_llm_worker": tput,
+    }
+    print(json.dumps(out, indent=2))
+
+
+def round_trips(stack: BenchStack, samples: int, sequential: bool = False) -> dict:
+    """The four round trips side by side on a started stack (API and an llm worker),
+    and the echo jobs' p50 over bare Celery's."""
+    samplers: dict = {}
+    try:
         samplers = {
             "raw_redis_lpush_brpop": RawRedis(stack.redis.url.replace("/0", "/2")),
             "bare_celery_noop": BareCelery(stack.redis.url.replace("/0", "/3")),
             "echo_job_http_to_sse_done": EchoJob(stack, one_request=False),
             "echo_job_one_request": EchoJob(stack, one_request=True),
         }
-        trips = side_by_side(samplers, args.samples, sequential=args.sequential)
-        tput = throughput(stack, args.jobs)
+        trips = side_by_side(samplers, samples, sequential=sequential)
     finally:
         for sampler in samplers.values():
             sampler.close()
-        stack.close()
     celery_p50 = trips["bare_celery_noop"]["p50_ms"]
-    out = {
-        "bench": "overhead",
-        "database": "postgres" if args.postgres else "sqlite",
-        "sampling": "sequential" if args.sequential else "interleaved",
+    return {
         **trips,
         "echo_p50_over_celery_p50": round(
             trips["echo_job_http_to_sse_done"]["p50_ms"] / celery_p50, 2),
         "echo_one_request_p50_over_celery_p50": round(
             trips["echo_job_one_request"]["p50_ms"] / celery_p50, 2),
-        "throughput_one_llm_worker": tput,
     }
-    print(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":

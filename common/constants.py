@@ -23,7 +23,6 @@ PRIORITY_SEP = "\x06\x16"
 REDIS_PREFIX = "monkey:"
 EVENTS_KEY = REDIS_PREFIX + "events:{job_id}"
 CANCEL_CHANNEL = REDIS_PREFIX + "cancel"
-CANCEL_KEY = REDIS_PREFIX + "cancel:{job_id}"
 WORKER_KEY = REDIS_PREFIX + "worker:{worker_id}"
 WORKERS_PATTERN = REDIS_PREFIX + "worker:*"
 # Jobs whose task message a worker received but has not finished: if the worker dies

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import redis
@@ -66,14 +66,56 @@ def append(pipe: Any, job_id: str, items: Iterable[EventItem], *, maxlen: int,
     return n
 
 
+@dataclass
+class _Buffer:
+    """A job's events waiting for its next write: deferred events, then its tokens
+    since (joined into one token event)."""
+
+    events: list[EventItem] = field(default_factory=list)
+    first: int = 0  # the index of the first buffered token
+    texts: list[str] = field(default_factory=list)
+    attempt: int | None = None  # the attempt whose tokens these are
+
+    def add_token(self, text: str, index: int, attempt: int | None = None) -> None:
+        if not self.texts:
+            self.first = index
+            self.attempt = attempt
+        self.texts.append(text)
+
+    def add_event(self, item: EventItem) -> None:
+        if self.texts:  # tokens buffered before it go first
+            self.events.append(("token", self._joined()))
+            self.texts = []
+        self.events.append(item)
+
+    def items(self) -> list[EventItem]:
+        return self.events + ([("token", self._joined())] if self.texts else [])
+
+    def _joined(self) -> dict[str, Any]:
+        """Buffered tokens as one token event (`count` says how many it joins)."""
+        return _token(self.first, self.texts, self.attempt)
+
+
+def _token(first: int, texts: list[str], attempt: int | None) -> dict[str, Any]:
+    data: dict[str, Any] = {"text": "".join(texts), "index": first}
+    if len(texts) > 1:
+        data["count"] = len(texts)
+    if attempt is not None:
+        data["attempt"] = attempt
+    return data
+
+
 class EventWriter:
     """Appends events for jobs of one worker process (thread-safe).
 
     Tokens are coalesced: a token is written at once when the job's last write is
     older than `coalesce_s`; otherwise it waits (at most `coalesce_s`) in a buffer
     that a flusher thread writes as one event. Other events flush the job's
-    buffered tokens first, so the order is kept. Event writes are best effort:
-    the database is the truth, and a lost event never fails a job.
+    buffered tokens first, so the order is kept. `defer` puts an event in that
+    buffer too (a job's `running` status: a job done within `coalesce_s` then
+    writes all its events in one round trip, and a follower reads them in one).
+    Event writes are best effort: the database is the truth, and a lost event never
+    fails a job.
 
     After a write failed, the writer stays quiet for `quiet_s`, twice as long after
     each failure in a row up to `_QUIET_MAX_S`: events other than a job's last ones
@@ -93,8 +135,7 @@ class EventWriter:
         self._quiet_until = 0.0
         self._failures = 0  # failed writes in a row
         self._lock = threading.Lock()
-        # job -> (first index, texts, attempt)
-        self._pending: dict[str, tuple[int, list[str], int | None]] = {}
+        self._pending: dict[str, _Buffer] = {}
         self._last_write: dict[str, float] = {}
         self._job_locks: dict[str, threading.Lock] = {}
         self._wake = threading.Event()
@@ -109,21 +150,28 @@ class EventWriter:
         (its worker cut off from the database by a partition)."""
         now = time.monotonic()
         with self._lock:
-            pending = self._pending.get(job_id)
-            if pending is None and now - self._last_write.get(job_id, 0.0) >= self._coalesce_s:
+            if now - self._last_write.get(job_id, 0.0) >= self._coalesce_s:
+                # Due: written now, after whatever waits (a deferred status).
+                pending = self._pending.pop(job_id, None)
+                items = pending.items() if pending else []
+                items.append(("token", _token(index, [text], attempt)))
                 self._last_write[job_id] = now
-                write_now = True
             else:
-                if pending is None:
-                    self._pending[job_id] = (index, [text], attempt)
-                else:
-                    pending[1].append(text)
-                write_now = False
-        if write_now:
+                self._pending.setdefault(job_id, _Buffer()).add_token(text, index, attempt)
+                items = []
+        if items:
             with self._writing(job_id):
-                self._xadd(job_id, "token", _joined((index, [text], attempt)))
+                self._write(job_id, items)
         else:
             self._wake.set()
+
+    def defer(self, job_id: str, type_: str, data: dict[str, Any]) -> None:
+        """Append an event within `coalesce_s`: with the job's next write, or by the
+        flusher thread."""
+        with self._lock:
+            self._pending.setdefault(job_id, _Buffer()).add_event((type_, data))
+            self._last_write[job_id] = time.monotonic()
+        self._wake.set()
 
     def emit(self, job_id: str, type_: str, data: dict[str, Any], *, final: bool = False,
              ttl_s: int | None = None) -> None:
@@ -131,13 +179,9 @@ class EventWriter:
         self.emit_many(job_id, [(type_, data)], final=final, ttl_s=ttl_s)
 
     def emit_many(self, job_id: str, events: list[EventItem], *, final: bool = False,
-                  ttl_s: int | None = None,
-                  extra: Callable[[Any], object] | None = None) -> list[Any] | None:
-        """Append the job's buffered tokens, then `events`, in one round trip.
-
-        `extra(pipe)` may queue more commands on the same pipeline; their replies are
-        returned (None when Redis failed: events are best effort).
-        """
+                  ttl_s: int | None = None) -> None:
+        """Append the job's buffered events, then `events`, in one round trip (best
+        effort: a Redis failure is logged)."""
         with self._writing(job_id, final=final):
             with self._lock:
                 pending = self._pending.pop(job_id, None)
@@ -145,22 +189,8 @@ class EventWriter:
                     self._last_write.pop(job_id, None)
                 else:
                     self._last_write[job_id] = time.monotonic()
-            items = [("token", _joined(pending))] if pending else []
-            items += events
-            if not final and self._quiet():
-                return None
-            try:
-                pipe = self._redis.pipeline(transaction=False)
-                skip = append(pipe, job_id, items, maxlen=self._maxlen, final=final,
-                              ttl_s=ttl_s or self._ttl_s)
-                if extra is not None:
-                    extra(pipe)
-                replies = pipe.execute()[skip:]
-            except redis.RedisError as exc:
-                self._failed(",".join(t for t, _ in items), job_id, exc)
-                return None
-            self._failures = 0
-            return replies
+            items = (pending.items() if pending else []) + events
+            self._write(job_id, items, final=final, ttl_s=ttl_s or self._ttl_s)
 
     def emit_jobs(self, jobs: list[tuple[str, list[EventItem], int]]) -> None:
         """The last events of many jobs, each (job id, events, seconds its stream is
@@ -183,7 +213,7 @@ class EventWriter:
                 if pending is None:
                     return
                 self._last_write[job_id] = time.monotonic()
-            self._xadd(job_id, "token", _joined(pending))
+            self._write(job_id, pending.items())
 
     @contextmanager
     def _writing(self, job_id: str, final: bool = False) -> Iterator[None]:
@@ -205,13 +235,17 @@ class EventWriter:
             self.flush(job_id)
 
     # Internals -------------------------------------------------------------
-    def _xadd(self, job_id: str, type_: str, data: dict[str, Any]) -> None:
-        if self._quiet():
+    def _write(self, job_id: str, items: list[EventItem], *, final: bool = False,
+               ttl_s: int = 0) -> None:
+        """One round trip; while the writer is quiet, only a job's last events go."""
+        if not final and self._quiet():
             return
         try:
-            append(self._redis, job_id, [(type_, data)], maxlen=self._maxlen)
+            pipe = self._redis.pipeline(transaction=False)
+            append(pipe, job_id, items, maxlen=self._maxlen, final=final, ttl_s=ttl_s)
+            pipe.execute()
         except redis.RedisError as exc:
-            self._failed(type_, job_id, exc)
+            self._failed(",".join(t for t, _ in items), job_id, exc)
         else:
             self._failures = 0
 
@@ -232,17 +266,6 @@ class EventWriter:
             time.sleep(self._coalesce_s)
             for job_id in list(self._pending):
                 self.flush(job_id)
-
-
-def _joined(pending: tuple[int, list[str], int | None]) -> dict[str, Any]:
-    """Buffered tokens as one token event (`count` says how many it joins)."""
-    first, texts, attempt = pending
-    data: dict[str, Any] = {"text": "".join(texts), "index": first}
-    if len(texts) > 1:
-        data["count"] = len(texts)
-    if attempt is not None:
-        data["attempt"] = attempt
-    return data
 
 
 # The API's side ------------------------------------------------------------------------

@@ -55,7 +55,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from common.constants import CANCEL_CHANNEL, CANCEL_KEY
+from common.constants import CANCEL_CHANNEL
 from common.db import Job, utcnow
 from common.errors import Conflict, NotFound
 from common.events import AsyncEventLog, EventItem, EventWriter
@@ -233,12 +233,6 @@ def events_ttl(settings: Settings, priority: str) -> int:
 
 # The worker's face ------------------------------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
-class Claimed:
-    job: Any  # a row of JOB_COLUMNS, after the claim (attempts is this attempt)
-    cancel_requested: bool  # cancelled before the claim: stop at once
-
-
 class JobStore:
     """Transitions of a worker process (threads), on an autocommit engine: each is one
     statement, one round trip. Writes are retried while the database is unreachable
@@ -249,10 +243,15 @@ class JobStore:
         self.events = events
         self.settings = settings
 
-    def claim(self, job_id: str, *, worker_id: str) -> Claimed | None:
-        """Take a queued job for this worker, or None: not queued (a duplicate or late
-        delivery), past its start_by (then it expires, with its events), or past its
-        key's cap of running jobs (then it is held back: see _claim_capped)."""
+    def claim(self, job_id: str, *, worker_id: str) -> Any:
+        """Take a queued job for this worker: its row of JOB_COLUMNS after the claim
+        (attempts is this attempt), or None: not queued (a duplicate or late delivery),
+        past its start_by (then it expires, with its events), or past its key's cap of
+        running jobs (then it is held back: see _claim_capped).
+
+        A job is cancelled only while it runs, so after this claim: the worker's
+        cancel listener hears of it (workers/runs.py keeps a cancel that comes before
+        the run registers), and its heartbeat reads `cancelling` should Redis miss it."""
 
         cap = self.settings.max_running_per_key
 
@@ -283,12 +282,10 @@ class JobStore:
         started: dict[str, Any] = {"status": S.RUNNING, "attempt": job.attempts}
         if job.attempts > 1:
             started["restarted"] = True  # clients drop the text of the lost attempt
-        # The running event, and a look for a cancel that came before this worker
-        # listened for it: one round trip.
-        replies = self.events.emit_many(
-            job_id, [("status", started)],
-            extra=lambda pipe: pipe.exists(CANCEL_KEY.format(job_id=job_id)))
-        return Claimed(job, bool(replies and replies[0]))
+        # Written with the run's first tokens, or its end if sooner (within the
+        # writer's coalescing window): one round trip, and one read for a follower.
+        self.events.defer(job_id, "status", started)
+        return job
 
     def finish(self, job_id: str, *, attempt: int, to: JobStatus,
                output: dict[str, Any] | None = None, error: dict[str, Any] | None = None,
@@ -473,14 +470,12 @@ class AsyncJobStore:
         raise Conflict(f"job {job_id} keeps changing state; try cancelling again")
 
     async def _signal_cancel(self, job_id: str) -> None:
-        # The key covers a worker that picks the job up later; the message reaches a
-        # running one at once. If Redis is away, the worker's heartbeat reads the
+        # Only a running job is cancelled this way, so a worker has claimed it: the
+        # message reaches it at once (workers/runs.py keeps one that comes before the
+        # run registers). If Redis is away, the worker's heartbeat reads the
         # `cancelling` status from the database instead.
         try:
-            pipe = self.events.redis.pipeline(transaction=False)
-            pipe.set(CANCEL_KEY.format(job_id=job_id), "1", ex=24 * 3600)
-            pipe.publish(CANCEL_CHANNEL, job_id)
-            await pipe.execute()
+            await self.events.redis.publish(CANCEL_CHANNEL, job_id)
         except (RedisError, OSError) as exc:  # best effort: the database says cancelling
             log.warning("cancel signal for job %s not sent: %s", job_id, exc)
 
@@ -600,5 +595,5 @@ def due_for_recovery(now: datetime | None = None, *, limit: int = 1000) -> Any:
                    Job.lease_expires_at < (now or utcnow())).limit(limit))
 
 
-__all__ = ["AsyncJobStore", "Claimed", "End", "JobStore", "due_for_recovery", "events_ttl"]
+__all__ = ["AsyncJobStore", "End", "JobStore", "due_for_recovery", "events_ttl"]
 

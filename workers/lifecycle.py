@@ -29,7 +29,6 @@ class Claim:
     spec: JobSpec
     queue_ms: float
     priority: str = "interactive"
-    cancel_requested: bool = False  # cancelled before this worker listened for it
     claimed_at: float = field(default_factory=time.monotonic)
 
 
@@ -39,19 +38,19 @@ def claim(state: Worker, job_id: str) -> Claim | None:
     got = state.store.claim(job_id, worker_id=state.worker_id)
     if got is None:
         return None
-    claim_ = claim_of(got.job, got.cancel_requested)
+    claim_ = claim_of(got)
     log.info("job started", extra={"job_id": job_id, "attempt": claim_.spec.attempt,
                                    "model": claim_.spec.model,
                                    "queue_ms": round(claim_.queue_ms)})
     return claim_
 
 
-def claim_of(job, cancel_requested: bool = False) -> Claim:
+def claim_of(job) -> Claim:
     """The Claim of a claimed row of JOB_COLUMNS."""
     spec = JobSpec(id=job.id, kind=job.kind, model=job.model, input=job.input,
                    params=job.params, attempt=job.attempts, timeout_s=job.timeout_s)
     queue_ms = (job.started_at - job.created_at).total_seconds() * 1000
-    return Claim(spec, queue_ms, job.priority, cancel_requested)
+    return Claim(spec, queue_ms, job.priority)
 
 
 class JobRun(StopSignal):
@@ -174,8 +173,7 @@ def _execute(state: Worker, job_id: str) -> None:
     if got is None:
         return
     run = JobRun(state, got)
-    state.runs.add(run)
-    if got.cancel_requested:  # before the run was registered (the listener catches later ones)
+    if state.runs.add(run):  # cancelled between the claim and now
         run.stop("cancelled")
     try:
         _run_claimed(state, run)

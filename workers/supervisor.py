@@ -168,15 +168,17 @@ class Supervisor:
         for run in runs:
             by_attempt.setdefault(run.spec.attempt, []).append(run.spec.id)
         with self.db.connect() as s:
-            renewed: set[str] = set()
+            # Each renewed row says its status too: a `cancelling` one was cancelled
+            # while the cancel channel may have missed us (no look of its own needed).
+            renewed: dict[str, str] = {}
             for attempt, ids in by_attempt.items():
-                renewed.update(s.scalars(
+                renewed.update(s.execute(
                     update(Job)
                     .where(Job.id.in_(ids), Job.attempts == attempt, Job.status.in_(active))
                     .values(lease_expires_at=utcnow() + lease)
-                    .returning(Job.id)
+                    .returning(Job.id, Job.status)
                     .execution_options(synchronize_session=False)
-                ))
+                ).tuples().all())
             missed = [r for r in runs if r.spec.id not in renewed and not r.should_stop()]
             if missed:
                 # Most often the run's own end was written between our look at the
@@ -193,14 +195,8 @@ class Supervisor:
                         log.warning("lease lost", extra={"job_id": run.spec.id,
                                                          "attempt": run.spec.attempt})
                     run.stop("lease_lost")
-            ids = [r.spec.id for r in runs]
-            cancelling = set(
-                s.scalars(
-                    select(Job.id).where(Job.id.in_(ids), Job.status == JobStatus.CANCELLING)
-                )
-            )
         for run in runs:
-            if run.spec.id in cancelling:
+            if renewed.get(run.spec.id) == JobStatus.CANCELLING:
                 run.stop("cancelled")
 
     def _publish_presence(self, running: int) -> None:
@@ -237,6 +233,6 @@ class Supervisor:
                 self._stopping.wait(1.0)
 
     def _on_cancel(self, job_id: str) -> None:
-        run = self.runs.get(job_id)
+        run = self.runs.cancel(job_id)
         if run is not None:
             run.stop("cancelled")

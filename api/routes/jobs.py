@@ -15,6 +15,7 @@ from api.deps import (
     PrincipalDep,
     ProducerDep,
     QueuedCountsDep,
+    RecentJobsDep,
     SettingsDep,
     ShutdownDep,
     StoreDep,
@@ -60,6 +61,7 @@ async def submit_job(
     job_in: JobCreate, request: Request, session: AutoSessionDep, principal: PrincipalDep,
     settings: SettingsDep, producer: ProducerDep, queued_counts: QueuedCountsDep,
     streams: StreamsDep, events: EventsDep, store: StoreDep, shutdown: ShutdownDep,
+    recent: RecentJobsDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1,
                                                   max_length=255)] = None,
     prefer: Annotated[str | None, Header(alias="Prefer", max_length=200,
@@ -72,6 +74,7 @@ async def submit_job(
         job, created = await svc.create_job(
             session=session, producer=producer, settings=settings, queued_counts=queued_counts,
             principal=principal, job_in=job_in, idempotency_key=idempotency_key,
+            recent=recent,
         )
     except BaseException:
         if follow:
@@ -156,10 +159,11 @@ async def cancel_job(job_id: str, store: StoreDep, principal: PrincipalDep) -> J
 async def job_events_route(
     job_id: str, request: Request, principal: PrincipalDep, store: StoreDep,
     events: EventsDep, streams: StreamsDep, shutdown: ShutdownDep, settings: SettingsDep,
+    recent: RecentJobsDep,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> StreamingResponse:
-    job = await svc.get_job(store=store, principal=principal, job_id=job_id)
-    final = envelope(job) if job.status in TERMINAL else None
+    final = await svc.final_if_ended(store=store, recent=recent, principal=principal,
+                                     job_id=job_id)
     _take_stream_slot(streams, principal)
     resume = last_event_id or request.query_params.get("last_event_id")
     stream = job_events(events=events, store=store, job_id=job_id, last_id=resume, final=final)

@@ -88,12 +88,22 @@ async def hold_at(*, session: Any, settings: Settings, priority: str, queued_cou
     window = interactive_window(settings, principal.weight)
     if not window or priority != "interactive":
         return None
+    known = queued_counts.get(principal.key_id)
+    if queued is not None and queued > window and (
+            known is None or time.monotonic() - known[1] >= _RECOUNT_S):
+        # The queued cap's count may be half a minute old (it only has to prove the cap
+        # far), its own submits added and the jobs started since not taken off: count
+        # again before holding a job back (at most once a second per key).
+        queued_counts.pop(principal.key_id, None)
+        queued = None
     if queued is None:
-        queued = await _count_queued(session, queued_counts, principal.key_id, window)
+        # Counted up to the queued cap too: the cap's check reads this count next.
+        limit = max(window + 1, settings.max_queued_per_key)
+        queued = await _count_queued(session, queued_counts, principal.key_id, limit)
     return utcnow() if queued > window else None
 
 
-async def _count_queued(session: Any, queued_counts: dict, key_id: str, window: int) -> int:
+async def _count_queued(session: Any, queued_counts: dict, key_id: str, limit: int) -> int:
     now = time.monotonic()
     known = queued_counts.get(key_id)
     if known and now - known[1] < _RECOUNT_S:
@@ -101,7 +111,7 @@ async def _count_queued(session: Any, queued_counts: dict, key_id: str, window: 
     else:
         waiting = (select(Job.id).where(Job.owner_id == key_id, Job.status == S.QUEUED,
                                         Job.priority == "interactive")
-                   .limit(window + 1).subquery())
+                   .limit(limit).subquery())
         count = int((await session.execute(
             select(func.count()).select_from(waiting))).scalar_one()) + 1
         known = (0, now)

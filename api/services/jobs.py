@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api import retention
 from api.deps import Principal
+from api.recent import RecentJobs
 from api.services import fair
 from common.catalog import resolve
 from common.db import Job, utcnow
@@ -107,10 +108,11 @@ def webhook_columns(job_in: JobCreate) -> dict:
 
 async def create_job(*, session: AsyncSession, producer: Producer, settings: Settings,
                      queued_counts: dict, principal: Principal, job_in: JobCreate,
-                     idempotency_key: str | None = None) -> tuple[Job, bool]:
+                     idempotency_key: str | None = None,
+                     recent: RecentJobs | None = None) -> tuple[Job, bool]:
     """Write the job, then publish it. Returns (job, created); an idempotent replay
     returns the earlier job with created False. `session` is an autocommit one: the
-    job is one INSERT, one round trip."""
+    job is one INSERT, one round trip. A job created is added to `recent`."""
     if idempotency_key is not None and not 0 < len(idempotency_key) <= 255:
         raise InvalidRequest("Idempotency-Key must be 1 to 255 characters")
     job = new_job_row(settings=settings, principal=principal, job_in=job_in,
@@ -128,6 +130,10 @@ async def create_job(*, session: AsyncSession, producer: Producer, settings: Set
     job.held_at = await fair.hold_at(session=session, settings=settings, priority=job.priority,
                                      queued_counts=queued_counts, principal=principal,
                                      queued=queued)
+    # Marked published in its INSERT when the send is expected to go out (no UPDATE
+    # to mark it later; a failed send unmarks it for the reconciler). A held job has
+    # no message yet: the release marks it.
+    job.published_at = producer.premark() if job.held_at is None else None
     try:
         await session.execute(_INSERT_JOB, row_values(job))
         await session.commit()
@@ -140,7 +146,10 @@ async def create_job(*, session: AsyncSession, producer: Producer, settings: Set
     if job.held_at is None:
         await producer.publish_soon(job_id=job.id, kind=job.kind, model=job.model,
                                     queue=job.queue, priority=job.priority,
-                                    attempt_hint=job.attempts)
+                                    attempt_hint=job.attempts,
+                                    marked=job.published_at is not None)
+    if recent is not None:
+        recent.add(job.id, principal.key_id)
     return job, True
 
 
@@ -152,9 +161,24 @@ def row_values(job: Job) -> dict:
     return {col.element.key: getattr(job, col.name) for col in JOB_COLUMNS}
 
 
-# A key's queued count is asked of the database at most this often while it is far
-# from the cap; in between, this process counts its own submits on top.
+# Without a request limit, a key's queued count is asked of the database at most this
+# often while it is far from the cap; in between, this process counts its own submits
+# on top. With one, at most this often (the limit fails open while Redis is away).
 _QUEUED_RECOUNT_S = 1.0
+_QUEUED_RECOUNT_LIMITED_S = 30.0
+
+
+def count_still_good(settings: Settings, known: int, age_s: float, adding: int) -> bool:
+    """Whether a count of a key's queued jobs `age_s` old, plus this process's submits
+    since (`known`), still proves the cap is not reached. With the request limit on,
+    no key submits more than its burst and its rate since through every API process
+    together (the bucket is on Redis), so a count far below the cap stays good for a
+    while (up to _QUEUED_RECOUNT_LIMITED_S); without it, a second and half the cap."""
+    cap = settings.max_queued_per_key
+    if settings.rate_limit_per_s > 0:
+        return age_s < _QUEUED_RECOUNT_LIMITED_S and known + adding + \
+            settings.rate_limit_burst + settings.rate_limit_per_s * age_s <= cap
+    return age_s < _QUEUED_RECOUNT_S and known + adding <= cap // 2
 
 
 async def check_queued_cap(*, session: AsyncSession, settings: Settings, queued_counts: dict,
@@ -163,16 +187,17 @@ async def check_queued_cap(*, session: AsyncSession, settings: Settings, queued_
     (A batch's lines are bounded by the batch limits instead.) Returns the key's count
     with the new ones, as far as it is known (None when the cap is off).
 
-    Below half the cap, a count less than a second old plus this process's submits
-    since stands in for a fresh count: the cap is a guard against runaway clients, and
-    a COUNT over thousands of queued rows per submit would cost more than the submit.
+    A recent count plus this process's submits since stands in for a fresh count
+    while it still proves the cap far (count_still_good): the cap is a guard against
+    runaway clients, and a COUNT over thousands of queued rows per submit would cost
+    more than the submit (and a transaction of its own).
     """
     cap = settings.max_queued_per_key
     if not cap:
         return None
     now = time.monotonic()
     known = queued_counts.get(principal.key_id)
-    if known and now - known[1] < _QUEUED_RECOUNT_S and known[0] + adding <= cap // 2:
+    if known and count_still_good(settings, known[0], now - known[1], adding):
         queued_counts[principal.key_id] = (known[0] + adding, known[1])
         return known[0] + adding
     waiting = select(Job.id).where(Job.owner_id == principal.key_id, Job.status == S.QUEUED,
@@ -210,6 +235,17 @@ async def _gone(store: AsyncJobStore, principal: Principal, job_id: str) -> NotF
     async with store.auto_sessions() as s:
         return await retention.not_found(s, noun="job", asked=job_id, swept_id=job_id,
                                          owner_id=principal.key_id)
+
+
+async def final_if_ended(*, store: AsyncJobStore, recent: RecentJobs, principal: Principal,
+                         job_id: str) -> dict | None:
+    """For a follower of the job's events: its envelope if it already ended, else None;
+    NotFound if it is not the caller's. A job the caller submitted here lately is not
+    read: its event stream says whether it ended."""
+    if recent.owned(job_id, principal.key_id):
+        return None
+    job = await get_job(store=store, principal=principal, job_id=job_id)
+    return envelope(job) if job.status in TERMINAL else None
 
 
 async def queue_position(*, session: AsyncSession, store: AsyncJobStore, principal: Principal,

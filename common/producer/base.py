@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from common.constants import PRIORITY_VALUE, TASK_BY_KIND, TASK_CHUNK
@@ -80,11 +81,20 @@ class Producer(Protocol):
         """Start background work (on the running event loop)."""
         ...
 
+    def premark(self) -> datetime | None:
+        """The `published_at` to write in a job's INSERT when its send is expected to
+        succeed (then publish_soon with `marked`: no UPDATE to mark it); None when the
+        job is to be written unmarked (the broker is away, or this producer marks
+        nothing)."""
+        ...
+
     async def publish_soon(self, *, job_id: str, kind: str, model: str, queue: str,
-                           priority: str, attempt_hint: int = 0, wait_s: float = 0.05) -> None:
+                           priority: str, attempt_hint: int = 0, wait_s: float = 0.05,
+                           marked: bool = False) -> None:
         """Send one job's task from the event loop, waiting at most `wait_s` for it. Never
         raises for the broker: a job that did not go out waits for the reconciler. The
-        job is marked published (`published_at`) once it went out."""
+        job is marked published (`published_at`) once it went out; one `marked` in its
+        INSERT (premark) is unmarked instead if its send fails."""
         ...
 
     async def publish_many(self, rows: Sequence[Mapping[str, Any]]) -> None:

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from kombu.exceptions import KombuError
@@ -49,23 +50,34 @@ class CeleryProducer:
     def start(self) -> None:
         self.marks.start()
 
+    def premark(self) -> datetime | None:
+        return None if self.broker_down else utcnow()
+
     async def publish_soon(self, *, job_id: str, kind: str, model: str, queue: str,
-                           priority: str, attempt_hint: int = 0, wait_s: float = 0.05) -> None:
+                           priority: str, attempt_hint: int = 0, wait_s: float = 0.05,
+                           marked: bool = False) -> None:
         # A healthy broker answers well within wait_s, so the worker has the task
         # before the submit's reply goes out; a slow one does not hold the reply up
         # (the send goes on in the background). If this process dies first, the
-        # reconciler sends the job (it is unmarked).
+        # reconciler sends the job: at once if it is unmarked, after
+        # MONKEY_LOST_AFTER_S (its lost-message sweep) if it was marked in its INSERT.
         msg = TaskMessage(job_id=job_id, kind=kind, model=model, queue=queue,
                           priority=priority, attempt_hint=attempt_hint)
-        task = asyncio.get_running_loop().create_task(self._publish_one(msg))
+        task = asyncio.get_running_loop().create_task(self._publish_one(msg, marked))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
         await asyncio.wait({task}, timeout=wait_s)
 
-    async def _publish_one(self, msg: TaskMessage) -> bool:
-        if self.broker_down:
-            return False
+    async def _publish_one(self, msg: TaskMessage, marked: bool) -> bool:
         sent_at = utcnow()
+        sent = not self.broker_down and await self._send(msg)
+        if marked and not sent:
+            self.marks.unmark(msg.job_id)
+        elif sent and not marked:
+            self.marks.add(msg.job_id, sent_at)
+        return sent
+
+    async def _send(self, msg: TaskMessage) -> bool:
         try:
             await self.fast.send(msg)
         except _BROKER_ERRORS as exc:
@@ -74,7 +86,6 @@ class CeleryProducer:
                         msg.job_id, exc)
             return False
         self._down_until = 0.0
-        self.marks.add(msg.job_id, sent_at)
         return True
 
     async def publish_many(self, rows: Sequence[Mapping[str, Any]]) -> None:

@@ -1,23 +1,37 @@
-"""The fast path: one job's task from the event loop, in one pipelined round trip on an
-asyncio Redis client (the message and Flower's task-sent event, built by wire.py).
+"""The fast path: one job's task from the event loop, one LPUSH on an asyncio Redis
+client (the message built by wire.py), and Flower's `task-sent` events batched.
 
 Celery's own producer blocks, and in a thread it would fight the event loop for the
-GIL on every socket call.
+GIL on every socket call. Celery publishes a `task-sent` event per task, a second
+Redis command per job; here the events of EVENTS_FLUSH_S go out as one `task.multi`
+message (Celery's own batch format, as a worker sends its task events: Flower reads
+each event of it), so Flower still sees every send, with its time.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from typing import Any
+
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from common.producer.base import TaskMessage
 from common.producer.wire import TaskWire
 from common.settings import Settings
+
+log = logging.getLogger("monkey.producer")
+
+EVENTS_FLUSH_S = 0.5
 
 
 class FastPath:
     def __init__(self, client: aioredis.Redis):
         self.redis = client
         self.wire = TaskWire(db=client.connection_pool.connection_kwargs.get("db", 0))
+        self._events: list[dict[str, Any]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FastPath:
@@ -28,10 +42,28 @@ class FastPath:
 
     async def send(self, msg: TaskMessage) -> None:
         """Raises RedisError or OSError when the broker is unreachable."""
-        pipe = self.redis.pipeline(transaction=False)
-        for command, key, payload in self.wire.publish_commands(msg):
-            getattr(pipe, command)(key, payload)
-        await pipe.execute()
+        _lpush, key, payload = self.wire.message_command(msg)
+        await self.redis.lpush(key, payload)
+        self._events.append(self.wire.task_sent(msg))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_soon())
+
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(EVENTS_FLUSH_S)
+        await self.flush_events()
+
+    async def flush_events(self) -> None:
+        """Publish the task-sent events waiting (best effort: they are Flower's only)."""
+        events, self._events = self._events, []
+        if not events:
+            return
+        try:
+            await self.redis.publish(*self.wire.task_events(events))
+        except (RedisError, OSError) as exc:
+            log.info("%d task-sent events not published: %s", len(events), exc)
 
     async def close(self) -> None:
+        if self._flusher is not None and not self._flusher.done():
+            self._flusher.cancel()
+        await self.flush_events()
         await self.redis.aclose()

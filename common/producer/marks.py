@@ -1,6 +1,9 @@
 """Marks the jobs the fast path sent as published (`published_at`), in one UPDATE per
 flush interval rather than one per request. Until marked, the reconciler leaves a
-young job alone (and a duplicate it sends would be harmless anyway)."""
+young job alone (and a duplicate it sends would be harmless anyway).
+
+A native job is marked in its own INSERT instead (Producer.premark): then only a
+failed send costs an UPDATE here, the one that unmarks it for the reconciler."""
 
 from __future__ import annotations
 
@@ -23,15 +26,20 @@ class PublishMarks:
         self.sessions = sessions
         self.flush_s = flush_s
         self._sent: dict[str, datetime] = {}  # job id -> when it went out
+        self._unsent: set[str] = set()  # marked in their INSERT, but their send failed
         self._flusher: asyncio.Task[None] | None = None
 
     def add(self, job_id: str, sent_at: datetime) -> None:
         self._sent[job_id] = sent_at
 
+    def unmark(self, job_id: str) -> None:
+        self._unsent.add(job_id)
+
     def start(self) -> None:
         self._flusher = asyncio.create_task(self._flush_loop(), name="publish-marker")
 
     async def flush(self) -> int:
+        await self._flush_unsent()
         sent, self._sent = self._sent, {}
         if not sent:
             return 0
@@ -55,6 +63,21 @@ class PublishMarks:
             self._sent = {**sent, **self._sent}
             log.warning("could not mark %d jobs published: %s", len(ids), exc)
         return len(ids)
+
+    async def _flush_unsent(self) -> None:
+        unsent, self._unsent = self._unsent, set()
+        if not unsent:
+            return
+        try:
+            async with self.sessions() as s:
+                await s.execute(update(Job).where(Job.id.in_(unsent),
+                                                  Job.status == JobStatus.QUEUED)
+                                .values(published_at=None)
+                                .execution_options(synchronize_session=False))
+                await s.commit()
+        except SQLAlchemyError as exc:
+            self._unsent |= unsent
+            log.warning("could not unmark %d jobs whose send failed: %s", len(unsent), exc)
 
     async def _flush_loop(self) -> None:
         while True:

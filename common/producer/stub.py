@@ -8,6 +8,7 @@ Nothing it takes is marked published, so a reconciler tick sends those jobs agai
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from common.errors import BrokerUnavailable
@@ -28,8 +29,12 @@ class StubProducer:
     def start(self) -> None:
         self.started = True
 
+    def premark(self) -> datetime | None:
+        return None  # it marks nothing
+
     async def publish_soon(self, *, job_id: str, kind: str, model: str, queue: str,
-                           priority: str, attempt_hint: int = 0, wait_s: float = 0.05) -> None:
+                           priority: str, attempt_hint: int = 0, wait_s: float = 0.05,
+                           marked: bool = False) -> None:
         if not self.broker_down:
             self.messages.append(TaskMessage(job_id=job_id, kind=kind, model=model, queue=queue,
                                              priority=priority, attempt_hint=attempt_hint))

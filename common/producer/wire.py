@@ -1,8 +1,9 @@
 """A job's Celery task message as bytes on Redis, built without kombu's producer.
 
-The fast path (fast.py) publishes a job from the API's event loop: one Redis pipeline
-(LPUSH the message onto the queue's priority list, PUBLISH Flower's `task-sent` event)
-through the asyncio client, instead of kombu's blocking producer in a thread. Handing
+The fast path (fast.py) publishes a job from the API's event loop: an LPUSH of the
+message onto the queue's priority list through the asyncio client (Flower's
+`task-sent` events follow in batches, `task_events`), instead of kombu's blocking
+producer in a thread. Handing
 work to a thread costs the event loop more than the publish itself: the GIL bounces
 between them on every socket call. The bytes are exactly what the kombu path
 (kombu_path.publish_job) sends through kombu's Redis transport (Celery message
@@ -57,7 +58,16 @@ class TaskWire:
     _clock: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def publish_commands(self, msg: TaskMessage) -> list[tuple[str, str, bytes]]:
-        """[(redis command, key or channel, payload)] that publish the job's task."""
+        """[(redis command, key or channel, payload)] that publish the job's task: its
+        message (`message_command`), and its task-sent event alone."""
+        return [
+            self.message_command(msg),
+            ("publish", self.events_channel("task.sent"),
+             self._events_message(self.task_sent(msg), "task.sent")),
+        ]
+
+    def message_command(self, msg: TaskMessage) -> tuple[str, str, bytes]:
+        """("lpush", the queue's priority list, the task message)."""
         task, task_id, queue, pri = msg.task, msg.task_id, msg.queue, msg.priority_value
         args, kwargs = msg.args, msg.kwargs
         headers: dict[str, Any] = {
@@ -79,28 +89,34 @@ class TaskWire:
                 "body_encoding": "base64", "delivery_tag": str(uuid.uuid4()),
             },
         }
-        return [
-            ("lpush", queue_key(queue, pri), _json(message)),
-            ("publish", f"/{self.db}.{EVENTS_EXCHANGE}/task.sent",
-             self._sent_event(task, task_id, args, kwargs, queue)),
-        ]
+        return ("lpush", queue_key(queue, pri), _json(message))
 
-    def _sent_event(self, task: str, task_id: str, args: list[Any], kwargs: dict[str, Any],
-                    queue: str) -> bytes:
-        event = {
+    def task_sent(self, msg: TaskMessage) -> dict[str, Any]:
+        """The job task's Flower `task-sent` event (Celery's fields)."""
+        args, kwargs = msg.args, msg.kwargs
+        return {
             "hostname": self.hostname, "utcoffset": utcoffset(), "pid": os.getpid(),
-            "clock": next(self._clock), "uuid": task_id, "root_id": task_id,
-            "parent_id": None, "name": task, "args": repr(args), "kwargs": repr(kwargs),
-            "retries": 0, "eta": None, "expires": None, "queue": queue, "exchange": "",
-            "routing_key": queue, "timestamp": time.time(), "type": "task-sent",
+            "clock": next(self._clock), "uuid": msg.task_id, "root_id": msg.task_id,
+            "parent_id": None, "name": msg.task, "args": repr(args), "kwargs": repr(kwargs),
+            "retries": 0, "eta": None, "expires": None, "queue": msg.queue, "exchange": "",
+            "routing_key": msg.queue, "timestamp": time.time(), "type": "task-sent",
         }
+
+    def events_channel(self, routing_key: str) -> str:
+        return f"/{self.db}.{EVENTS_EXCHANGE}/{routing_key}"
+
+    def task_events(self, events: list[dict[str, Any]]) -> tuple[str, bytes]:
+        """(channel, payload) of many task events in one message: Celery's `task.multi`,
+        as a worker's event dispatcher sends a buffered group (Flower reads each)."""
+        return self.events_channel("task.multi"), self._events_message(events, "task.multi")
+
+    def _events_message(self, body: object, routing_key: str) -> bytes:
         return _json({
-            "body": _b64(_json(event)), "content-encoding": "utf-8",
+            "body": _b64(_json(body)), "content-encoding": "utf-8",
             "content-type": "application/json", "headers": {"hostname": self.hostname},
             "properties": {
                 "delivery_mode": 1,
-                "delivery_info": {"exchange": EVENTS_EXCHANGE, "routing_key": "task.sent"},
+                "delivery_info": {"exchange": EVENTS_EXCHANGE, "routing_key": routing_key},
                 "priority": 0, "body_encoding": "base64", "delivery_tag": str(uuid.uuid4()),
             },
         })
-

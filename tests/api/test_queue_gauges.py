@@ -63,6 +63,8 @@ def test_gauges_equal_the_lists_the_prefetch_and_the_running_jobs(make_stack):
         stack.submit(input={"prompt": "a b c d e f"}, params={"delay_ms": 1500})
     wait_until(lambda: gauges(stack.url)[("monkey_queue_running", "llm", "interactive")] == 2,
                20, "two slow jobs running")
+    # kombu's bookkeeping of what the worker received is written QOS_DEFER_S late.
+    wait_until(lambda: r.hlen("unacked") == 2, 5, "the worker's unacked entries")
     g = gauges(stack.url)
     assert g[("monkey_queue_messages", "llm", "interactive")] == r.llen("llm") == 3
     running = g[("monkey_queue_running", "llm", "interactive")]

@@ -20,7 +20,7 @@ import redis
 
 from common.celery_app import make_celery
 from common.producer import TaskMessage
-from common.producer.fast import FastPath
+from common.producer.fast import EVENTS_FLUSH_S, FastPath
 from common.producer.kombu_path import publish_job
 from common.producer.wire import queue_key
 from common.settings import Settings
@@ -116,13 +116,47 @@ def test_our_task_message_and_sent_event_are_celerys(redis_url, job):
     assert set(mine["properties"]) == set(theirs["properties"])
     assert set(mine["headers"]) == set(theirs["headers"])
 
-    assert our_channel == their_channel
+    # Celery publishes the event alone (task.sent); the fast path in Celery's batch of
+    # task events (task.multi, as a worker's dispatcher does), whose items Flower reads.
+    assert our_channel == their_channel.replace(b"task.sent", b"task.multi")
     their_evt, their_evt_body = _decoded(their_event)
-    my_evt, my_evt_body = _decoded(our_event)
+    my_evt, [my_evt_body] = _decoded(our_event)
     assert {k: v for k, v in my_evt_body.items() if k not in _VOLATILE_EVENT} == \
         {k: v for k, v in their_evt_body.items() if k not in _VOLATILE_EVENT}
     assert set(my_evt_body) == set(their_evt_body)
     assert my_evt_body["type"] == "task-sent" and my_evt_body["uuid"] == mine["headers"]["id"]
+    assert my_evt["properties"]["delivery_info"] == {"exchange": "celeryev",
+                                                     "routing_key": "task.multi"}
+    their_evt["properties"]["delivery_info"]["routing_key"] = "task.multi"
     assert _strip({**my_evt, "headers": {}}) == _strip({**their_evt, "headers": {}})
     assert set(my_evt["headers"]) == set(their_evt["headers"])
+
+
+def test_the_fast_paths_sent_events_go_out_together(redis_url):
+    """Many sends within EVENTS_FLUSH_S: one message each on the lists, and their
+    task-sent events in one publish, which Celery's own event receiver reads as
+    one event per task."""
+    from celery.events.receiver import EventReceiver
+
+    events = _Events(redis_url)
+    try:
+        async def send_all() -> None:
+            fast = FastPath.from_settings(Settings(REDIS_URL=redis_url, DATABASE_URL="sqlite://"))
+            for job in JOBS:
+                await fast.send(job)
+            await asyncio.sleep(3 * EVENTS_FLUSH_S)
+            await fast.close()
+
+        asyncio.run(send_all())
+        [(channel, raw)] = events.take(1)
+        assert events.take(1) == []
+    finally:
+        events.close()
+    assert channel.endswith(b".celeryev/task.multi")
+    app = make_celery(Settings(REDIS_URL=redis_url, DATABASE_URL="sqlite://"))
+    got = []
+    receiver = EventReceiver(app.connection_for_read(), handlers={"*": got.append}, app=app)
+    message, body = _decoded(raw)
+    receiver._receive(body, None)
+    assert [(e["type"], e["uuid"]) for e in got] == [("task-sent", j.task_id) for j in JOBS]
 

@@ -180,3 +180,34 @@ def test_marks_skip_rows_another_transaction_holds(tmp_path, kind):
     assert published["job_free"] is not None
     assert published["job_running"] is None  # not queued: no mark
     assert (published["job_held"] is None) == (kind == "postgres")
+
+
+def test_a_job_marked_in_its_insert_is_unmarked_when_its_send_fails(tmp_path, redis_base):
+    """The fast path's jobs are marked in their INSERT (premark): a send that goes out
+    costs no UPDATE, and one that fails leaves its job unmarked for the reconciler."""
+    from sqlalchemy import update
+
+    closed = f"redis://127.0.0.1:{free_port()}/0"
+    open_ = fresh_redis_url(redis_base)
+
+    def scenario_on(marked_at: dict):
+        async def scenario(producer: CeleryProducer) -> None:
+            premark = producer.premark()
+            assert premark is not None  # nothing failed yet
+            marked_at["at"] = premark
+            async with producer.marks.sessions() as s:  # what create_job's INSERT writes
+                await s.execute(update(Job).where(Job.id == ONE["job_id"])
+                                .values(published_at=premark))
+                await s.commit()
+            await producer.publish_soon(**ONE, wait_s=5, marked=True)
+        return scenario
+
+    failed: dict = {}
+    marks = _run(_settings(tmp_path, closed), scenario_on(failed))
+    assert marks["job_one"] is None
+    sent: dict = {}
+    (tmp_path / "ok").mkdir()
+    marks = _run(_settings(tmp_path / "ok", open_), scenario_on(sent))
+    assert marks["job_one"] is not None
+    assert marks["job_one"].replace(tzinfo=None) == sent["at"].replace(tzinfo=None)
+    assert _task_ids(redis.Redis.from_url(open_), "llm") == ["job_one.0"]

@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from sqlalchemy import select, update
 
 from common.batches_db import Batch
-from common.constants import CANCEL_CHANNEL, CANCEL_KEY
+from common.constants import CANCEL_CHANNEL
 from common.db import Job, async_sessions, make_async_engine, utcnow
 from common.errors import Conflict, NotFound
 from common.events import AsyncEventLog, decode, events_key
@@ -91,6 +91,10 @@ def test_cancelling_a_queued_job_ends_it_with_its_events(settings):
 
 
 def test_cancelling_a_running_job_tells_its_worker(settings):
+    listener = redis.Redis.from_url(settings.redis_url).pubsub(ignore_subscribe_messages=True)
+    listener.subscribe(CANCEL_CHANNEL)
+    listener.get_message(timeout=1)  # the subscription's own reply
+
     async def scenario(store):
         job_id = await add_job(store, status=S.RUNNING, attempts=1)
         job = await store.cancel(job_id, owner_id="key_a")
@@ -99,7 +103,9 @@ def test_cancelling_a_running_job_tells_its_worker(settings):
 
     job_id = run(settings, scenario)
     assert stream(settings, job_id) == [("status", {"status": "cancelling"})]
-    assert redis.Redis.from_url(settings.redis_url).exists(CANCEL_KEY.format(job_id=job_id))
+    told = listener.get_message(timeout=5)
+    assert told is not None and told["data"] == job_id.encode()
+    listener.close()
 
 
 def test_cancel_refuses_other_keys_and_ended_jobs(settings):

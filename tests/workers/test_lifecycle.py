@@ -163,3 +163,21 @@ def test_a_job_past_its_start_by_expires_instead_of_running(state):
     assert [t for t, _ in types] == ["status", "done"] and types[1][1]["status"] == "expired"
     on_time = add_job(state, start_by=utcnow() + timedelta(seconds=60))
     assert lifecycle.claim(state, on_time).spec.attempt == 1
+
+
+def test_a_cancel_heard_before_the_run_registers_stops_it(state):
+    """A job is cancelled only once claimed, and the cancel message can reach the
+    listener before the run is in the registry: registering the run then says so
+    (lifecycle stops it at once). A cancel for a job running elsewhere stops nothing."""
+    job_id = add_job(state, " ".join(["w"] * 200))
+    got = lifecycle.claim(state, job_id)
+    with state.sessions() as s:  # what the API's cancel does to a running job
+        s.execute(transition(job_id, JobStatus.CANCELLING, expect={JobStatus.RUNNING}))
+        s.commit()
+    state.supervisor._on_cancel("job_elsewhere")
+    state.supervisor._on_cancel(job_id)  # heard before the run registered
+    run = lifecycle.JobRun(state, got)
+    assert state.runs.add(run) is True
+    assert state.runs.add(lifecycle.JobRun(state, got)) is False  # kept once
+    state.runs.remove(run)
+

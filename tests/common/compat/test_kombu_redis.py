@@ -47,6 +47,8 @@ def test_the_internals_it_leans_on_keep_their_shape():
     empty = inspect.Parameter.empty
     assert issubclass(kombu_redis.QoS, virtual.QoS)
     for qos in (kombu_redis.QoS, virtual.QoS):
+        assert _params(qos.append) == [("self", empty), ("message", empty),
+                                       ("delivery_tag", empty)]
         assert _params(qos.ack) == [("self", empty), ("delivery_tag", empty)]
         assert _params(qos.reject) == [("self", empty), ("delivery_tag", empty),
                                        ("requeue", False)]
@@ -99,8 +101,9 @@ def redis_server(tmp_path):
     server.stop()
 
 
-def _deliver(app, n: int):
-    """A consumer on our transport that received n messages and acked none."""
+def _deliver(app, n: int, *, recorded: bool = True):
+    """A consumer on our transport that received n messages and acked none; with
+    `recorded`, once their unacked entries are written (QOS_DEFER_S after delivery)."""
     conn = app.connection_for_read()
     channel = conn.channel()
     channel.basic_qos(0, n, False)
@@ -110,7 +113,63 @@ def _deliver(app, n: int):
     consumer.consume()
     while len(got) < n:
         conn.drain_events(timeout=5)
+    if recorded:
+        r = redis.Redis.from_url(app.conf.broker_url)
+        deadline = time.monotonic() + 5
+        while r.hlen(compat.UNACKED_HASH) < n and time.monotonic() < deadline:
+            time.sleep(0.01)
     return conn, channel, got
+
+
+def _bookkeeping_calls(r: redis.Redis) -> dict[str, int]:
+    stats = r.info("commandstats")
+    return {name: stats.get(f"cmdstat_{name}", {}).get("calls", 0)
+            for name in ("zadd", "hset", "zrem", "hdel")}
+
+
+def _publish(app, *job_ids: str) -> None:
+    for job_id in job_ids:
+        publish_job(app, TaskMessage(job_id=job_id, kind="generate", model="debug/echo",
+                                     queue="llm", priority="interactive"))
+
+
+def test_a_message_acked_soon_after_delivery_costs_no_bookkeeping(redis_server, monkeypatch):
+    monkeypatch.setattr(compat, "QOS_DEFER_S", 0.5)  # room for a loaded machine
+    app = make_celery(Settings(redis_url=redis_server.url))
+    _publish(app, "job_quick")
+    r = redis.Redis.from_url(redis_server.url)
+    before = _bookkeeping_calls(r)
+    conn, _channel, (quick,) = _deliver(app, 1, recorded=False)
+    quick.ack()
+    time.sleep(3 * compat.QOS_DEFER_S)
+    assert _bookkeeping_calls(r) == before
+    assert not r.exists(compat.UNACKED_HASH, compat.UNACKED_INDEX)
+    conn.release()
+
+
+def test_the_bookkeeping_of_held_messages_is_written_late_without_multi(redis_server):
+    """Held past QOS_DEFER_S: entries as kombu's own (the reconciler parses them),
+    many to a command; a requeue finds its entry."""
+    app = make_celery(Settings(redis_url=redis_server.url))
+    _publish(app, "job_x", "job_y", "job_z")
+    r = redis.Redis.from_url(redis_server.url)
+    before = _bookkeeping_calls(r)
+    conn, _channel, (x, y, z) = _deliver(app, 3)
+    assert set(r.hkeys(compat.UNACKED_HASH)) == {m.delivery_tag.encode() for m in (x, y, z)}
+    assert {compat.job_id_of_unacked(raw) for raw in r.hvals(compat.UNACKED_HASH)} == {
+        "job_x", "job_y", "job_z"}
+    x.ack()
+    y.ack()
+    z.reject(requeue=True)  # kombu restores it from its entry, onto the list again
+    deadline = time.monotonic() + 5
+    while r.exists(compat.UNACKED_HASH) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not r.exists(compat.UNACKED_HASH, compat.UNACKED_INDEX)
+    assert [compat.job_id_of_message(m) for m in r.lrange("llm", 0, -1)] == ["job_z"]
+    calls = {k: v - before[k] for k, v in _bookkeeping_calls(r).items()}
+    assert calls["zadd"] == calls["hset"] >= 1 and calls["zadd"] <= 3
+    assert calls["zrem"] >= 1 and calls["hdel"] >= 1
+    conn.release()
 
 
 def test_messages_a_worker_holds_parse_to_their_jobs_and_can_be_dropped(redis_server):
