@@ -45,6 +45,7 @@ from common.settings import Settings
 
 S = JobStatus
 _RECOUNT_S = 1.0
+_HOLD_RECOUNT_S = 0.1
 
 # A job held back: queued, with no task message. The status is written as a literal so
 # that Postgres matches the partial index ix_jobs_held even in a generic plan.
@@ -90,10 +91,11 @@ async def hold_at(*, session: Any, settings: Settings, priority: str, queued_cou
         return None
     known = queued_counts.get(principal.key_id)
     if queued is not None and queued > window and (
-            known is None or time.monotonic() - known[1] >= _RECOUNT_S):
+            known is None or time.monotonic() - known[1] >= _HOLD_RECOUNT_S):
         # The queued cap's count may be half a minute old (it only has to prove the cap
-        # far), its own submits added and the jobs started since not taken off: count
-        # again before holding a job back (at most once a second per key).
+        # far), its own submits added and the jobs started since not taken off (a
+        # script running one quick job after another adds a hundred in a second): count
+        # again before holding a job back (at most every _HOLD_RECOUNT_S per key).
         queued_counts.pop(principal.key_id, None)
         queued = None
     if queued is None:

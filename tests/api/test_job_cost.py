@@ -67,4 +67,8 @@ def test_an_echo_job_costs_at_most_12_redis_commands_and_3_transactions(make_sta
 
     redis_per_job, pg_per_job = beyond("redis_commands"), beyond("pg_transactions")
     assert redis_per_job <= 12, (redis_per_job, once, twice)
-    assert pg_per_job <= 3, (pg_per_job, once, twice)
+    # The job's own three (its INSERT, claim and finish), and once in a hundred or so
+    # submits a recount of the key's queued jobs: past its interactive window by the
+    # queued cap's running count (this process's submits added, the ended ones not
+    # taken off), a submit counts again before it holds a job back (api/services/fair.py).
+    assert pg_per_job <= 3.02, (pg_per_job, once, twice)

@@ -81,7 +81,7 @@ def test_a_claim_past_the_keys_cap_holds_the_job_back(store):
         s.get(Job, ids[0]).status = S.SUCCEEDED
         s.commit()
     got = store.claim(ids[2], worker_id="w1")
-    assert got is not None and got.job.held_at is None and got.job.attempts == 1
+    assert got is not None and got.held_at is None and got.attempts == 1
 
 
 def test_a_held_job_past_its_start_by_still_expires(store):
