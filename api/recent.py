@@ -11,7 +11,8 @@ class RecentJobs:
     events of a job just submitted here (POST, then GET .../events, the common flow)
     then needs no read of its row to know that it exists and is the caller's (an
     owner never changes). Bounded in number and in age, far below the time a job's
-    event stream is kept, so a job found here still has its stream."""
+    event stream is kept, so a job found here still has its stream (a job whose own
+    expires_after is shorter is not added: the sweep could delete it first)."""
 
     def __init__(self, *, size: int = 10_000, ttl_s: float = 60.0):
         self.size = size

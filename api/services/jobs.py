@@ -148,7 +148,10 @@ async def create_job(*, session: AsyncSession, producer: Producer, settings: Set
                                     queue=job.queue, priority=job.priority,
                                     attempt_hint=job.attempts,
                                     marked=job.published_at is not None)
-    if recent is not None:
+    # A job whose own expires_after could let the sweep delete it while `recent` still
+    # vouches for it is read from the database like any other.
+    if recent is not None and (job.expires_after_s is None
+                               or job.expires_after_s > recent.ttl_s):
         recent.add(job.id, principal.key_id)
     return job, True
 
