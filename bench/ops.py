@@ -14,31 +14,26 @@ over the last two hours and a fifth queued; a private redis-server. Measures:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 from datetime import timedelta
-from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import psycopg  # noqa: E402
 from sqlalchemy import insert  # noqa: E402
 
 from api.deps import Principal  # noqa: E402
 from api.services.jobs import list_jobs  # noqa: E402
 from api.services.ops_history import read_history, store_sample, take_sample  # noqa: E402
 from api.state import close_state, open_state  # noqa: E402
+from bench.stack import run_on_scratch_postgres  # noqa: E402
 from common.db import ApiKey, Job, utcnow  # noqa: E402
 from common.ids import new_id  # noqa: E402
-from common.migrate import upgrade  # noqa: E402
 from common.producer import StubProducer  # noqa: E402
 from common.settings import Settings  # noqa: E402
-from monkey.embedded import EmbeddedRedis  # noqa: E402
 
 KEYS = [f"key_bench{i}" for i in range(5)]
 
@@ -111,25 +106,7 @@ async def main(args: argparse.Namespace, settings: Settings) -> dict:
 
 
 def run() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--jobs", type=int, default=50_000)
-    parser.add_argument("--postgres", default=os.environ.get(
-        "DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
-    args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="bench-ops-"))
-    server = EmbeddedRedis(tmp / "redis").start()
-    name = f"monkey_bench_{os.getpid()}"
-    with psycopg.connect(args.postgres, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    db_url = args.postgres.rsplit("/", 1)[0] + f"/{name}"
-    try:
-        settings = Settings(DATABASE_URL=db_url, REDIS_URL=server.url, MONKEY_DATA_DIR=str(tmp))
-        upgrade(settings)
-        print(json.dumps(asyncio.run(main(args, settings)), indent=2))
-    finally:
-        server.stop()
-        with psycopg.connect(args.postgres, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    run_on_scratch_postgres("ops", main)
 
 
 if __name__ == "__main__":

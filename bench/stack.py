@@ -123,3 +123,34 @@ def percentiles(samples: list[float]) -> dict:
 
     return {"p50_ms": pick(0.5), "p99_ms": pick(0.99), "mean_ms": round(sum(s) / len(s), 3),
             "n": len(s)}
+
+
+def run_on_scratch_postgres(name: str, main) -> None:
+    """The entry of an in-process bench on a scratch Postgres database and a private
+    Redis: parses --jobs and --postgres, then prints `asyncio.run(main(args, settings))`
+    as JSON; the database is dropped afterwards."""
+    import argparse
+    import asyncio
+    import json
+
+    import psycopg
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=50_000)
+    parser.add_argument("--postgres", default=os.environ.get(
+        "DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"))
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
+    server = EmbeddedRedis(tmp / "redis").start()
+    db = f"monkey_bench_{os.getpid()}"
+    with psycopg.connect(args.postgres, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{db}"')
+    db_url = args.postgres.rsplit("/", 1)[0] + f"/{db}"
+    try:
+        settings = Settings(DATABASE_URL=db_url, REDIS_URL=server.url, MONKEY_DATA_DIR=str(tmp))
+        upgrade(settings)
+        print(json.dumps(asyncio.run(main(args, settings)), indent=2))
+    finally:
+        server.stop()
+        with psycopg.connect(args.postgres, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
