@@ -43,8 +43,9 @@ class FastPath:
     async def send(self, msg: TaskMessage) -> None:
         """Raises RedisError or OSError when the broker is unreachable."""
         _lpush, key, payload = self.wire.message_command(msg)
+        sent = self.wire.task_sent(msg)  # stamped before a worker can take the message
         await self.redis.lpush(key, payload)
-        self._events.append(self.wire.task_sent(msg))
+        self._events.append(sent)
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(self._flush_soon())
 
