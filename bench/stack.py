@@ -3,7 +3,9 @@ fresh Postgres database with --postgres), the API and workers as subprocesses.""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
 import os
 import secrets
 import signal
@@ -129,11 +131,7 @@ def run_on_scratch_postgres(name: str, main) -> None:
     """The entry of an in-process bench on a scratch Postgres database and a private
     Redis: parses --jobs and --postgres, then prints `asyncio.run(main(args, settings))`
     as JSON; the database is dropped afterwards."""
-    import argparse
-    import asyncio
-    import json
-
-    import psycopg
+    import psycopg  # Postgres benches only
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=50_000)

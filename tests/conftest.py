@@ -146,6 +146,28 @@ def migrated(kind: str, tmp: Path, redis_url: str, **env: str | int) -> Iterator
 
 
 @contextlib.contextmanager
+def job_store(settings: Settings) -> Iterator:
+    """A worker's job store (common.store.JobStore) on `settings`, with `sessions` for
+    the tests' own reads and writes and `client`, its Redis; closed afterwards."""
+    from common.db import make_sync_engine, sync_sessions
+    from common.events import EventWriter
+    from common.store import JobStore
+
+    engine = make_sync_engine(settings)
+    client = redis.Redis.from_url(settings.redis_url)
+    events = EventWriter(client, maxlen=1000, ttl_s=60)
+    store = JobStore(engine=engine, events=events, settings=settings)
+    store.sessions = sync_sessions(engine)  # type: ignore[attr-defined]
+    store.client = client  # type: ignore[attr-defined]
+    try:
+        yield store
+    finally:
+        events.close()
+        client.close()
+        engine.dispose()
+
+
+@contextlib.contextmanager
 def worker_on(settings: Settings, queues: tuple[str, ...] = ("llm",)) -> Iterator:
     """An in-process worker (workers.worker.Worker) on `settings`, with an API key of
     owner "owner" made first; closed afterwards."""

@@ -7,32 +7,23 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-import redis
 from sqlalchemy import select
 
-from common.db import Job, make_sync_engine, sync_sessions, utcnow
-from common.events import EventWriter, decode, events_key
+from common.db import Job, utcnow
+from common.events import decode, events_key
 from common.ids import new_id
 from common.jobs import JobStatus, transition
 from common.store import End, JobStore
-from tests.conftest import fresh_redis_url, migrated
+from tests.conftest import fresh_redis_url, job_store, migrated
 
 S = JobStatus
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def store(request, tmp_path, redis_base):
-    with migrated(request.param, tmp_path, fresh_redis_url(redis_base)) as settings:
-        engine = make_sync_engine(settings)
-        client = redis.Redis.from_url(settings.redis_url)
-        events = EventWriter(client, maxlen=1000, ttl_s=60)
-        st = JobStore(engine=engine, events=events, settings=settings)
-        st.sessions = sync_sessions(engine)  # for the tests' own reads and writes
-        st.client = client
+    with migrated(request.param, tmp_path, fresh_redis_url(redis_base)) as settings, \
+            job_store(settings) as st:
         yield st
-        events.close()
-        client.close()
-        engine.dispose()
 
 
 def add_jobs(store: JobStore, n: int, **extra) -> list[str]:

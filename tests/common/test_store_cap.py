@@ -8,17 +8,13 @@ import threading
 from datetime import timedelta
 
 import pytest
-import redis
 from sqlalchemy import select
 
-from common.db import Job, make_sync_engine, sync_sessions, utcnow
-from common.events import EventWriter
+from common.db import Job, utcnow
 from common.ids import new_id
 from common.jobs import JobStatus
-from common.migrate import upgrade
-from common.settings import Settings
 from common.store import JobStore
-from tests.conftest import fresh_redis_url, make_database
+from tests.conftest import fresh_redis_url, job_store, migrated
 
 S = JobStatus
 CAP = 3
@@ -26,21 +22,9 @@ CAP = 3
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def store(request, tmp_path, redis_base):
-    db = make_database(request.param, tmp_path)
-    settings = Settings(DATABASE_URL=db.url, REDIS_URL=fresh_redis_url(redis_base),
-                        MONKEY_DATA_DIR=str(tmp_path), MONKEY_MAX_RUNNING_PER_KEY=CAP)
-    upgrade(settings)
-    engine = make_sync_engine(settings)
-    client = redis.Redis.from_url(settings.redis_url)
-    events = EventWriter(client, maxlen=1000, ttl_s=60)
-    st = JobStore(engine=engine, events=events, settings=settings)
-    st.sessions = sync_sessions(engine)
-    yield st
-    events.close()
-    client.close()
-    engine.dispose()
-    if db.drop:
-        db.drop()
+    with migrated(request.param, tmp_path, fresh_redis_url(redis_base),
+                  MONKEY_MAX_RUNNING_PER_KEY=CAP) as settings, job_store(settings) as st:
+        yield st
 
 
 def add_jobs(store: JobStore, n: int, owner: str = "key_a", status=S.QUEUED,
