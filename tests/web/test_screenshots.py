@@ -1,10 +1,12 @@
-"""The README's screenshots, regenerated: docs/screenshots/{job-streaming,new-job,batch,
-operators}-{light,dark}.png, each taken of the live UI in both colour schemes, then
-checked (written by this run, the page's width, many colours, light or dark as named)."""
+"""The README's screenshots: {job-streaming,new-job,batch,operators}-{light,dark}.png, each
+taken of the live UI in both colour schemes, then checked (written by this run, the page's
+width, many colours, light or dark as named). They go to a temporary folder, so a test run
+leaves the checkout clean; `MONKEY_UPDATE_SCREENSHOTS=1` writes them to docs/screenshots."""
 
 from __future__ import annotations
 
 import base64
+import os
 import re
 import struct
 import time
@@ -19,7 +21,7 @@ from tests.web.ui import enter_key, status
 
 pytestmark = pytest.mark.slow
 
-SHOTS = REPO / "docs" / "screenshots"
+DOCS = REPO / "docs" / "screenshots"
 NAMES = ("job-streaming", "new-job", "batch", "operators")
 SCHEMES = ("light", "dark")
 WIDTH = 1000
@@ -67,11 +69,11 @@ LOOK = """async (src) => {
 }"""
 
 
-def shoot(page: Page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
+def shoot(page: Page, shots: Path, name: str) -> None:
+    shots.mkdir(parents=True, exist_ok=True)
     for scheme in SCHEMES:
         page.emulate_media(color_scheme=scheme)
-        page.screenshot(path=str(SHOTS / f"{name}-{scheme}.png"), full_page=True)
+        page.screenshot(path=str(shots / f"{name}-{scheme}.png"), full_page=True)
     page.emulate_media(color_scheme="light")
 
 
@@ -81,7 +83,12 @@ def png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", head[16:24])
 
 
-def test_screenshots_are_regenerated_light_and_dark(page: Page, web_stack):
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    return DOCS if os.environ.get("MONKEY_UPDATE_SCREENSHOTS") == "1" else tmp_path / "shots"
+
+
+def test_screenshots_are_regenerated_light_and_dark(page: Page, web_stack, shots: Path):
     started = time.time()
     enter_key(page, web_stack.key)
     c = web_stack.default_client
@@ -95,7 +102,7 @@ def test_screenshots_are_regenerated_light_and_dark(page: Page, web_stack):
     expect(out).to_contain_text("It walks both lists", timeout=30_000)
     page.evaluate("window.scrollTo(0, 0)")
     assert status(page) == "running"
-    shoot(page, "job-streaming")
+    shoot(page, shots, "job-streaming")
     assert status(page) == "running", "the job ended before both shots were taken"
     c.post(f"/v1/jobs/{job['id']}/cancel")
 
@@ -104,7 +111,7 @@ def test_screenshots_are_regenerated_light_and_dark(page: Page, web_stack):
     page.get_by_label("Model", exact=True).select_option("debug/echo")
     page.get_by_label("System message (optional)").fill("You write small, tested Python.")
     page.get_by_label("Prompt").fill("Write a function that merges two sorted lists.")
-    shoot(page, "new-job")
+    shoot(page, shots, "new-job")
 
     # A batch in progress, and the queues during it.
     batch_id = start_batch(web_stack, lines=24, delay_ms=300, n_words=10)
@@ -112,21 +119,21 @@ def test_screenshots_are_regenerated_light_and_dark(page: Page, web_stack):
         page.goto(f"/batch/?id={batch_id}")
         expect(page.get_by_test_id("batch-eta")).to_contain_text("left at the pace so far",
                                                                  timeout=30_000)
-        shoot(page, "batch")
+        shoot(page, shots, "batch")
         page.goto("/operators/")
         running = page.get_by_test_id("chart-llm-running").get_by_role("img")
         expect(running).to_have_attribute("aria-label", re.compile(r"now: running [1-9]"),
                                           timeout=30_000)
         page.wait_for_function("""() => (document.querySelector('[data-testid="history-note"]')
             ?.textContent.match(/(\\d+) samples/) ?? [0, 0])[1] >= 8""", timeout=30_000)
-        shoot(page, "operators")
+        shoot(page, shots, "operators")
     finally:
         c.post(f"/v1/batches/{batch_id}/cancel")
 
     for name in NAMES:
         looks = {}
         for scheme in SCHEMES:
-            path = SHOTS / f"{name}-{scheme}.png"
+            path = shots / f"{name}-{scheme}.png"
             assert path.exists() and path.stat().st_mtime >= started, f"{path} was not written"
             width, height = png_size(path)
             assert width == WIDTH and height >= 600, (path, width, height)
