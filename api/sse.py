@@ -92,8 +92,10 @@ class EventStreamResponse(StreamingResponse):
                 await self.body_iterator.aclose()
 
     async def _send(self, send: Send, body: bytes, *, more: bool) -> None:
-        await asyncio.wait_for(send({"type": "http.response.body", "body": body,
-                                     "more_body": more}), self.send_timeout_s or None)
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for wraps each send in a
+        # task of its own.
+        async with asyncio.timeout(self.send_timeout_s or None):
+            await send({"type": "http.response.body", "body": body, "more_body": more})
 
 
 async def until_stopping(chunks: AsyncIterator[bytes], stopping: asyncio.Event,

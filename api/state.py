@@ -15,7 +15,7 @@ from api.limits import RequestTokens, StreamSlots
 from api.metrics import QueueGauges
 from api.recent import RecentJobs
 from api.shutdown import ShutdownNotice
-from common.db import async_sessions, make_async_engine
+from common.db import async_sessions, make_async_engine, make_autocommit_engine
 from common.events import AsyncEventLog
 from common.producer import CeleryProducer, Producer
 from common.settings import Settings
@@ -26,6 +26,9 @@ from common.store import AsyncJobStore
 class AppState:
     settings: Settings
     engine: AsyncEngine
+    # The engine of auto_sessions: `engine` itself on Postgres, a pool of its own on
+    # SQLite (common.db.make_autocommit_engine)
+    auto_engine: AsyncEngine
     sessions: async_sessionmaker
     # Autocommit sessions: each statement commits on its own, so a single read or a
     # single-row write costs one round trip (no BEGIN, no COMMIT).
@@ -57,11 +60,13 @@ def open_state(settings: Settings, producer: Producer | None = None) -> AppState
         health_check_interval=10, max_connections=4096,
     )
     sessions = async_sessions(engine)
-    reads = async_sessions(engine.execution_options(isolation_level="AUTOCOMMIT"))
+    auto_engine = make_autocommit_engine(engine, settings)
+    reads = async_sessions(auto_engine)
     events = AsyncEventLog(client, maxlen=settings.events_maxlen, ttl_s=settings.events_ttl_s)
     store = AsyncJobStore(sessions=sessions, auto_sessions=reads, events=events,
                           settings=settings)
-    return AppState(settings=settings, engine=engine, sessions=sessions, auto_sessions=reads,
+    return AppState(settings=settings, engine=engine, auto_engine=auto_engine,
+                    sessions=sessions, auto_sessions=reads,
                     redis=client, producer=producer or CeleryProducer(settings, sessions),
                     events=events, store=store,
                     streams=StreamSlots(settings.max_streams_per_key),
@@ -74,4 +79,6 @@ async def close_state(state: AppState) -> None:
     await state.store.drain()
     await state.producer.close()
     await state.redis.aclose()
+    if state.auto_engine.sync_engine.pool is not state.engine.sync_engine.pool:
+        await state.auto_engine.dispose()
     await state.engine.dispose()

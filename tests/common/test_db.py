@@ -1,10 +1,14 @@
-"""The workers' Postgres connections give up on a partitioned peer within seconds."""
+"""The workers' Postgres connections give up on a partitioned peer within seconds; the
+API's autocommit sessions on SQLite use connections born autocommit."""
 
 from __future__ import annotations
 
-from sqlalchemy import text
+import asyncio
+from typing import Any
 
-from common.db import make_sync_engine
+from sqlalchemy import event, text
+
+from common.db import async_sessions, make_async_engine, make_autocommit_engine, make_sync_engine
 from common.settings import Settings
 from tests.conftest import make_database
 
@@ -26,3 +30,60 @@ def test_worker_connections_time_out_unanswered_packets(tmp_path):
         engine.dispose()
         if db.drop:
             db.drop()
+
+
+class CountingQueue:
+    """aiosqlite's queue of calls for its connection thread, counting what is put on it:
+    each is a handover to that thread and back (tens of microseconds, more under load)."""
+
+    def __init__(self, queue: Any) -> None:
+        self.queue, self.puts = queue, 0
+
+    def put_nowait(self, item: Any) -> None:
+        self.puts += 1
+        self.queue.put_nowait(item)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.queue, name)
+
+
+def test_sqlite_autocommit_sessions_cost_only_their_statements(tmp_path):
+    """An autocommit session on SQLite: its write is visible to another connection with
+    no transaction around it, and a statement and its commit cost four handovers to
+    aiosqlite's thread (cursor, execute, close, commit), checkout and checkin none.
+    With the shared pool flipped to autocommit per checkout it cost eight: the level
+    set on checkout; on checkin its reset, a PRAGMA and a rollback."""
+    settings = Settings(DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite'}")
+    queues: list[CountingQueue] = []
+
+    def count(dbapi_conn: Any, _record: Any) -> None:
+        inner = dbapi_conn._connection  # the aiosqlite.Connection
+        inner._tx = CountingQueue(inner._tx)
+        queues.append(inner._tx)
+
+    async def run() -> tuple[int, int]:
+        engine = make_async_engine(settings)
+        auto = make_autocommit_engine(engine, settings)
+        event.listen(auto.sync_engine, "connect", count)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(text("CREATE TABLE t (n INTEGER)"))
+            sessions = async_sessions(auto)
+            async with sessions() as s:  # the pool's first connection
+                await s.execute(text("SELECT 1"))
+            before = sum(q.puts for q in queues)
+            for n in range(10):
+                async with sessions() as s:
+                    await s.execute(text("INSERT INTO t VALUES (:n)"), {"n": n})
+                    await s.commit()
+            puts = sum(q.puts for q in queues) - before
+            async with engine.connect() as other:
+                seen = (await other.execute(text("SELECT count(*) FROM t"))).scalar_one()
+            return puts, seen
+        finally:
+            await auto.dispose()
+            await engine.dispose()
+
+    puts, seen = asyncio.run(run())
+    assert seen == 10
+    assert puts <= 10 * 4, f"{puts / 10} handovers a statement"
