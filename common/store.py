@@ -56,7 +56,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.constants import CANCEL_CHANNEL
-from common.db import Job, utcnow
+from common.db import Job, dispose_own_pool, make_sync_autocommit_engine, utcnow
 from common.errors import Conflict, NotFound
 from common.events import AsyncEventLog, EventItem, EventWriter
 from common.jobs import (
@@ -239,9 +239,14 @@ class JobStore:
     (a restart), for up to `settings.write_retry_s`."""
 
     def __init__(self, *, engine: Engine, events: EventWriter, settings: Settings):
-        self.autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.engine = engine
+        self.autocommit = make_sync_autocommit_engine(engine, settings)
         self.events = events
         self.settings = settings
+
+    def close(self) -> None:
+        """Let go of the autocommit pool, where it is the store's own (SQLite)."""
+        dispose_own_pool(self.autocommit, self.engine)
 
     def claim(self, job_id: str, *, worker_id: str) -> Any:
         """Take a queued job for this worker: its row of JOB_COLUMNS after the claim

@@ -163,6 +163,7 @@ def job_store(settings: Settings) -> Iterator:
         yield store
     finally:
         events.close()
+        store.close()
         client.close()
         engine.dispose()
 

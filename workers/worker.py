@@ -37,8 +37,6 @@ class Worker:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{'+'.join(queues)}"
         self.engine = make_sync_engine(settings)
         self.sessions = sync_sessions(self.engine)
-        # Single-statement writes (claim, finish): no BEGIN/COMMIT round trips.
-        self.autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self.redis = redis.Redis.from_url(
             settings.redis_url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=10
         )
@@ -46,6 +44,8 @@ class Worker:
             self.redis, maxlen=settings.events_maxlen, ttl_s=settings.events_ttl_s
         )
         self.store = JobStore(engine=self.engine, events=self.events, settings=settings)
+        # Single-statement writes (claim, finish, heartbeat): no BEGIN/COMMIT round trips.
+        self.autocommit = self.store.autocommit
         self.hooks = hooks or Hooks()
         self.runs = RunRegistry()
         self.drain = Drain(self.runs, drain_s=settings.drain_s)
@@ -111,4 +111,5 @@ class Worker:
         # What a drain handed back is released: the reconciler need not republish it.
         self.supervisor.sync_held()
         self.events.close()
+        self.store.close()
         self.engine.dispose()

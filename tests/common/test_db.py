@@ -1,5 +1,6 @@
 """The workers' Postgres connections give up on a partitioned peer within seconds; the
-API's autocommit sessions on SQLite use connections born autocommit."""
+API's autocommit sessions and the workers' autocommit writes on SQLite use connections
+born autocommit."""
 
 from __future__ import annotations
 
@@ -8,7 +9,14 @@ from typing import Any
 
 from sqlalchemy import event, text
 
-from common.db import async_sessions, make_async_engine, make_autocommit_engine, make_sync_engine
+from common.db import (
+    async_sessions,
+    dispose_own_pool,
+    make_async_engine,
+    make_autocommit_engine,
+    make_sync_autocommit_engine,
+    make_sync_engine,
+)
 from common.settings import Settings
 from tests.conftest import make_database
 
@@ -87,3 +95,34 @@ def test_sqlite_autocommit_sessions_cost_only_their_statements(tmp_path):
     puts, seen = asyncio.run(run())
     assert seen == 10
     assert puts <= 10 * 4, f"{puts / 10} handovers a statement"
+
+
+def test_sqlite_worker_writes_send_only_their_statements(tmp_path):
+    """A worker's single-statement write on SQLite (claim, finish, heartbeat) sends that
+    statement and nothing else, and is visible to another connection at once. On the
+    shared pool flipped to autocommit per checkout, every checkin also sent a PRAGMA
+    to reset the isolation level."""
+    settings = Settings(DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite'}")
+    sent: list[str] = []
+
+    def trace(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.set_trace_callback(sent.append)
+
+    engine = make_sync_engine(settings)
+    auto = make_sync_autocommit_engine(engine, settings)
+    event.listen(auto, "connect", trace)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE t (n INTEGER)"))
+        with auto.connect() as conn:  # the pool's first connection
+            conn.execute(text("SELECT 1"))
+        sent.clear()
+        for n in range(10):
+            with auto.connect() as conn:
+                conn.execute(text("INSERT INTO t VALUES (:n)"), {"n": n})
+        with engine.connect() as other:
+            assert other.execute(text("SELECT count(*) FROM t")).scalar_one() == 10
+        assert sent == [f"INSERT INTO t VALUES ({n})" for n in range(10)], sent
+    finally:
+        dispose_own_pool(auto, engine)
+        engine.dispose()

@@ -113,6 +113,7 @@ def worker(inproc: InProcess) -> Iterator[JobStore]:
     store = JobStore(engine=engine, events=events, settings=settings)
     yield store
     events.close()
+    store.close()
     client.close()
     engine.dispose()
 
