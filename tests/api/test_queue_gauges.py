@@ -74,7 +74,8 @@ def test_gauges_equal_the_lists_the_prefetch_and_the_running_jobs(make_stack):
 
 
 def test_batch_lines_count_under_the_batch_priority(make_stack):
-    # No worker; the fair-share window (api/services/batch_fair.py) keeps 1,000 lines out.
+    # No worker; the fair-share window (api/services/batch_fair.py) lets 1,000 lines onto
+    # the broker and 1,000 more into the database, held; 1,000 stay in the file.
     # One line per message here (chunks would carry 64 echo lines to a message: the
     # messages gauge counts messages, the depth gauge lines).
     stack = make_stack("sqlite", env={"MONKEY_QUEUE_METRICS_TTL_S": "0",
@@ -85,7 +86,7 @@ def test_batch_lines_count_under_the_batch_priority(make_stack):
     lines = "".join(
         f'{{"custom_id": "l{i}", "method": "POST", "url": "/v1/chat/completions", '
         f'"body": {{"model": "debug/echo", "messages": [{{"role": "user", "content": "hi"}}]}}}}\n'
-        for i in range(2000))
+        for i in range(3000))
     f = c.post("/v1/files", files={"file": ("in.jsonl", lines.encode())},
                data={"purpose": "batch"}).json()
     c.post("/v1/batches", json={"input_file_id": f["id"], "endpoint": "/v1/chat/completions",
@@ -94,5 +95,8 @@ def test_batch_lines_count_under_the_batch_priority(make_stack):
     wait_until(lambda: r.llen(batch_list) == 1000, 60, "the batch's first lines published")
     g = gauges(stack.url)
     assert g[("monkey_queue_messages", "llm", "batch")] == 1000
-    assert g[("monkey_queue_depth", "llm", "batch")] == 1000
+    wait_until(lambda: gauges(stack.url)[("monkey_queue_depth", "llm", "batch")] == 2000, 60,
+               "the next window of lines held in the database")
+    g = gauges(stack.url)
+    assert g[("monkey_queue_messages", "llm", "batch")] == 1000  # none released past it
     assert g[("monkey_queue_messages", "llm", "interactive")] == 0

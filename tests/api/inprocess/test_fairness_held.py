@@ -5,6 +5,7 @@ tests/api/test_fairness.py."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections import Counter
 from datetime import timedelta
@@ -14,7 +15,9 @@ from sqlalchemy import insert, select, update
 
 from api.reconciler import Reconciler
 from api.recovery import LostMessages
+from api.services.batch_fair import wait_turn
 from api.services.fair_release import Releaser, interleave
+from common.batches_db import Batch
 from common.db import ApiKey, Job, utcnow
 from common.ids import new_id
 
@@ -132,6 +135,25 @@ def test_batch_lines_of_busy_keys_go_out_interleaved_by_weight(app):
     assert lines == {"light": 20, "heavy": 60}
     # Interleaved: in every stretch of four messages, each key has one at least.
     assert all({"light", "heavy"} <= set(order[i:i + 4]) for i in range(len(order) - 3))
+
+
+def test_a_batch_enqueues_its_next_lines_while_a_window_waits_on_the_broker(app):
+    """The batch engine keeps up to two windows of a key's lines queued: held ones are
+    at hand when the workers make room, and past two windows it waits its turn."""
+    state = _with(app.state, batch_window=40)
+    batch = Batch(id="batch_turn", owner_id="key_turn")
+
+    async def turn() -> int:
+        return await asyncio.wait_for(wait_turn(state, batch, "token", 100), timeout=0.5)
+
+    on_broker = _held(40, "key_turn", "batch", batch.id)
+    for row in on_broker:
+        row["held_at"], row["published_at"] = None, utcnow()
+    app.client.portal.call(_put, state, on_broker)
+    assert app.client.portal.call(turn) == 40  # a window on the broker: one more held
+    app.client.portal.call(_put, state, _held(40, "key_turn", "batch", batch.id))
+    with pytest.raises(TimeoutError):
+        app.client.portal.call(turn)
 
 
 def test_interleave_orders_messages_by_weight():
