@@ -147,11 +147,22 @@ def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -
     cur.close()
 
 
+def _sqlite_async_engine(settings: Settings, **kw: Any) -> AsyncEngine:
+    engine = create_async_engine(settings.async_database_url, connect_args={"timeout": 30}, **kw)
+    event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_sync_engine(settings: Settings, **kw: Any) -> Engine:
+    engine = create_engine(settings.sync_database_url,
+                           connect_args={"timeout": 30, "check_same_thread": False}, **kw)
+    event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
 def make_async_engine(settings: Settings) -> AsyncEngine:
     if settings.is_sqlite:
-        engine = create_async_engine(settings.async_database_url, connect_args={"timeout": 30})
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        return engine
+        return _sqlite_async_engine(settings)
     # No pre-ping: it costs a round trip per checkout on the hot path. A connection
     # that died with a database restart fails once; SQLAlchemy then drops the whole
     # pool (the API answers that request 503, workers retry the write).
@@ -166,15 +177,13 @@ def make_autocommit_engine(engine: AsyncEngine, settings: Settings) -> AsyncEngi
     On Postgres, the same pool with AUTOCOMMIT as an execution option: asyncpg switches
     a connection's mode without a round trip. On SQLite, a pool of its own, born
     autocommit: aiosqlite runs every call on the connection's thread, and flipping a
-    shared connection's isolation level cost four thread handovers a request (set on
-    checkout; on checkin a reset, its PRAGMA and a rollback), as many as the INSERT of a
-    job itself. Its rollbacks are skipped (there is never a transaction to roll back)."""
+    shared connection's isolation level made a statement with its commit cost ten thread
+    handovers instead of four (set on checkout; on checkin a reset, its PRAGMA and a
+    rollback). Its rollbacks are skipped (there is never a transaction to roll back)."""
     if not settings.is_sqlite:
         return engine.execution_options(isolation_level="AUTOCOMMIT")
-    auto = create_async_engine(settings.async_database_url, connect_args={"timeout": 30},
-                               isolation_level="AUTOCOMMIT", skip_autocommit_rollback=True)
-    event.listen(auto.sync_engine, "connect", _sqlite_pragmas)
-    return auto
+    return _sqlite_async_engine(settings, isolation_level="AUTOCOMMIT",
+                                skip_autocommit_rollback=True)
 
 
 def make_sync_autocommit_engine(engine: Engine, settings: Settings) -> Engine:
@@ -186,12 +195,7 @@ def make_sync_autocommit_engine(engine: Engine, settings: Settings) -> Engine:
     nothing outside a transaction, and the claim's BEGIN IMMEDIATE has one to end."""
     if not settings.is_sqlite:
         return engine.execution_options(isolation_level="AUTOCOMMIT")
-    auto = create_engine(
-        settings.sync_database_url, isolation_level="AUTOCOMMIT",
-        connect_args={"timeout": 30, "check_same_thread": False},
-    )
-    event.listen(auto, "connect", _sqlite_pragmas)
-    return auto
+    return _sqlite_sync_engine(settings, isolation_level="AUTOCOMMIT")
 
 
 def dispose_own_pool(auto: Engine, engine: Engine) -> None:
@@ -203,11 +207,7 @@ def dispose_own_pool(auto: Engine, engine: Engine) -> None:
 
 def make_sync_engine(settings: Settings) -> Engine:
     if settings.is_sqlite:
-        engine = create_engine(
-            settings.sync_database_url, connect_args={"timeout": 30, "check_same_thread": False}
-        )
-        event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
+        return _sqlite_sync_engine(settings)
     # A worker on another host than Postgres: after a partition, a connection whose
     # packets go nowhere fails within half a minute (unacknowledged writes:
     # tcp_user_timeout; an idle connection: keepalives) instead of after the kernel's

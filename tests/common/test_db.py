@@ -59,7 +59,7 @@ def test_sqlite_autocommit_sessions_cost_only_their_statements(tmp_path):
     """An autocommit session on SQLite: its write is visible to another connection with
     no transaction around it, and a statement and its commit cost four handovers to
     aiosqlite's thread (cursor, execute, close, commit), checkout and checkin none.
-    With the shared pool flipped to autocommit per checkout it cost eight: the level
+    With the shared pool flipped to autocommit per checkout it cost ten: the level
     set on checkout; on checkin its reset, a PRAGMA and a rollback."""
     settings = Settings(DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite'}")
     queues: list[CountingQueue] = []
