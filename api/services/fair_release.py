@@ -129,7 +129,9 @@ class Releaser:
             take = min(int(owed), held, RELEASE_PAGE)
             if take < held:
                 take -= take % chunk  # whole chunks while more are held
-            self.deficit[owner] = owed - take
+            # A key whose held lines all went out keeps no credit: spent later, on lines
+            # held since, it would put more than the window on the broker.
+            self.deficit[owner] = owed - take if take < held else 0.0
             takes[owner] = take
         return takes
 

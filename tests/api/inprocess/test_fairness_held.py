@@ -156,6 +156,19 @@ def test_a_batch_enqueues_its_next_lines_while_a_window_waits_on_the_broker(app)
         app.client.portal.call(turn)
 
 
+def test_a_key_that_emptied_its_held_lines_gets_no_more_than_the_room(app):
+    """A release takes all of a key's held lines, less than its share of the room: it
+    keeps no credit for later, and the next release fills only what is left of the
+    window."""
+    state = _with(app.state, batch_window=80, batch_chunk_lines=4)
+    releaser = Releaser(state)
+    app.client.portal.call(_put, state, _held(40, "key_room", "batch", "batch_room"))
+    assert app.client.portal.call(releaser.release) == 40
+    app.stub.take()
+    app.client.portal.call(_put, state, _held(80, "key_room", "batch", "batch_room"))
+    assert app.client.portal.call(releaser.release) == 40  # 80 - the 40 on the broker
+
+
 def test_interleave_orders_messages_by_weight():
     rows = {"a": [{"id": f"a{i}", "kind": "generate", "model": "openai/x", "queue": "llm",
                    "priority": "batch", "attempts": 0, "batch_id": "b1"} for i in range(4)],
