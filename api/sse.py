@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
@@ -27,6 +26,7 @@ import anyio
 from starlette.responses import StreamingResponse
 from starlette.types import Send
 
+from common import jsontext
 from common.events import AsyncEventLog
 from common.store import AsyncJobStore
 
@@ -40,7 +40,7 @@ RECONNECT = b"retry: 250\n: the server is shutting down; reconnect with Last-Eve
 
 def sse(data: dict, event: str, id_: str | None = None) -> bytes:
     head = f"id: {id_}\n" if id_ else ""
-    return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+    return f"{head}event: {event}\ndata: {jsontext.dumps(data)}\n\n".encode()
 
 
 async def job_events(*, events: AsyncEventLog, store: AsyncJobStore, job_id: str,

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from common import jsontext
 from common.settings import Settings
 
 
@@ -147,15 +148,22 @@ def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -
     cur.close()
 
 
+# Every engine reads and writes JSON columns with common/jsontext.py (orjson): a job's
+# output can be hundreds of floats (an embedding), which the json module is slow at.
+_JSON = {"json_serializer": jsontext.dumps, "json_deserializer": jsontext.loads}
+
+
 def _sqlite_async_engine(settings: Settings, **kw: Any) -> AsyncEngine:
-    engine = create_async_engine(settings.async_database_url, connect_args={"timeout": 30}, **kw)
+    engine = create_async_engine(settings.async_database_url, connect_args={"timeout": 30},
+                                 **_JSON, **kw)
     event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     return engine
 
 
 def _sqlite_sync_engine(settings: Settings, **kw: Any) -> Engine:
     engine = create_engine(settings.sync_database_url,
-                           connect_args={"timeout": 30, "check_same_thread": False}, **kw)
+                           connect_args={"timeout": 30, "check_same_thread": False},
+                           **_JSON, **kw)
     event.listen(engine, "connect", _sqlite_pragmas)
     return engine
 
@@ -167,8 +175,8 @@ def make_async_engine(settings: Settings) -> AsyncEngine:
     # that died with a database restart fails once; SQLAlchemy then drops the whole
     # pool (the API answers that request 503, workers retry the write).
     return create_async_engine(
-        settings.async_database_url, pool_size=20, max_overflow=20, pool_recycle=1800
-    )
+        settings.async_database_url, pool_size=20, max_overflow=20, pool_recycle=1800,
+        **_JSON)
 
 
 def make_autocommit_engine(engine: AsyncEngine, settings: Settings) -> AsyncEngine:
@@ -217,7 +225,7 @@ def make_sync_engine(settings: Settings) -> Engine:
         connect_args={"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 10,
                       "keepalives_interval": 5, "keepalives_count": 3,
                       "tcp_user_timeout": 30_000},
-    )
+        **_JSON)
 
 
 def async_sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

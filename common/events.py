@@ -13,7 +13,6 @@ Each entry has two fields: `type` (status | token | progress | error | done) and
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import time
@@ -25,6 +24,7 @@ from typing import Any, cast
 import redis
 import redis.asyncio as aioredis
 
+from common import jsontext
 from common.constants import EVENTS_KEY
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def events_key(job_id: str) -> str:
 
 
 def encode(type_: str, data: dict[str, Any]) -> dict[str, str]:
-    return {"type": type_, "data": json.dumps(data, separators=(",", ":"))}
+    return {"type": type_, "data": jsontext.dumps(data)}
 
 
 def decode(fields: Mapping[Any, Any]) -> tuple[str, dict[str, Any]]:
@@ -48,7 +48,7 @@ def decode(fields: Mapping[Any, Any]) -> tuple[str, dict[str, Any]]:
     data = get(b"data") or get("data")
     if isinstance(type_, bytes):
         type_ = type_.decode()
-    return type_, json.loads(data)
+    return type_, jsontext.loads(data)
 
 
 def append(pipe: Any, job_id: str, items: Iterable[EventItem], *, maxlen: int,

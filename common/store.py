@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 import random
 import time
@@ -55,6 +54,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from common import jsontext
 from common.constants import CANCEL_CHANNEL
 from common.db import Job, dispose_own_pool, make_sync_autocommit_engine, utcnow
 from common.errors import Conflict, NotFound
@@ -205,9 +205,9 @@ def _finish_many_statement(to: JobStatus, ends: list[End], dialect: str
         cols = {k: func.json_extract(bindparam("ends"), '$."' + Job.id + f'".{k}')
                 for k in "aoem"}
         join = []
-        params = {"ends": json.dumps(
+        params = {"ends": jsontext.dumps(
             {e.job_id: {"a": e.attempt, "o": e.output, "e": e.error, "m": e.metrics or {}}
-             for e in ends}, separators=(",", ":"))}
+             for e in ends})}
     # The id list too: the planner then finds each row by its key, instead of joining
     # every running job with the list.
     ids = [e.job_id for e in ends]

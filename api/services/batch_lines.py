@@ -18,6 +18,7 @@ from api.deps import Principal
 from api.services.jobs import new_job_values
 from api.services.openai_shapes import parse_request, response_body
 from api.services.responses_shapes import batch_job, batch_response_body
+from common import jsontext
 from common.batches_db import Batch
 from common.constants import DEBUG_ECHO, DEBUG_EMBED, LOCAL_PREFIX
 from common.db import Job
@@ -195,7 +196,7 @@ _LINE_ERRORS = {
 
 
 def _encode(line: dict) -> bytes:
-    return (json.dumps(line, separators=(",", ":")) + "\n").encode()
+    return jsontext.dumps_bytes(line) + b"\n"
 
 
 def unrun_lines(batch: Batch, lines: list[tuple[int, bytes]]) -> list[bytes]:

@@ -106,6 +106,49 @@ def test_long_and_short_texts_share_passes_within_the_token_budget(executor):
         assert cosine(a, b) > 0.999
 
 
+class GatedContext(RecordingContext):
+    """Holds the executor thread at its first look at the job until `gate` opens."""
+
+    def __init__(self, gate):
+        super().__init__()
+        self.gate = gate
+
+    def should_stop(self) -> bool:
+        self.gate.wait(timeout=30)
+        return super().should_stop()
+
+
+def test_waiting_texts_of_one_length_share_a_pass(executor, runtime):
+    """With more one-text jobs waiting than a pass takes, each pass holds texts of one
+    length (as encode sorts them), not the arrival order's mix; every job still gets
+    its own text's vector."""
+    import threading
+
+    tokenizer = runtime.executors["all-MiniLM-L6-v2"].model.tokenizer
+    short = [f"short text {w}" for w in ("cat", "dog", "sun", "sea")] * 8
+    long = [f"a much longer text that rambles on about {w} for many more words than the "
+            f"short ones" for w in ("cat", "dog", "sun", "sea")] * 8
+    mixed = [t for pair in zip(short, long, strict=True) for t in pair]  # short, long, ...
+    s_max = max(len(ids) for ids in tokenizer(short)["input_ids"])
+    l_min = min(len(ids) for ids in tokenizer(long)["input_ids"])
+    assert l_min > s_max
+    ex = executor(max_batch=16, max_wait_ms=50)
+    gate = threading.Event()
+    # The first pass (16 texts of one job) holds the executor while all 64 jobs queue.
+    first = ex.submit_texts(short[:16], GatedContext(gate))
+    pending = [ex.submit_texts([t], RecordingContext()) for t in mixed]
+    gate.set()
+    first()
+    vectors = [p().embeddings[0] for p in pending]
+    passes = ex.stats.padded_tokens[1:]
+    assert ex.stats.batch_sizes[1:] == [16] * 4
+    # In arrival order every pass would be as long as a long text: 4 * 16 * l_min or more.
+    assert sorted(p <= 16 * s_max for p in passes) == [False, False, True, True], passes
+    alone = executor(max_batch=1).embed(mixed, RecordingContext()).embeddings
+    for a, b in zip(vectors, alone, strict=True):
+        assert cosine(a, b) > 0.999
+
+
 def test_out_of_memory_splits_the_batch(executor, reference):
     ex = executor(max_batch=16)
     ex.simulate_oom_above = 4

@@ -2,7 +2,10 @@
 
 Batches are made of texts, not jobs: a job with many texts spans several batches, and many
 one-text jobs fill one. A batch starts when `max_batch` texts wait or `max_wait_ms` after the
-first of them arrived, whichever comes first.
+first of them arrived, whichever comes first. When more texts wait than one pass takes,
+a pass takes the oldest and the texts nearest its length (see _candidates): a pass is as
+long as its longest text, so mixed lengths pay for padding (a quarter of the forward time
+on a mix of 4- to 16-word texts, against the same texts sorted by length).
 
 With `max_batch_tokens` (MONKEY_MAX_BATCH_TOKENS, as TEI's `max-batch-tokens`) a batch is
 also bounded by its padded size, rows times its longest text in tokens: long and short
@@ -13,6 +16,7 @@ own tokenizer, in the executor thread (fast tokenizers are not thread-safe).
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import deque
 from collections.abc import Callable
@@ -23,6 +27,16 @@ from common.errors import OutOfMemory
 from workers.runtimes.base import EmbedResult
 from workers.runtimes.local.executor import BatchExecutor, Request
 from workers.runtimes.local.loading import LoadedEmbedder
+
+# How far past the oldest waiting request a pass looks for texts of its length, in passes.
+WINDOW = 8
+
+
+def _next_length(request: EmbedRequest) -> int:
+    """The size of the request's next text: tokens when measured (a budget), else characters."""
+    if request.lengths is not None:
+        return request.lengths[request.taken]
+    return len(request.texts[request.taken])
 
 
 class EmbedRequest(Request):
@@ -84,10 +98,13 @@ class EmbedExecutor(BatchExecutor):
         if not self._waiting:
             self._add(self._next(timeout=None))
         deadline = self._waiting[0].submitted + self.max_wait_s if self._waiting else 0.0
-        while not self._closing and self._pending_texts < self.max_batch:
+        while not self._closing and self._pending_texts < WINDOW * self.max_batch:
             # Texts that queued during the last forward pass go at once: only a short batch
-            # waits, and never past max_wait_ms after its oldest text arrived.
-            request = self._next(timeout=deadline - time.monotonic())
+            # waits, and never past max_wait_ms after its oldest text arrived. Past a full
+            # pass, what already waits comes in too (without waiting), for _candidates to
+            # choose texts of one length among.
+            full = self._pending_texts >= self.max_batch
+            request = self._next(timeout=0 if full else deadline - time.monotonic())
             if request is None:
                 break
             self._add(request)
@@ -109,33 +126,52 @@ class EmbedExecutor(BatchExecutor):
             fits, longest = fits + 1, widest
         return fits, longest
 
+    def _candidates(self) -> list[EmbedRequest]:
+        """The waiting requests in the order this pass takes them. While they all fit one
+        pass, in arrival order. When more wait than fit, the oldest first and then those
+        whose next text is nearest its length (tokens under a budget, else characters),
+        among the oldest WINDOW * max_batch: texts of one length share a pass, as
+        SentenceTransformer.encode sorts them, and padding costs less. The oldest request
+        goes in every pass, so none waits forever behind texts of other lengths."""
+        if self._pending_texts <= self.max_batch:
+            return list(self._waiting)
+        window = list(itertools.islice(self._waiting, WINDOW * self.max_batch))
+        head, rest = window[0], window[1:]
+        target = _next_length(head)
+        rest.sort(key=lambda r: abs(_next_length(r) - target))  # stable: the older first
+        return [head, *rest]
+
     def _take(self) -> list[tuple[EmbedRequest, int]]:
         batch: list[tuple[EmbedRequest, int]] = []
         longest = 0  # tokens of the batch's longest text, under a token budget
-        while self._waiting and len(batch) < self.max_batch:
-            request = self._waiting[0]
+        gone: set[int] = set()  # requests that leave the waiting line (by id)
+        for request in self._candidates():
+            if len(batch) >= self.max_batch:
+                break
             if request.done.is_set() or (request.ctx is not None and request.ctx.should_stop()):
                 # A failed or stopped job's remaining texts are not worth a forward pass.
-                self._waiting.popleft()
+                gone.add(id(request))
                 self._pending_texts -= len(request.texts) - request.taken
                 if request.finished == request.taken:
                     request.done.set()
                 continue
-            if not request.started:
-                request.started = True
-                self._observe_wait(request)
             n = min(self.max_batch - len(batch), len(request.texts) - request.taken)
             if self.max_batch_tokens:
                 n, longest = self._fit(request, len(batch), longest, n)
                 if not n:
                     break  # the next text waits for the next pass
+            if not request.started:
+                request.started = True
+                self._observe_wait(request)
             batch.extend((request, i) for i in range(request.taken, request.taken + n))
             request.taken += n
             self._pending_texts -= n
             if request.taken == len(request.texts):
-                self._waiting.popleft()
+                gone.add(id(request))
             elif self.max_batch_tokens and len(batch) < self.max_batch:
                 break  # the budget, not the count, closed this batch
+        if gone:
+            self._waiting = deque(r for r in self._waiting if id(r) not in gone)
         return batch
 
     def _run_batch(self, batch: list[tuple[EmbedRequest, int]]) -> None:
