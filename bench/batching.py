@@ -199,8 +199,9 @@ def through_api(items: list[str], env: dict, concurrency: int, postgres: str | N
     engine = create_engine(stack.settings.sync_database_url)
     try:
         stack.start_api()
-        stack.start_worker("gpu", concurrency,
-                           env={"MONKEY_METRICS_PORT": str(stack.metrics_port)})
+        api = stack.procs[-1]
+        worker = stack.start_worker("gpu", concurrency,
+                                    env={"MONKEY_METRICS_PORT": str(stack.metrics_port)})
 
         def embed_bodies(chunk):
             return [{"kind": "embed", "model": f"local/{MINILM}", "input": {"texts": [t]}}
@@ -208,7 +209,7 @@ def through_api(items: list[str], env: dict, concurrency: int, postgres: str | N
 
         _wait_all(engine, asyncio.run(_submit(stack, embed_bodies(items[:64]))))  # warm-up
         passes0, texts0 = _batches(stack)
-        procs = {"api_and_control": stack.procs[0], "gpu_worker": stack.procs[1]}
+        procs = {"api_and_control": api, "gpu_worker": worker}
         cpu0, client0 = cpu_seconds(procs), time.process_time()
         t0 = time.perf_counter()
         ids = asyncio.run(_submit(stack, embed_bodies(items)))
