@@ -39,3 +39,33 @@ def test_local_embeddings_chunk_and_provider_lines_go_alone():
     # A chunk of one line per message is the old way: every line alone.
     assert all(m.task == TASK_BY_KIND["generate"]
                for m in task_messages([row(i, "debug/echo") for i in range(3)], 1))
+
+
+def test_line_job_ids_sort_in_line_order_and_never_repeat():
+    import json
+    import re
+    from datetime import UTC, datetime, timedelta
+
+    from api.services.batch_lines import job_rows
+    from common.batches_db import Batch
+    from common.ids import new_id
+    from common.settings import Settings
+
+    batch = Batch(id=new_id("batch"), owner_id="key_1", endpoint="/v1/chat/completions",
+                  expires_at=datetime.now(UTC) + timedelta(hours=24))
+    lines = [(n, json.dumps({"custom_id": f"r{n}", "method": "POST",
+                             "url": "/v1/chat/completions",
+                             "body": {"model": "debug/echo",
+                                      "messages": [{"role": "user", "content": "hi"}]}}
+                            ).encode()) for n in range(1, 301)]
+    first, again = (job_rows(Settings(), batch, lines) for _ in range(2))
+    ids = [r["id"] for r in first]
+    # new_id's shape and length: the prefix, 12 hex digits of the batch's time, 16 more.
+    assert all(re.fullmatch(r"job_[0-9a-f]{28}", i) and len(i) == len(new_id("job"))
+               for i in ids), ids[:3]
+    assert ids == sorted(ids) and [r["custom_id"] for r in first] == [f"r{n}" for n in
+                                                                     range(1, 301)]
+    # Each line's random tail is its own, and a second enqueue of the same lines (a
+    # part written again after a crash) makes other ids.
+    assert len({i[-10:] for i in ids}) == len(ids)
+    assert not set(ids) & {r["id"] for r in again}
