@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 from sqlalchemy import func, select
 
@@ -58,11 +59,15 @@ def holds_lines(state: AppState) -> bool:
     return state.settings.batch_window > 0
 
 
-async def wait_turn(state: AppState, b: Batch, token: str, lines: int) -> int:
+async def wait_turn(state: AppState, b: Batch, token: str, lines: int,
+                    idle: Callable[[], Awaitable[None]] | None = None) -> int:
     """Return when the batch's key has fewer than AHEAD windows of lines queued, with
     how many of the next `lines` to enqueue now: the room left, but at least a quarter
     of the window (a part per line would cost a transaction each). Keeps the batch's
     claim alive meanwhile (ClaimLost if another process took it).
+
+    `idle` is awaited at each look while it waits (the batch engine writes the lines
+    that ended meanwhile).
 
     Topping the window up by what it lacks, rather than by whole chunks, keeps each
     key's waiting lines close to its window, and so the keys' shares close to their
@@ -79,6 +84,8 @@ async def wait_turn(state: AppState, b: Batch, token: str, lines: int) -> int:
                 await renew(state, s, b.id, token)
                 await s.commit()
             renewed = time.monotonic()
+        if idle is not None:
+            await idle()
         await asyncio.sleep(POLL_S)
     return min(lines, max(ahead - waiting, window // 4, 1))
 

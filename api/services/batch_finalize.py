@@ -1,15 +1,23 @@
-"""Finalizing a batch: once no line is queued or running, its output and error files are
-written part by part (every line answered once, in line order) and its final status set:
-completed, expired (some line's window closed first) or cancelled.
+"""A batch's result files and its final status.
 
-A finalize that dies half way leaves files that no batch points to; the next attempt
-throws them away and writes them anew.
+Its output and error files are written part by part, every line answered once, in line
+order (job ids sort in line order): while the batch runs, the lines that ended before
+the first one still queued or running (Results.ahead, from the batch engine); once no
+line is queued or running, the rest, then the final status: completed, expired (some
+line's window closed first) or cancelled. So finalize is left with the lines that ended
+last, not the whole batch: rendering 10,000 lines took 0.7-0.9 s in which nothing else
+ran.
+
+The files belong to the claim that writes them: a process that takes the batch over
+starts new ones, and finalize throws away the files of earlier claims. Until the batch
+points to them they are left out of the file list.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,16 +29,100 @@ from api.services.files import FileWriter, iter_lines, remove_files
 from api.state import AppState
 from common.batches_db import Batch, File
 from common.db import Job, utcnow
-from common.jobs import JOB_COLUMNS, BatchStatus, JobStatus
+from common.jobs import JOB_COLUMNS, TERMINAL, BatchStatus, JobStatus
 
 log = logging.getLogger("monkey.batches")
 S = JobStatus
 B = BatchStatus
 
 PAGE = 2000  # jobs read per page
+POLL_S = 0.1  # between the batch engine's looks for active lines, while lines end
+LOOK_S = 0.25  # between looks for lines that ended, while the batch runs and lines end
+LOOK_MAX_S = 2.0  # ... doubling to this while none does
 
 
-async def finalize(state: AppState, b: Batch, token: str) -> None:
+class Results:
+    """The result files of one claim on a batch, and how far they have got."""
+
+    def __init__(self, b: Batch):
+        self.out = FileWriter(owner_id=b.owner_id, filename=f"{b.id}_output.jsonl",
+                              purpose="batch_output", batch_id=b.id)
+        # OpenAI's purpose for a batch's error file is its output's too (the schema lists
+        # no other): the filename tells them apart.
+        self.err = FileWriter(owner_id=b.owner_id, filename=f"{b.id}_error.jsonl",
+                              purpose="batch_output", batch_id=b.id)
+        self.counts = {"ok": 0, "failed": 0, "unfinished": 0, "expired": 0}
+        self.last = ""  # the id of the last line written
+        self._next_look = 0.0
+        self._wait = LOOK_S
+
+    @property
+    def pause(self) -> float:
+        """How long the batch engine waits between looks at its lines: POLL_S while
+        they end, longer while none does (a batch whose lines wait their turn for
+        hours costs a look every LOOK_MAX_S)."""
+        return POLL_S if self._wait == LOOK_S else self._wait
+
+    @property
+    def file_ids(self) -> set[str]:
+        return {self.out.file.id, self.err.file.id}
+
+    async def ahead(self, state: AppState, b: Batch, token: str) -> None:
+        """While the batch runs: write the lines that ended since the last look, up to
+        the first line still active (or not yet enqueued). Looks every LOOK_S while
+        lines end, less often while none does; the claim is renewed as parts go out."""
+        now = time.monotonic()
+        if now < self._next_look:
+            return
+        wrote = await self.write(state, b, token, running=True)
+        self._wait = LOOK_S if wrote else min(self._wait * 2, LOOK_MAX_S)
+        self._next_look = time.monotonic() + self._wait
+
+    async def write(self, state: AppState, b: Batch, token: str, *, running: bool) -> int:
+        """Write the lines after the last one written, in pages: all of them, or with
+        `running` those before the first active line. Returns how many."""
+        written = 0
+        while True:
+            async with state.sessions() as s:
+                upto = await self._ended_upto(s, b) if running else None
+                if running and upto is None:
+                    break
+                where = [Job.batch_id == b.id, Job.id > self.last]
+                if upto is not None:
+                    where.append(Job.id <= upto)
+                # Core rows: the ORM's identity map and instance state per line cost
+                # more than rendering the line.
+                jobs = (await s.execute(select(*JOB_COLUMNS).where(*where)
+                                        .order_by(Job.id).limit(PAGE))).all()
+            if not jobs:
+                break
+            self.last = jobs[-1].id
+            written += len(jobs)
+            rendered = await asyncio.to_thread(_render_page, jobs, b.endpoint)
+            for (kind, line), status in rendered:
+                self.counts[kind] += 1
+                self.counts["expired"] += status == S.EXPIRED
+                (self.out if kind == "ok" else self.err).add(line)
+            await _flush_ready(state, b, token, self.out, self.err)
+        return written
+
+    async def _ended_upto(self, s, b: Batch) -> str | None:
+        """The id of the last line of the next page that ended before any active line
+        did, or None when the next line has not ended (ids and statuses only)."""
+        page = (await s.execute(select(Job.id, Job.status).where(
+            Job.batch_id == b.id, Job.id > self.last).order_by(Job.id).limit(PAGE))).all()
+        upto = None
+        for job_id, status in page:
+            if status not in TERMINAL:
+                break
+            upto = job_id
+        return upto
+
+
+async def finalize(state: AppState, b: Batch, token: str,
+                   results: Results | None = None) -> None:
+    """Write what `results` (this claim's, if it wrote any while the batch ran) still
+    lacks, then the final status."""
     if b.status == B.IN_PROGRESS:
         async with state.sessions() as s:
             res = await s.execute(
@@ -45,39 +137,19 @@ async def finalize(state: AppState, b: Batch, token: str) -> None:
     async with state.sessions() as s:
         # Files of an attempt that died half way are thrown away and written anew.
         await renew(state, s, b.id, token)
-        stale = (await s.execute(select(File.id).where(File.batch_id == b.id))).scalars().all()
+        results = results or Results(b)
+        stale = [f for f in (await s.execute(select(File.id).where(File.batch_id == b.id)))
+                 .scalars().all() if f not in results.file_ids]
         if stale:
-            await remove_files(s, list(stale))
+            await remove_files(s, stale)
         await s.commit()
-    out, err, counts = await _write_results(state, b, token)
+    out, err, counts = await _write_results(state, b, token, results)
     await _settle(state, b, token, out, err, counts)
 
 
-async def _write_results(state: AppState, b: Batch, token: str):
-    out = FileWriter(owner_id=b.owner_id, filename=f"{b.id}_output.jsonl",
-                     purpose="batch_output", batch_id=b.id)
-    # OpenAI's purpose for a batch's error file is its output's too (the schema lists
-    # no other): the filename tells them apart.
-    err = FileWriter(owner_id=b.owner_id, filename=f"{b.id}_error.jsonl",
-                     purpose="batch_output", batch_id=b.id)
-    counts = {"ok": 0, "failed": 0, "unfinished": 0, "expired": 0}
-    last = ""
-    while True:
-        async with state.sessions() as s:
-            # Core rows: the ORM's identity map and instance state per line cost more
-            # than rendering the line.
-            jobs = (await s.execute(
-                select(*JOB_COLUMNS).where(Job.batch_id == b.id, Job.id > last)
-                .order_by(Job.id).limit(PAGE))).all()
-        if not jobs:
-            break
-        last = jobs[-1].id
-        rendered = await asyncio.to_thread(_render_page, jobs, b.endpoint)
-        for (kind, line), status in rendered:
-            counts[kind] += 1
-            counts["expired"] += status == S.EXPIRED
-            (out if kind == "ok" else err).add(line)
-        await _flush_ready(state, b, token, out, err)
+async def _write_results(state: AppState, b: Batch, token: str, results: Results):
+    await results.write(state, b, token, running=False)
+    out, err, counts = results.out, results.err, results.counts
     if b.lines_enqueued < b.request_total:
         # Cancelled while enqueuing: the lines that never became jobs are answered too.
         seen = 0
@@ -136,4 +208,4 @@ async def _settle(state: AppState, b: Batch, token: str, out: FileWriter, err: F
     log.info("batch %s %s", b.id, final, extra={"batch_id": b.id, **counts})
 
 
-__all__ = ["finalize"]
+__all__ = ["Results", "finalize"]

@@ -9,8 +9,9 @@
   pipelined publish per chunk follows here. Either way lines that run in chunks on
   the worker go `MONKEY_BATCH_CHUNK_LINES` to a task message
   (batch_lines.task_messages). A crash resumes after the last committed chunk.
-- finalize (batch_finalize): once no line is queued or running, the result files and
-  the final status.
+- results and finalize (batch_finalize): while lines run, the ones that ended go to the
+  result files in line order (between parts, and while the last lines run); once no
+  line is queued or running, the rest of the files and the final status.
 
 Whoever works on a batch holds its claim (batch_claim), so a stale worker can never
 overwrite a newer one. `start()` runs the work in the background of this process; the reconciler's
@@ -23,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from datetime import timedelta
 from typing import cast
 
@@ -31,7 +33,7 @@ from sqlalchemy import Table, or_, select, update
 from api.deps import Principal
 from api.services import batch_fair, batch_lines
 from api.services.batch_claim import ClaimLost, claim, claim_s, load, release, renew
-from api.services.batch_finalize import finalize
+from api.services.batch_finalize import Results, finalize
 from api.services.files import iter_lines
 from api.state import AppState
 from common.batches_db import Batch
@@ -93,13 +95,14 @@ async def run(state: AppState, batch_id: str) -> None:
         if b.status == B.VALIDATING:
             await validate(state, b, token)
             b = await load(state, batch_id)
+        results = Results(b)
         if b.status == B.IN_PROGRESS and b.lines_enqueued < b.request_total:
-            await enqueue(state, b, token)
+            await enqueue(state, b, token, results)
             b = await load(state, batch_id)
         enqueued = b.lines_enqueued >= b.request_total or b.status != B.IN_PROGRESS
-        if b.status in (B.IN_PROGRESS, B.CANCELLING, B.FINALIZING) and enqueued \
-                and not await _active_lines(state, batch_id):
-            await finalize(state, b, token)
+        if b.status in (B.IN_PROGRESS, B.CANCELLING, B.FINALIZING) and enqueued:
+            b = await _follow(state, b, token, results)
+            await finalize(state, b, token, results)
     except ClaimLost:
         log.info("batch %s: claim lost, leaving it to its new owner", batch_id)
     except Exception:
@@ -128,6 +131,21 @@ async def advance_batches(state: AppState) -> int:
         if needed and start(state, batch_id):
             started += 1
     return started
+
+
+async def _follow(state: AppState, b: Batch, token: str, results: Results) -> Batch:
+    """Hold the claim while the batch's lines run, writing those that end to its result
+    files; return the batch as it is once none is queued or running."""
+    renewed = time.monotonic()
+    while await _active_lines(state, b.id):
+        await results.ahead(state, b, token)
+        if time.monotonic() - renewed > claim_s(state) / 3:
+            async with state.sessions() as s:
+                await renew(state, s, b.id, token)
+                await s.commit()
+            renewed = time.monotonic()
+        await asyncio.sleep(results.pause)
+    return await load(state, b.id)
 
 
 # Validate --------------------------------------------------------------------------------
@@ -160,7 +178,7 @@ async def validate(state: AppState, b: Batch, token: str) -> None:
 
 # Enqueue ---------------------------------------------------------------------------------
 
-async def enqueue(state: AppState, b: Batch, token: str) -> None:
+async def enqueue(state: AppState, b: Batch, token: str, results: Results) -> None:
     # One publish in flight while the next chunk is built and inserted.
     publishing: asyncio.Task | None = None
     try:
@@ -172,10 +190,11 @@ async def enqueue(state: AppState, b: Batch, token: str) -> None:
                 if seen > b.lines_enqueued:  # resume after the last committed chunk
                     pending.append(line)
                 if len(pending) >= CHUNK:
-                    publishing = await _enqueue_chunk(state, b, token, pending, publishing)
+                    publishing = await _enqueue_chunk(state, b, token, pending, publishing,
+                                                      results)
                     pending = []
         if pending:
-            publishing = await _enqueue_chunk(state, b, token, pending, publishing)
+            publishing = await _enqueue_chunk(state, b, token, pending, publishing, results)
         if publishing is not None:
             await publishing
     finally:
@@ -184,9 +203,14 @@ async def enqueue(state: AppState, b: Batch, token: str) -> None:
 
 
 async def _enqueue_chunk(state: AppState, b: Batch, token: str, lines: list,
-                         publishing: asyncio.Task | None) -> asyncio.Task | None:
+                         publishing: asyncio.Task | None,
+                         results: Results) -> asyncio.Task | None:
+    def write_ended():
+        return results.ahead(state, b, token)
+
     while lines:  # in parts, as the key's window has room (fair share between keys)
-        room = await batch_fair.wait_turn(state, b, token, len(lines))
+        await write_ended()
+        room = await batch_fair.wait_turn(state, b, token, len(lines), idle=write_ended)
         publishing = await _enqueue_part(state, b, token, lines[:room], publishing)
         lines = lines[room:]
     return publishing

@@ -177,7 +177,11 @@ async def iter_lines(*, sessions: async_sessionmaker, file_id: str
 
 async def list_files(*, session: AsyncSession, settings: Settings, principal: Principal,
                      purpose: str | None, limit: int, after: str | None) -> dict:
-    stmt = select(File).where(File.owner_id == principal.key_id)
+    # A batch's result files are written while it runs (batch_finalize): they are
+    # listed once the batch has ended and points to them.
+    unfinished = select(Batch.id).where(Batch.id == File.batch_id,
+                                        Batch.status.in_(BATCH_WORKING)).exists()
+    stmt = select(File).where(File.owner_id == principal.key_id, ~unfinished)
     if purpose:
         stmt = stmt.where(File.purpose == purpose)
     if after:

@@ -399,3 +399,55 @@ def test_lines_not_started_within_the_window_expire(make_stack, db):
     err = read_lines(client, done.error_file_id)
     assert [x["custom_id"] for x in err] == [f"x{i}" for i in range(10)]
     assert {x["error"]["code"] for x in err} == {"batch_expired"}
+
+
+def test_result_files_are_written_while_the_last_lines_run(make_stack):
+    """A batch's finished lines go to its result files while later lines still run, so
+    finalize has only the last ones left; the file list shows no result file until
+    the batch points to it, and no file of an earlier write is left behind."""
+    from common.batches_db import File
+
+    stack = make_stack("postgres")
+    stack.start_worker("llm", concurrency=4)
+    client = sdk(stack)
+    # 3,000 lines of about 1.5 KB of output each: past one 4 MB part of the file.
+    text = " ".join(["word"] * 300)
+    lines = [chat_line(f"r{i}", text, max_tokens=400) for i in range(3000)]
+    lines.append(chat_line("slow", "one two three four five six", delay_ms=2000))
+    batch = start_batch(client, lines)
+    engine = make_sync_engine(stack.settings)
+
+    def statuses() -> dict:
+        with engine.connect() as c:
+            return dict(c.execute(select(Job.custom_id, Job.status)
+                                  .where(Job.batch_id == batch.id)).all())
+
+    def parts() -> list:
+        with engine.connect() as c:
+            return c.execute(select(File.id, File.parts).where(File.batch_id == batch.id)
+                             ).all()
+
+    try:
+        # (The slow line's chunk neighbours that ended just before it are written with it.)
+        wait_until(lambda: (lambda st: len(st) == 3001 and st["slow"] == "running" and sum(
+            v == "succeeded" for v in st.values()) >= 2900)(statuses()), 120,
+                   "the lines before the slow one done, the slow one running")
+        wait_until(lambda: any(n >= 1 for _, n in parts()), 5, "a part of the output written")
+        written = parts()
+        assert statuses()["slow"] == "running"  # written before the last line ended
+        running = client.batches.retrieve(batch.id)
+        assert running.status == "in_progress" and running.output_file_id is None, running
+        listed = {f.id for f in client.files.list(purpose="batch_output")}
+        assert not listed & {file_id for file_id, _ in written}, listed
+
+        done = wait_batch(client, batch.id, timeout=120)
+        assert done.status == "completed" and done.error_file_id is None, done
+        out = read_lines(client, done.output_file_id)
+        assert [x["custom_id"] for x in out] == [f"r{i}" for i in range(3000)] + ["slow"]
+        assert out[0]["response"]["body"]["choices"][0]["message"]["content"] == text
+        with engine.connect() as c:
+            kept = c.execute(select(File.id).where(File.batch_id == batch.id)).scalars().all()
+        assert kept == [done.output_file_id]
+        assert done.output_file_id in {f.id for f in client.files.list(purpose="batch_output")}
+    finally:
+        engine.dispose()
