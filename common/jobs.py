@@ -99,7 +99,7 @@ JOB_COLUMNS = tuple(col.label(attr.key) for attr in Job.__mapper__.column_attrs
                     for col in attr.columns)
 
 
-def _iso(dt: datetime | None) -> str | None:
+def iso(dt: datetime | None) -> str | None:
     return dt.isoformat().replace("+00:00", "Z") if dt else None
 
 
@@ -119,10 +119,10 @@ def envelope(job: Job | Row[Any]) -> dict[str, Any]:
         "output": job.output,
         "error": job.error,
         "attempts": job.attempts,
-        "created_at": _iso(job.created_at),
-        "started_at": _iso(job.started_at),
-        "finished_at": _iso(job.finished_at),
-        "start_by": _iso(job.start_by),
+        "created_at": iso(job.created_at),
+        "started_at": iso(job.started_at),
+        "finished_at": iso(job.finished_at),
+        "start_by": iso(job.start_by),
         "timeout_s": job.timeout_s,
         "metadata": job.metadata_ or {},
         "metrics": job.metrics or {},

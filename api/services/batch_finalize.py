@@ -29,7 +29,7 @@ from api.services.files import FileWriter, iter_lines, remove_files
 from api.state import AppState
 from common.batches_db import Batch, File
 from common.db import Job, utcnow
-from common.jobs import JOB_COLUMNS, TERMINAL, BatchStatus, JobStatus
+from common.jobs import TERMINAL, BatchStatus, JobStatus
 
 log = logging.getLogger("monkey.batches")
 S = JobStatus
@@ -92,7 +92,8 @@ class Results:
                     where.append(Job.id <= upto)
                 # Core rows: the ORM's identity map and instance state per line cost
                 # more than rendering the line.
-                jobs = (await s.execute(select(*JOB_COLUMNS).where(*where)
+                jobs = (await s.execute(select(*batch_lines.result_columns(b.endpoint))
+                                        .where(*where)
                                         .order_by(Job.id).limit(PAGE))).all()
             if not jobs:
                 break

@@ -23,7 +23,7 @@ from common.batches_db import Batch
 from common.constants import DEBUG_ECHO, DEBUG_EMBED, LOCAL_PREFIX
 from common.db import Job
 from common.errors import MonkeyError, RequestError
-from common.jobs import envelope
+from common.jobs import JOB_COLUMNS, envelope, iso
 from common.producer import TaskMessage
 from common.settings import Settings
 
@@ -214,10 +214,30 @@ def unrun_lines(batch: Batch, lines: list[tuple[int, bytes]]) -> list[bytes]:
     return out
 
 
+# What a result line of a chat completion or an embedding reads of its job: the input,
+# params and the other timestamps, parsed and formatted for every line, it does not.
+_RESULT_ATTRS = ("id", "custom_id", "status", "model", "output", "error", "metrics",
+                 "metadata_", "created_at")
+_RESULT_COLUMNS = tuple(c for c in JOB_COLUMNS if c.name in _RESULT_ATTRS)
+
+
+def result_columns(endpoint: str) -> tuple:
+    """The columns result_line needs of a line's job on `endpoint` (a Responses line's
+    body repeats its request: all of them)."""
+    return JOB_COLUMNS if endpoint == RESPONSES else _RESULT_COLUMNS
+
+
+def _result_env(job: Any) -> dict[str, Any]:
+    """The part of the job's envelope a chat completion or an embedding body reads."""
+    return {"id": job.id, "model": job.model, "status": job.status, "output": job.output,
+            "error": job.error, "metrics": job.metrics or {}, "metadata": job.metadata_ or {},
+            "created_at": iso(job.created_at)}
+
+
 def result_line(job: Job | Any, endpoint: str) -> tuple[str, bytes]:
     """("ok" | "failed" | "unfinished", the line) for one line's job (a Job or a row of
-    JOB_COLUMNS)."""
-    env = envelope(job)
+    result_columns(endpoint))."""
+    env = envelope(job) if endpoint == RESPONSES else _result_env(job)
     line: dict[str, Any] = {"id": f"batch_req_{job.id.removeprefix('job_')}",
                             "custom_id": job.custom_id}
     if job.status == "succeeded":
