@@ -37,8 +37,9 @@ B = BatchStatus
 
 PAGE = 2000  # jobs read per page
 POLL_S = 0.1  # between the batch engine's looks for active lines, while lines end
-LOOK_S = 0.25  # between looks for lines that ended, while the batch runs and lines end
-LOOK_MAX_S = 2.0  # ... doubling to this while none does
+LOOK_S = 0.25  # between looks for lines that ended, while lines end
+QUIET_S = 5.0  # no line written for this long: its lines wait (their turn, a slow line)
+LOOK_MAX_S = 1.0  # ... and both looks come this often (as the reconciler's tick)
 
 
 class Results:
@@ -54,14 +55,19 @@ class Results:
         self.counts = {"ok": 0, "failed": 0, "unfinished": 0, "expired": 0}
         self.last = ""  # the id of the last line written
         self._next_look = 0.0
-        self._wait = LOOK_S
+        self._wrote_at = time.monotonic()  # when a look last wrote lines
+
+    @property
+    def _quiet(self) -> bool:
+        return time.monotonic() - self._wrote_at > QUIET_S
 
     @property
     def pause(self) -> float:
-        """How long the batch engine waits between looks at its lines: POLL_S while
-        they end, longer while none does (a batch whose lines wait their turn for
-        hours costs a look every LOOK_MAX_S)."""
-        return POLL_S if self._wait == LOOK_S else self._wait
+        """How long the batch engine waits between its looks for active lines: POLL_S
+        while lines end (the last one's end starts finalize within it), LOOK_MAX_S
+        once none has for QUIET_S (a batch whose lines wait for hours costs a look a
+        second, as the reconciler's tick)."""
+        return LOOK_MAX_S if self._quiet else POLL_S
 
     @property
     def file_ids(self) -> set[str]:
@@ -70,13 +76,13 @@ class Results:
     async def ahead(self, state: AppState, b: Batch, token: str) -> None:
         """While the batch runs: write the lines that ended since the last look, up to
         the first line still active (or not yet enqueued). Looks every LOOK_S while
-        lines end, less often while none does; the claim is renewed as parts go out."""
-        now = time.monotonic()
-        if now < self._next_look:
+        lines end, every LOOK_MAX_S once none has for QUIET_S; the claim is renewed as
+        parts go out."""
+        if time.monotonic() < self._next_look:
             return
-        wrote = await self.write(state, b, token, running=True)
-        self._wait = LOOK_S if wrote else min(self._wait * 2, LOOK_MAX_S)
-        self._next_look = time.monotonic() + self._wait
+        if await self.write(state, b, token, running=True):
+            self._wrote_at = time.monotonic()
+        self._next_look = time.monotonic() + (LOOK_MAX_S if self._quiet else LOOK_S)
 
     async def write(self, state: AppState, b: Batch, token: str, *, running: bool) -> int:
         """Write the lines after the last one written, in pages: all of them, or with
