@@ -80,7 +80,7 @@ class Job(Base):
         UniqueConstraint("owner_id", "idempotency_key", name="uq_jobs_owner_idempotency"),
         Index("ix_jobs_owner_id", "owner_id", "id"),
         Index("ix_jobs_status_queue", "status", "queue", "priority"),
-        Index("ix_jobs_batch", "batch_id"),
+        Index("ix_jobs_batch_line", "batch_id", "id"),  # a batch's lines in line order
         Index("ix_jobs_batch_status", "batch_id", "status"),
         Index("ix_jobs_owner_status", "owner_id", "status", "priority"),
         Index("ix_jobs_owner_finished", "owner_id", "finished_at"),

@@ -36,6 +36,7 @@ S = JobStatus
 B = BatchStatus
 
 PAGE = 2000  # jobs read per page
+LOOK_PAGE = 500  # statuses read per look while the batch runs (index ix_jobs_batch_line)
 POLL_S = 0.1  # between the batch engine's looks for active lines, while lines end
 LOOK_S = 0.25  # between looks for lines that ended, while lines end
 QUIET_S = 5.0  # no line written for this long: its lines wait (their turn, a slow line)
@@ -114,10 +115,11 @@ class Results:
         return written
 
     async def _ended_upto(self, s, b: Batch) -> str | None:
-        """The id of the last line of the next page that ended before any active line
-        did, or None when the next line has not ended (ids and statuses only)."""
+        """The id of the last line, among the next LOOK_PAGE, that ended before any
+        active line did, or None when the next line has not ended (ids and statuses:
+        a range of the index on (batch_id, id))."""
         page = (await s.execute(select(Job.id, Job.status).where(
-            Job.batch_id == b.id, Job.id > self.last).order_by(Job.id).limit(PAGE))).all()
+            Job.batch_id == b.id, Job.id > self.last).order_by(Job.id).limit(LOOK_PAGE))).all()
         upto = None
         for job_id, status in page:
             if status not in TERMINAL:
