@@ -20,20 +20,17 @@ branch_labels = None
 depends_on = None
 
 
-def _concurrently() -> dict:
-    return {"postgresql_concurrently": True} if op.get_bind().dialect.name == "postgresql" else {}
-
-
 def upgrade() -> None:
     with op.get_context().autocommit_block():
         op.create_index("ix_jobs_batch_line", "jobs", ["batch_id", "id"], if_not_exists=True,
-                        **_concurrently())
-        op.drop_index("ix_jobs_batch", table_name="jobs", if_exists=True, **_concurrently())
+                        postgresql_concurrently=True)
+        op.drop_index("ix_jobs_batch", table_name="jobs", if_exists=True,
+                      postgresql_concurrently=True)
 
 
 def downgrade() -> None:
     with op.get_context().autocommit_block():
         op.create_index("ix_jobs_batch", "jobs", ["batch_id"], if_not_exists=True,
-                        **_concurrently())
+                        postgresql_concurrently=True)
         op.drop_index("ix_jobs_batch_line", table_name="jobs", if_exists=True,
-                      **_concurrently())
+                      postgresql_concurrently=True)
