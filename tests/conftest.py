@@ -51,6 +51,7 @@ FAST_ENV = {
     "MONKEY_LOST_AFTER_S": "2",
     "MONKEY_LOST_SCAN_S": "10",
     "PYTHONUNBUFFERED": "1",
+    "PYTHONFAULTHANDLER": "1",  # a process that hangs a test leaves its stacks (_hung_tail)
 }
 
 
@@ -233,7 +234,8 @@ class Stack:
         proc = self.spawn("api", ["api", "--host", host, "--port", str(self.api_port)],
                           extra_env, wrap)
         self.api_proc = proc
-        wait_until(lambda: self._ready(proc), 30, "API ready", proc)
+        # Ready in about 1 s here; 60 s leaves room for a machine stalled by other work.
+        wait_until(lambda: self._ready(proc), 60, "API ready", proc)
 
     def _ready(self, proc) -> bool:
         try:
@@ -390,6 +392,19 @@ def _worker_ready(r: redis.Redis, pid: int) -> bool:
     return False
 
 
+def _hung_tail(proc) -> str:
+    """The end of a Stack process's log, with every thread's stack: SIGABRT makes
+    faulthandler (PYTHONFAULTHANDLER, FAST_ENV) write them before the process dies."""
+    log_path = getattr(proc, "log_path", None)
+    if log_path is None:
+        return ""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGABRT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(5)
+    return "\n" + log_path.read_text(errors="replace")[-8000:]
+
+
 def wait_until(check, timeout: float, what: str, proc=None, interval: float = 0.05) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -399,7 +414,8 @@ def wait_until(check, timeout: float, what: str, proc=None, interval: float = 0.
             raise AssertionError(f"{what}: process exited with {proc.returncode}\n"
                                  f"{proc.log_path.read_text(errors='replace')[-4000:]}")
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}"
+                                 f"{_hung_tail(proc)}")
         time.sleep(interval)
 
 
