@@ -147,6 +147,10 @@ class Releaser:
                 .values(held_at=None, published_at=now).returning(*_RELEASED)
                 .execution_options(synchronize_session=False))).mappings()]
             await s.commit()
+        # In id order (a batch's line order): RETURNING gives the rows as the table
+        # holds them, and chunks of scattered lines would leave the batch's earliest
+        # lines active the longest, holding back the result files written in line order.
+        rows.sort(key=lambda r: r["id"])
         return rows
 
     async def _publish(self, rows: dict[str, list[dict]], by_weight: dict[str, float]) -> None:
