@@ -6,8 +6,9 @@ stream than on the model. A chunk's lines are claimed in one statement
 (`JobStore.claim_many`), run without token events (nobody follows a line live; a
 batch is watched through its progress), embedded in as few forward passes as the
 executor allows (every line's texts are handed over before the first is awaited), and
-their ends written in bulk (`JobStore.finish_many`) every `FLUSH_S` and at the end, so
-the batch's progress advances within a chunk too.
+their ends written in bulk (`JobStore.finish_many`) at most `FLUSH_S` after they end
+(a timer writes them when no later line ends in time) and at the end, so the batch's
+progress advances within a chunk too.
 
 Each line is still a job of its own: its run sits in the registry, so the heartbeat
 renews its lease and a cancel (the line's, or its batch's) stops it; every end is
@@ -21,6 +22,7 @@ queue and the chunk's message with them: its next delivery claims just those.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter
 
@@ -62,13 +64,17 @@ class LineRun(JobRun):
 
 
 class Ends:
-    """Finished lines waiting for their bulk write."""
+    """Finished lines waiting for their bulk write: written when a line ends FLUSH_S
+    after the last write, else by a timer, so lines that end before a slow one do not
+    wait for it (the timer's thread and the chunk's share the lock)."""
 
     def __init__(self, state: Worker):
         self.state = state
         self.pending: list[tuple[LineRun, End]] = []
         self.handed: list[LineRun] = []  # stopped by the drain before their work was whole
         self.flushed_at = time.monotonic()
+        self._lock = threading.RLock()
+        self._timer: threading.Timer | None = None
 
     def add(self, run: LineRun, outcome: Outcome | None,
             result: GenerateResult | EmbedResult | None = None) -> None:
@@ -76,27 +82,54 @@ class Ends:
         # about to leave `running`) and a cancel has nothing left to stop.
         self.state.runs.remove(run)
         run.close()
-        if outcome is HAND_BACK:
-            self.handed.append(run)
-        elif outcome is not None:  # None: the lease was lost, another attempt owns it
-            self.pending.append((run, End(run.spec.id, run.spec.attempt, outcome.to,
-                                          outcome.output, outcome.error, run.metrics(result))))
-        if time.monotonic() - self.flushed_at >= FLUSH_S:
+        with self._lock:
+            if outcome is HAND_BACK:
+                self.handed.append(run)
+            elif outcome is not None:  # None: the lease was lost, another attempt owns it
+                self.pending.append((run, End(run.spec.id, run.spec.attempt, outcome.to,
+                                              outcome.output, outcome.error,
+                                              run.metrics(result))))
+            wait_s = FLUSH_S - (time.monotonic() - self.flushed_at)
+            if wait_s <= 0:
+                self.flush()
+            elif self.pending and self._timer is None:
+                self._timer = threading.Timer(wait_s, self._on_timer)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def _on_timer(self) -> None:
+        try:
             self.flush()
+        except Exception as exc:  # the lines stay pending: the chunk's own flush tries again
+            log.warning("chunk lines not written yet: %s", exc)
 
     def flush(self) -> None:
-        self.flushed_at = time.monotonic()
-        if not self.pending:
-            return
-        pending, self.pending = self.pending, []
-        envs = {env["id"]: env for env in self.state.store.finish_many([e for _, e in pending])}
-        for run, _ in pending:
-            env = envs.get(run.spec.id)
-            if env is not None:
-                self.state.hooks.finished(run.spec, env)
+        with self._lock:
+            self.close()
+            self.flushed_at = time.monotonic()
+            if not self.pending:
+                return
+            pending, self.pending = self.pending, []
+            try:
+                ends = self.state.store.finish_many([e for _, e in pending])
+            except BaseException:
+                self.pending[:0] = pending
+                raise
+            envs = {env["id"]: env for env in ends}
+            for run, _ in pending:
+                env = envs.get(run.spec.id)
+                if env is not None:
+                    self.state.hooks.finished(run.spec, env)
         statuses = Counter(str(env["status"]) for env in envs.values())
         log.info("chunk lines finished", extra={
             "lines": len(pending), "discarded": len(pending) - len(envs), **statuses})
+
+    def close(self) -> None:
+        """No timed write after this (a write under way ends first: it holds the lock)."""
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
 
     def hand_back(self) -> None:
         """The lines the drain stopped go back to the queue (HandedBack: the chunk's
@@ -130,6 +163,10 @@ def _execute(state: Worker, job_ids: list[str]) -> None:
     rows = state.store.claim_many(job_ids, worker_id=state.worker_id)
     if not rows:
         return
+    # In the message's order (line order), whatever order the claim returned them in:
+    # a batch's results are written in line order up to its first active line.
+    place = {job_id: n for n, job_id in enumerate(job_ids)}
+    rows.sort(key=lambda row: place[row.id])
     runs = [LineRun(state, claim_of(row)) for row in rows]
     for run in runs:
         state.runs.add(run)
@@ -141,6 +178,7 @@ def _execute(state: Worker, job_ids: list[str]) -> None:
         ends.flush()
         ends.hand_back()
     finally:
+        ends.close()
         for run in runs:
             state.runs.remove(run)
             run.close()

@@ -131,6 +131,22 @@ def test_a_cancel_stops_the_lines_not_started_yet(state):
     assert all(j.finished_at is not None and j.lease_expires_at is None for j in rest)
 
 
+def test_lines_that_end_before_a_slow_one_are_written_while_it_runs(state):
+    fast = add_lines(state, ["a b", "c d", "e f"])
+    slow = add_lines(state, [" ".join(f"w{i}" for i in range(40))], delay_ms=100)  # 4 s
+    ids = fast + slow
+    worker = start_chunk(state, ids, lambda: rows(state, slow)[0].status == S.RUNNING)
+    try:
+        # Within the write window of their end (chunks.FLUSH_S), not at the slow line's.
+        wait_until(lambda: all(j.status == S.SUCCEEDED for j in rows(state, fast)), 2,
+                   "the fast lines written")
+        assert rows(state, slow)[0].status == S.RUNNING
+    finally:
+        worker.join(20)
+    assert [j.status for j in rows(state, ids)] == [S.SUCCEEDED] * 4
+    assert rows(state, slow)[0].output["text"] == " ".join(f"w{i}" for i in range(40))
+
+
 def test_the_heartbeat_renews_a_chunk_in_one_go_and_leaves_its_finished_lines(state):
     ids = add_lines(state, ["a b c"] * 6, delay_ms=50)
     worker = start_chunk(state, ids, lambda: rows(state, ids)[1].status == S.SUCCEEDED)
