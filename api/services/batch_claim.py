@@ -8,6 +8,7 @@ too slow, or presumed dead) can never overwrite the work of the one that took ov
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from typing import Any, cast
 
@@ -56,6 +57,19 @@ async def renew(state: AppState, s: AsyncSession, batch_id: str, token: str,
         raise ClaimLost(batch_id)
 
 
+async def keep(state: AppState, batch_id: str, token: str, renewed: float) -> float:
+    """Renew the claim, in a transaction of its own, once a third of it has passed since
+    `renewed` (time.monotonic() of the last renewal); returns the new one. For work that
+    holds the claim without writing (waiting its turn, following its lines) or writes
+    often (validation's pages). ClaimLost if another process took it."""
+    if time.monotonic() - renewed <= claim_s(state) / 3:
+        return renewed
+    async with state.sessions() as s:
+        await renew(state, s, batch_id, token)
+        await s.commit()
+    return time.monotonic()
+
+
 async def release(state: AppState, batch_id: str, token: str) -> None:
     async with state.sessions() as s:
         await s.execute(
@@ -71,4 +85,4 @@ async def load(state: AppState, batch_id: str) -> Batch:
                                 .execution_options(populate_existing=True))).scalar_one()
 
 
-__all__ = ["ClaimLost", "claim", "claim_s", "load", "release", "renew"]
+__all__ = ["ClaimLost", "claim", "claim_s", "keep", "load", "release", "renew"]

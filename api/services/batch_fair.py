@@ -35,7 +35,7 @@ from collections.abc import Awaitable, Callable
 from sqlalchemy import func, select
 
 from api.services import fair
-from api.services.batch_claim import claim_s, renew
+from api.services.batch_claim import keep
 from api.state import AppState
 from common.batches_db import Batch
 from common.db import Job
@@ -79,11 +79,7 @@ async def wait_turn(state: AppState, b: Batch, token: str, lines: int,
     ahead = AHEAD * window
     renewed = time.monotonic()
     while (waiting := await lines_waiting(state, b.owner_id, ahead)) >= ahead:
-        if time.monotonic() - renewed > claim_s(state) / 3:
-            async with state.sessions() as s:
-                await renew(state, s, b.id, token)
-                await s.commit()
-            renewed = time.monotonic()
+        renewed = await keep(state, b.id, token, renewed)
         if idle is not None:
             await idle()
         await asyncio.sleep(POLL_S)

@@ -32,7 +32,7 @@ from sqlalchemy import Table, or_, select, update
 
 from api.deps import Principal
 from api.services import batch_fair, batch_lines
-from api.services.batch_claim import ClaimLost, claim, claim_s, load, release, renew
+from api.services.batch_claim import ClaimLost, claim, claim_s, keep, load, release
 from api.services.batch_finalize import Results, finalize
 from api.services.files import iter_lines
 from api.state import AppState
@@ -139,11 +139,7 @@ async def _follow(state: AppState, b: Batch, token: str, results: Results) -> Ba
     renewed = time.monotonic()
     while await _active_lines(state, b.id):
         await results.ahead(state, b, token)
-        if time.monotonic() - renewed > claim_s(state) / 3:
-            async with state.sessions() as s:
-                await renew(state, s, b.id, token)
-                await s.commit()
-            renewed = time.monotonic()
+        renewed = await keep(state, b.id, token, renewed)
         await asyncio.sleep(results.pause)
     return await load(state, b.id)
 
@@ -152,13 +148,12 @@ async def _follow(state: AppState, b: Batch, token: str, results: Results) -> Ba
 
 async def validate(state: AppState, b: Batch, token: str) -> None:
     checker = batch_lines.Checker(state.settings, Principal(b.owner_id, ""), b.endpoint)
+    renewed = time.monotonic()
     async for lines in iter_lines(sessions=state.sessions, file_id=b.input_file_id):
         await asyncio.to_thread(checker.check, lines)
         if checker.stop:
             break
-        async with state.sessions() as s:
-            await renew(state, s, b.id, token)
-            await s.commit()
+        renewed = await keep(state, b.id, token, renewed)
     errors = checker.finish()
     now = utcnow()
     if errors:
