@@ -315,10 +315,10 @@ class JobStore:
 
     def claim_many(self, job_ids: list[str], *, worker_id: str) -> list[Any]:
         """Take every job of `job_ids` that is still queued, in one statement: rows of
-        JOB_COLUMNS after the claim (attempts is each one's attempt). The rest were
-        taken or ended already (a duplicate delivery claims nothing), are past their
-        start_by and expire here, with their events, or are past their key's cap of
-        running jobs and are held back (_claim_capped).
+        JOB_COLUMNS after the claim (attempts is each one's attempt), in job_ids' order.
+        The rest were taken or ended already (a duplicate delivery claims nothing), are
+        past their start_by and expire here, with their events, or are past their key's
+        cap of running jobs and are held back (_claim_capped).
 
         No `running` event and no look for an earlier cancel: a chunk's lines are
         followed through their batch, and a cancel reaches them through the cancel
@@ -345,6 +345,10 @@ class JobStore:
         claimed, expired = self.retry(attempt)
         self.events.emit_jobs([(r.id, _ended(S.EXPIRED, envelope(r)),
                                 events_ttl(self.settings, r.priority)) for r in expired])
+        # In the order of job_ids (RETURNING gives the table's): a chunk runs its lines
+        # in line order, and a batch's results are written in line order.
+        place = {job_id: n for n, job_id in enumerate(job_ids)}
+        claimed.sort(key=lambda row: place[row.id])
         return claimed
 
     def finish_many(self, ends: list[End]) -> list[dict[str, Any]]:

@@ -52,7 +52,7 @@ FAST_ENV = {
     "MONKEY_LOST_AFTER_S": "2",
     "MONKEY_LOST_SCAN_S": "10",
     "PYTHONUNBUFFERED": "1",
-    "PYTHONFAULTHANDLER": "1",  # a process that hangs a test leaves its stacks (_hung_tail)
+    "PYTHONFAULTHANDLER": "1",  # a process that hangs a test leaves its stacks (_log_tail)
 }
 
 
@@ -405,9 +405,10 @@ def _worker_ready(r: redis.Redis, pid: int) -> bool:
     return False
 
 
-def _hung_tail(proc) -> str:
-    """The end of a Stack process's log, with every thread's stack: SIGABRT makes
-    faulthandler (PYTHONFAULTHANDLER, FAST_ENV) write them before the process dies."""
+def _log_tail(proc) -> str:
+    """The end of a Stack process's log; one still running is stopped with SIGABRT
+    first, so that faulthandler (PYTHONFAULTHANDLER, FAST_ENV) writes every thread's
+    stack into it."""
     log_path = getattr(proc, "log_path", None)
     if log_path is None:
         return ""
@@ -424,11 +425,11 @@ def wait_until(check, timeout: float, what: str, proc=None, interval: float = 0.
         if check():
             return
         if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"{what}: process exited with {proc.returncode}\n"
-                                 f"{proc.log_path.read_text(errors='replace')[-4000:]}")
+            raise AssertionError(f"{what}: process exited with {proc.returncode}"
+                                 f"{_log_tail(proc)}")
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}"
-                                 f"{_hung_tail(proc)}")
+                                 f"{_log_tail(proc)}")
         time.sleep(interval)
 
 

@@ -163,10 +163,6 @@ def _execute(state: Worker, job_ids: list[str]) -> None:
     rows = state.store.claim_many(job_ids, worker_id=state.worker_id)
     if not rows:
         return
-    # In the message's order (line order), whatever order the claim returned them in:
-    # a batch's results are written in line order up to its first active line.
-    place = {job_id: n for n, job_id in enumerate(job_ids)}
-    rows.sort(key=lambda row: place[row.id])
     runs = [LineRun(state, claim_of(row)) for row in rows]
     for run in runs:
         state.runs.add(run)
